@@ -1,0 +1,33 @@
+// SPDX-License-Identifier: Apache-2.0
+// Registration functions of the _core module, one per binding file. Bindings only convert
+// types, release the GIL and call into the core; errors become LLMException in one place
+// (ThrowIfError, status_bindings.cc).
+#ifndef LLMDD_BINDINGS_BINDINGS_H_
+#define LLMDD_BINDINGS_BINDINGS_H_
+
+#include <pybind11/pybind11.h>
+
+#include "llm_datadist/status.h"
+
+namespace llm_datadist::bindings {
+
+namespace py = pybind11;
+
+void RegisterStatusBindings(py::module_ &m);
+void RegisterCudaBindings(py::module_ &m);
+void RegisterEngineBindings(py::module_ &m);
+
+// Carries a failed DetailedStatus across the C++ -> Python boundary; the translator registered
+// in RegisterStatusBindings turns it into llm_datadist.LLMException.
+struct StatusError {
+  DetailedStatus status;
+};
+
+// Throws StatusError when `status` is not ok. Call with the GIL held or released.
+inline void ThrowIfError(DetailedStatus status) {
+  if (!status.ok()) throw StatusError{std::move(status)};
+}
+
+}  // namespace llm_datadist::bindings
+
+#endif  // LLMDD_BINDINGS_BINDINGS_H_

@@ -1,0 +1,373 @@
+// SPDX-License-Identifier: Apache-2.0
+// Bindings of DataDistEngine: type conversion, GIL release, errors via ThrowIfError. Argument
+// checking with upstream's messages happens in Python (cache_manager.py); the core re-checks
+// everything that could corrupt memory, so a caller of _core cannot crash the process either.
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+
+#include "bindings/bindings.h"
+#include "engine/data_dist_engine.h"
+#include "engine/tensor_size.h"
+
+namespace llm_datadist::bindings {
+
+namespace {
+
+using KeyTuple = std::tuple<uint64_t, uint64_t, uint64_t, uint64_t>;  // cluster, req, model, prefix
+using BlocksKeyTuple = std::tuple<uint64_t, uint64_t>;                // cluster, model
+
+CacheDesc MakeDesc(uint32_t num_tensors, const std::vector<int64_t> &shape, int32_t data_type, uint32_t placement) {
+  CacheDesc desc;
+  desc.num_tensors = num_tensors;
+  desc.shape = shape;
+  desc.data_type = static_cast<DataType>(data_type);
+  desc.placement = placement == 0 ? CachePlacement::kHost : CachePlacement::kDevice;
+  return desc;
+}
+
+std::vector<CacheKeySpec> MakeKeys(const std::vector<KeyTuple> &keys) {
+  std::vector<CacheKeySpec> specs;
+  specs.reserve(keys.size());
+  for (const KeyTuple &k : keys) specs.push_back({std::get<0>(k), std::get<1>(k), std::get<2>(k), std::get<3>(k)});
+  return specs;
+}
+
+std::optional<BlocksKeySpec> MakeBlocksKey(const std::optional<BlocksKeyTuple> &key) {
+  if (!key) return std::nullopt;
+  return BlocksKeySpec{std::get<0>(*key), std::get<1>(*key)};
+}
+
+py::tuple CacheResult(const std::shared_ptr<CacheEntry> &entry) {
+  py::list addrs;
+  for (uintptr_t a : entry->tensor_addrs) addrs.append(py::int_(static_cast<uint64_t>(a)));
+  return py::make_tuple(entry->cache_id, addrs);
+}
+
+// ---- Zero-copy tensor views -------------------------------------------------------------
+// DLPack (https://dmlc.github.io/dlpack) ABI, declared here to avoid a header dependency.
+struct DLDevice { int32_t device_type; int32_t device_id; };
+struct DLDataType { uint8_t code; uint8_t bits; uint16_t lanes; };
+struct DLTensor {
+  void *data; DLDevice device; int32_t ndim; DLDataType dtype;
+  int64_t *shape; int64_t *strides; uint64_t byte_offset;
+};
+struct DLManagedTensor { DLTensor dl_tensor; void *manager_ctx; void (*deleter)(DLManagedTensor *); };
+constexpr int32_t kDLCPU = 1;
+constexpr int32_t kDLCUDA = 2;
+
+bool DlpackType(int32_t data_type, DLDataType *out) {
+  switch (data_type) {
+    case DT_FLOAT: *out = {2, 32, 1}; return true;
+    case DT_FLOAT16: *out = {2, 16, 1}; return true;
+    case DT_BF16: *out = {4, 16, 1}; return true;
+    case DT_DOUBLE: *out = {2, 64, 1}; return true;
+    case DT_INT8: *out = {0, 8, 1}; return true;
+    case DT_INT16: *out = {0, 16, 1}; return true;
+    case DT_INT32: *out = {0, 32, 1}; return true;
+    case DT_INT64: *out = {0, 64, 1}; return true;
+    case DT_UINT8: *out = {1, 8, 1}; return true;
+    case DT_UINT16: *out = {1, 16, 1}; return true;
+    case DT_UINT32: *out = {1, 32, 1}; return true;
+    case DT_UINT64: *out = {1, 64, 1}; return true;
+    case DT_BOOL: *out = {6, 8, 1}; return true;
+    default: return false;
+  }
+}
+
+// numpy has no bfloat16: BF16 tensors appear as uint16 (bit patterns); torch views keep bf16.
+const char *NumpyType(int32_t data_type) {
+  switch (data_type) {
+    case DT_FLOAT: return "float32";
+    case DT_FLOAT16: return "float16";
+    case DT_BF16: return "uint16";
+    case DT_DOUBLE: return "float64";
+    case DT_INT8: return "int8";
+    case DT_INT16: return "int16";
+    case DT_INT32: return "int32";
+    case DT_INT64: return "int64";
+    case DT_UINT8: return "uint8";
+    case DT_UINT16: return "uint16";
+    case DT_UINT32: return "uint32";
+    case DT_UINT64: return "uint64";
+    case DT_BOOL: return "bool";
+    default: return nullptr;
+  }
+}
+
+// One tensor of a cache, pinned: the cache's memory stays valid while this object (or a numpy
+// array / torch tensor made from it) is alive, even after deallocate_cache or finalize.
+class TensorView {
+ public:
+  explicit TensorView(TensorPin pin) : pin_(std::move(pin)) {}
+
+  uint64_t ptr() const { return reinterpret_cast<uintptr_t>(pin_.data); }
+  uint64_t nbytes() const { return pin_.bytes; }
+  const char *memory_kind() const { return MemoryKindName(pin_.memory_kind); }
+  int device_ordinal() const { return pin_.device_ordinal; }
+  const std::vector<int64_t> &shape() const { return pin_.entry->desc.shape; }
+  int32_t data_type() const { return pin_.entry->desc.data_type; }
+
+  py::tuple DlpackDevice() const {
+    if (pin_.memory_kind == MemoryKind::kCudaDevice) return py::make_tuple(kDLCUDA, pin_.device_ordinal);
+    return py::make_tuple(kDLCPU, 0);
+  }
+
+  py::capsule Dlpack(py::handle self) const {
+    DLDataType dtype{};
+    if (!DlpackType(data_type(), &dtype))
+      ThrowIfError(DetailedStatus(LLM_PARAM_INVALID, detail::Concat("data_type ", data_type(),
+                                                                    " has no DLPack equivalent")));
+    struct Context {
+      py::object owner;  // keeps this TensorView (and so the pin) alive
+      std::vector<int64_t> shape;
+      DLManagedTensor managed;
+    };
+    auto *ctx = new Context{py::reinterpret_borrow<py::object>(self), shape(), {}};
+    DLTensor &t = ctx->managed.dl_tensor;
+    t.data = pin_.data;
+    auto dev = DlpackDevice();
+    t.device = {dev[0].cast<int32_t>(), dev[1].cast<int32_t>()};
+    t.ndim = static_cast<int32_t>(ctx->shape.size());
+    t.dtype = dtype;
+    t.shape = ctx->shape.data();
+    t.strides = nullptr;  // compact row-major
+    t.byte_offset = 0;
+    ctx->managed.manager_ctx = ctx;
+    ctx->managed.deleter = [](DLManagedTensor *m) {
+      py::gil_scoped_acquire gil;
+      delete static_cast<Context *>(m->manager_ctx);
+    };
+    // A capsule never consumed (still named "dltensor") frees itself; once a consumer renamed
+    // it to "used_dltensor" the consumer owns it and calls the deleter.
+    return py::capsule(&ctx->managed, "dltensor", [](PyObject *capsule) {
+      if (PyCapsule_IsValid(capsule, "dltensor")) {
+        auto *m = static_cast<DLManagedTensor *>(PyCapsule_GetPointer(capsule, "dltensor"));
+        m->deleter(m);
+      }
+    });
+  }
+
+  py::array Numpy(py::handle self) const {
+    if (pin_.memory_kind == MemoryKind::kCudaDevice)
+      ThrowIfError(DetailedStatus(LLM_PARAM_INVALID,
+                                  "a CUDA device cache cannot be viewed as numpy; use the torch view"));
+    const char *np_type = NumpyType(data_type());
+    if (np_type == nullptr)
+      ThrowIfError(DetailedStatus(LLM_PARAM_INVALID, detail::Concat("data_type ", data_type(),
+                                                                    " has no numpy equivalent")));
+    py::dtype dtype(np_type);
+    return py::array(dtype, shape(), {}, pin_.data, self);
+  }
+
+ private:
+  TensorPin pin_;
+};
+
+py::object PoolStatsDict(const std::optional<PoolStats> &stats) {
+  if (!stats) return py::none();
+  py::dict d;
+  d["capacity"] = stats->capacity;
+  d["page_size"] = stats->page_size;
+  d["used_bytes"] = stats->used_bytes;
+  d["free_bytes"] = stats->free_bytes;
+  d["allocation_count"] = stats->allocation_count;
+  d["free_range_count"] = stats->free_range_count;
+  d["largest_free_range"] = stats->largest_free_range;
+  return d;
+}
+
+}  // namespace
+
+void RegisterEngineBindings(py::module_ &m) {
+  m.def(
+      "calc_tensor_size",
+      [](const std::vector<int64_t> &shape, int32_t data_type) {
+        int64_t bytes = 0;
+        ThrowIfError(CalcTensorSize(shape, data_type, &bytes));
+        return bytes;
+      },
+      py::arg("shape"), py::arg("data_type"),
+      "Bytes of one tensor of `shape` and ge DataType number `data_type`.");
+
+  py::class_<TensorView>(m, "TensorView")
+      .def_property_readonly("ptr", &TensorView::ptr)
+      .def_property_readonly("nbytes", &TensorView::nbytes)
+      .def_property_readonly("memory_kind", &TensorView::memory_kind)
+      .def_property_readonly("device_ordinal", &TensorView::device_ordinal)
+      .def_property_readonly("shape", &TensorView::shape)
+      .def_property_readonly("data_type", &TensorView::data_type)
+      .def("__dlpack_device__", &TensorView::DlpackDevice)
+      .def(
+          "__dlpack__",
+          [](py::handle self, py::args, py::kwargs) { return self.cast<const TensorView &>().Dlpack(self); })
+      .def("numpy", [](py::handle self) { return self.cast<const TensorView &>().Numpy(self); });
+
+  py::class_<DataDistEngine>(m, "Engine")
+      .def(py::init<uint64_t, LlmRole>(), py::arg("cluster_id"), py::arg("role"))
+      .def(
+          "initialize",
+          [](DataDistEngine &e, const std::map<std::string, std::string> &options) {
+            DetailedStatus status;
+            {
+              py::gil_scoped_release release;
+              status = e.Initialize(options);
+            }
+            ThrowIfError(status.With("operation", "init"));
+          },
+          py::arg("options"))
+      .def("finalize", &DataDistEngine::Finalize, py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("initialized", &DataDistEngine::initialized)
+      .def_property_readonly("cluster_id", &DataDistEngine::cluster_id)
+      .def_property("role", &DataDistEngine::role, &DataDistEngine::set_role)
+      .def_property_readonly("device_backend",
+                             [](const DataDistEngine &e) { return DeviceBackendName(e.options().device_backend); })
+      .def_property_readonly("device_backend_reason",
+                             [](const DataDistEngine &e) { return e.options().device_backend_reason; })
+      .def_property_readonly("sync_kv_timeout_ms", [](const DataDistEngine &e) { return e.options().sync_kv_timeout_ms; })
+      .def_property_readonly("device_id", [](const DataDistEngine &e) { return e.options().device_id; })
+      .def(
+          "allocate_cache",
+          [](DataDistEngine &e, uint32_t num_tensors, const std::vector<int64_t> &shape, int32_t data_type,
+             uint32_t placement, const std::vector<KeyTuple> &keys) {
+            std::shared_ptr<CacheEntry> entry;
+            DetailedStatus status;
+            {
+              py::gil_scoped_release release;
+              status = e.AllocateCache(MakeDesc(num_tensors, shape, data_type, placement), MakeKeys(keys), &entry);
+            }
+            ThrowIfError(status.With("operation", "allocate_cache"));
+            return CacheResult(entry);
+          },
+          py::arg("num_tensors"), py::arg("shape"), py::arg("data_type"), py::arg("placement"), py::arg("keys"))
+      .def(
+          "allocate_blocks_cache",
+          [](DataDistEngine &e, uint32_t num_tensors, const std::vector<int64_t> &shape, int32_t data_type,
+             uint32_t placement, const std::optional<BlocksKeyTuple> &key) {
+            std::shared_ptr<CacheEntry> entry;
+            DetailedStatus status;
+            {
+              py::gil_scoped_release release;
+              status = e.AllocateBlocksCache(MakeDesc(num_tensors, shape, data_type, placement), MakeBlocksKey(key),
+                                             &entry);
+            }
+            ThrowIfError(status.With("operation", "allocate_blocks_cache"));
+            return CacheResult(entry);
+          },
+          py::arg("num_tensors"), py::arg("shape"), py::arg("data_type"), py::arg("placement"), py::arg("key"))
+      .def(
+          "register_cache",
+          [](DataDistEngine &e, uint32_t num_tensors, const std::vector<int64_t> &shape, int32_t data_type,
+             uint32_t placement, const std::vector<uintptr_t> &addrs, const std::vector<KeyTuple> &keys) {
+            std::shared_ptr<CacheEntry> entry;
+            DetailedStatus status;
+            {
+              py::gil_scoped_release release;
+              status = e.RegisterCache(MakeDesc(num_tensors, shape, data_type, placement), addrs, MakeKeys(keys),
+                                       &entry);
+            }
+            ThrowIfError(status.With("operation", "register_cache"));
+            return CacheResult(entry);
+          },
+          py::arg("num_tensors"), py::arg("shape"), py::arg("data_type"), py::arg("placement"), py::arg("addrs"),
+          py::arg("keys"))
+      .def(
+          "register_blocks_cache",
+          [](DataDistEngine &e, uint32_t num_tensors, const std::vector<int64_t> &shape, int32_t data_type,
+             uint32_t placement, const std::vector<uintptr_t> &addrs, const std::optional<BlocksKeyTuple> &key) {
+            std::shared_ptr<CacheEntry> entry;
+            DetailedStatus status;
+            {
+              py::gil_scoped_release release;
+              status = e.RegisterBlocksCache(MakeDesc(num_tensors, shape, data_type, placement), addrs,
+                                             MakeBlocksKey(key), &entry);
+            }
+            ThrowIfError(status.With("operation", "register_blocks_cache"));
+            return CacheResult(entry);
+          },
+          py::arg("num_tensors"), py::arg("shape"), py::arg("data_type"), py::arg("placement"), py::arg("addrs"),
+          py::arg("key"))
+      .def(
+          "deallocate_cache",
+          [](DataDistEngine &e, int64_t id) { ThrowIfError(e.DeallocateCache(id).With("operation", "deallocate_cache")); },
+          py::arg("cache_id"))
+      .def(
+          "deallocate_blocks_cache",
+          [](DataDistEngine &e, int64_t id) {
+            ThrowIfError(e.DeallocateBlocksCache(id).With("operation", "deallocate_blocks_cache"));
+          },
+          py::arg("cache_id"))
+      .def(
+          "unregister_cache",
+          [](DataDistEngine &e, int64_t id) { ThrowIfError(e.UnregisterCache(id).With("operation", "unregister_cache")); },
+          py::arg("cache_id"))
+      .def(
+          "remove_cache_key",
+          [](DataDistEngine &e, const KeyTuple &key) {
+            ThrowIfError(e.RemoveCacheKey(MakeKeys({key})[0]).With("operation", "remove_cache_key"));
+          },
+          py::arg("key"))
+      .def(
+          "copy_cache",
+          [](DataDistEngine &e, int64_t dst, int64_t src, uint32_t dst_batch, uint32_t src_batch, uint64_t offset,
+             int64_t size) {
+            DetailedStatus status;
+            {
+              py::gil_scoped_release release;
+              status = e.CopyCache(dst, src, dst_batch, src_batch, offset, size);
+            }
+            ThrowIfError(status.With("operation", "copy_cache"));
+          },
+          py::arg("dst_cache_id"), py::arg("src_cache_id"), py::arg("dst_batch_index"), py::arg("src_batch_index"),
+          py::arg("offset"), py::arg("size"))
+      .def(
+          "copy_blocks",
+          [](DataDistEngine &e, int64_t id, const std::vector<std::pair<uint64_t, std::vector<uint64_t>>> &pairs) {
+            DetailedStatus status;
+            {
+              py::gil_scoped_release release;
+              status = e.CopyBlocks(id, pairs);
+            }
+            ThrowIfError(status.With("operation", "copy_blocks"));
+          },
+          py::arg("cache_id"), py::arg("src_to_dsts"))
+      .def(
+          "swap_blocks",
+          [](DataDistEngine &e, int64_t src_id, uint32_t src_num_tensors, const std::vector<int64_t> &src_shape,
+             int32_t src_dtype, uint32_t src_placement, const std::vector<uintptr_t> &src_addrs, int64_t dst_id,
+             uint32_t dst_num_tensors, const std::vector<int64_t> &dst_shape, int32_t dst_dtype,
+             uint32_t dst_placement, const std::vector<uintptr_t> &dst_addrs,
+             const std::vector<std::pair<uint64_t, uint64_t>> &pairs) {
+            CacheRef src{src_id, MakeDesc(src_num_tensors, src_shape, src_dtype, src_placement), src_addrs, true};
+            CacheRef dst{dst_id, MakeDesc(dst_num_tensors, dst_shape, dst_dtype, dst_placement), dst_addrs, true};
+            DetailedStatus status;
+            {
+              py::gil_scoped_release release;
+              status = e.SwapBlocks(src, dst, pairs);
+            }
+            ThrowIfError(status.With("operation", "swap_blocks"));
+          })
+      .def(
+          "tensor_view",
+          [](const DataDistEngine &e, int64_t cache_id, uint32_t tensor_index) {
+            TensorPin pin;
+            ThrowIfError(e.PinTensor(cache_id, tensor_index, &pin).With("operation", "tensor_view"));
+            return TensorView(std::move(pin));
+          },
+          py::arg("cache_id"), py::arg("tensor_index"))
+      .def("pool_stats",
+           [](const DataDistEngine &e, uint32_t placement) {
+             return PoolStatsDict(e.GetPoolStats(placement == 0 ? CachePlacement::kHost : CachePlacement::kDevice));
+           })
+      .def("cache_count", [](const DataDistEngine &e) { return e.registry().cache_count(); })
+      .def("key_count", [](const DataDistEngine &e) { return e.registry().key_count(); })
+      .def("has_cache", [](const DataDistEngine &e, int64_t id) { return e.FindCache(id) != nullptr; });
+
+  py::enum_<LlmRole>(m, "LlmRole")
+      .value("kPrompt", LlmRole::kPrompt)
+      .value("kDecoder", LlmRole::kDecoder)
+      .value("kMix", LlmRole::kMix);
+}
+
+}  // namespace llm_datadist::bindings

@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "engine/copy_engine.h"
+
+#include <algorithm>
+#include <cstring>
+#include <thread>
+
+#include "common/cuda_driver.h"
+
+namespace llm_datadist {
+
+namespace {
+// Below this many bytes one thread copies faster than starting others.
+constexpr uint64_t kParallelCopyThreshold = 8ull << 20;
+constexpr unsigned kMaxCopyThreads = 4;
+
+void CopyHostRange(const std::vector<CopyRegion> &regions, size_t begin, size_t end) {
+  for (size_t i = begin; i < end; ++i) std::memcpy(regions[i].dst, regions[i].src, regions[i].bytes);
+}
+
+// Splits regions into contiguous chunks of about equal bytes, one per thread.
+void CopyHostParallel(const std::vector<CopyRegion> &regions, uint64_t total) {
+  unsigned threads = std::min<unsigned>(kMaxCopyThreads, std::max(1u, std::thread::hardware_concurrency()));
+  if (threads <= 1 || total < kParallelCopyThreshold) {
+    CopyHostRange(regions, 0, regions.size());
+    return;
+  }
+  std::vector<CopyRegion> pieces;
+  // Large single regions are split so one 256 MiB copy also uses every thread.
+  const uint64_t piece_target = (total + threads - 1) / threads;
+  for (const CopyRegion &r : regions) {
+    uint64_t done = 0;
+    while (done < r.bytes) {
+      uint64_t n = std::min<uint64_t>(r.bytes - done, piece_target);
+      pieces.push_back({static_cast<uint8_t *>(r.dst) + done, static_cast<const uint8_t *>(r.src) + done, n});
+      done += n;
+    }
+  }
+  std::vector<size_t> bounds{0};
+  uint64_t acc = 0;
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    acc += pieces[i].bytes;
+    if (acc >= piece_target * bounds.size() && bounds.size() < threads) bounds.push_back(i + 1);
+  }
+  if (bounds.back() != pieces.size()) bounds.push_back(pieces.size());
+  std::vector<std::thread> workers;
+  for (size_t t = 1; t + 1 < bounds.size(); ++t)
+    workers.emplace_back(CopyHostRange, std::cref(pieces), bounds[t], bounds[t + 1]);
+  CopyHostRange(pieces, bounds[0], bounds[1]);
+  for (std::thread &w : workers) w.join();
+}
+}  // namespace
+
+std::vector<CopyRegion> CoalesceRegions(const std::vector<CopyRegion> &regions) {
+  std::vector<CopyRegion> merged;
+  merged.reserve(regions.size());
+  for (const CopyRegion &r : regions) {
+    if (r.bytes == 0) continue;
+    if (!merged.empty()) {
+      CopyRegion &last = merged.back();
+      if (static_cast<uint8_t *>(last.dst) + last.bytes == r.dst &&
+          static_cast<const uint8_t *>(last.src) + last.bytes == r.src) {
+        last.bytes += r.bytes;
+        continue;
+      }
+    }
+    merged.push_back(r);
+  }
+  return merged;
+}
+
+DetailedStatus CopyRegions(const std::vector<CopyRegion> &regions, MemoryKind dst_kind, MemoryKind src_kind) {
+  std::vector<CopyRegion> merged = CoalesceRegions(regions);
+  if (merged.empty()) return DetailedStatus::Ok();
+  if (dst_kind == MemoryKind::kCudaDevice || src_kind == MemoryKind::kCudaDevice) {
+    std::vector<cuda::CopyRegion> cuda_regions;
+    cuda_regions.reserve(merged.size());
+    for (const CopyRegion &r : merged) cuda_regions.push_back({r.dst, r.src, static_cast<size_t>(r.bytes)});
+    return cuda::MemcpyBatch(cuda_regions);
+  }
+  uint64_t total = 0;
+  for (const CopyRegion &r : merged) total += r.bytes;
+  CopyHostParallel(merged, total);
+  return DetailedStatus::Ok();
+}
+
+}  // namespace llm_datadist

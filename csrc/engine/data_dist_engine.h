@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: Apache-2.0
+// DataDistEngine: one LLM-DataDist instance (a "cluster"). Parses the init options, owns the
+// memory pools and the cache registry, and carries out cache operations. The Python binding
+// and the upstream-style C++ class (llm_datadist.h) are both thin layers over it.
+//
+// Thread-safety: cache operations may run concurrently from several threads; Initialize and
+// Finalize must not run concurrently with anything else (upstream's rule).
+#ifndef LLM_DATADIST_ENGINE_DATA_DIST_ENGINE_H_
+#define LLM_DATADIST_ENGINE_DATA_DIST_ENGINE_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cache/cache_registry.h"
+#include "llm_datadist/status.h"
+#include "llm_datadist/types.h"
+#include "memory/memory_pool.h"
+
+namespace llm_datadist {
+
+enum class DeviceBackend : uint8_t { kCuda, kCpu };
+const char *DeviceBackendName(DeviceBackend backend);
+
+struct EngineOptions {
+  int32_t device_id = 0;
+  int64_t sync_kv_timeout_ms = 1000;
+  std::optional<PoolConfig> device_pool;
+  std::optional<PoolConfig> host_pool;
+  std::string listen_ip_info;  // "ip:port" or "[ipv6]:port"; empty: not listening
+  DeviceBackend device_backend = DeviceBackend::kCpu;
+  std::string device_backend_reason;  // why this backend was chosen (for doctor / logs)
+};
+
+// Parses upstream option keys (Python's ge.exec.deviceId and C++'s llm.DeviceId, ...).
+DetailedStatus ParseEngineOptions(const std::map<std::string, std::string> &options, EngineOptions *out);
+
+// What a local cache operation sees of a cache: an engine cache (cache_id >= 0, looked up in
+// the registry) or caller-described memory (cache_id -1, e.g. Cache.create_cpu_cache).
+struct CacheRef {
+  int64_t cache_id = -1;
+  CacheDesc desc;
+  std::vector<uintptr_t> tensor_addrs;
+  bool is_blocks = true;
+};
+
+// A pinned tensor: the entry keeps the memory valid while the pin lives.
+struct TensorPin {
+  std::shared_ptr<CacheEntry> entry;
+  void *data = nullptr;
+  uint64_t bytes = 0;
+  MemoryKind memory_kind = MemoryKind::kHost;
+  int device_ordinal = -1;
+};
+
+class DataDistEngine {
+ public:
+  DataDistEngine(uint64_t cluster_id, LlmRole role);
+  ~DataDistEngine();
+
+  DetailedStatus Initialize(const std::map<std::string, std::string> &options);
+  void Finalize();
+  bool initialized() const { return initialized_; }
+  uint64_t cluster_id() const { return cluster_id_; }
+  LlmRole role() const { return role_; }
+  void set_role(LlmRole role) { role_ = role; }
+  const EngineOptions &options() const { return options_; }
+
+  DetailedStatus AllocateCache(const CacheDesc &desc, const std::vector<CacheKeySpec> &keys,
+                               std::shared_ptr<CacheEntry> *out);
+  DetailedStatus AllocateBlocksCache(const CacheDesc &desc, const std::optional<BlocksKeySpec> &key,
+                                     std::shared_ptr<CacheEntry> *out);
+  DetailedStatus DeallocateCache(int64_t cache_id);
+  DetailedStatus DeallocateBlocksCache(int64_t cache_id);
+  DetailedStatus RemoveCacheKey(const CacheKeySpec &key);
+  DetailedStatus RegisterCache(const CacheDesc &desc, const std::vector<uintptr_t> &addrs,
+                               const std::vector<CacheKeySpec> &keys, std::shared_ptr<CacheEntry> *out);
+  DetailedStatus RegisterBlocksCache(const CacheDesc &desc, const std::vector<uintptr_t> &addrs,
+                                     const std::optional<BlocksKeySpec> &key,
+                                     std::shared_ptr<CacheEntry> *out);
+  DetailedStatus UnregisterCache(int64_t cache_id);
+
+  // copy_cache: one batch slot of every tensor, `size` bytes (-1: to the slot's end) from `offset`.
+  DetailedStatus CopyCache(int64_t dst_cache_id, int64_t src_cache_id, uint32_t dst_batch_index,
+                           uint32_t src_batch_index, uint64_t offset, int64_t size);
+  // copy_blocks: within one blocks cache, block src -> each of its dst blocks.
+  DetailedStatus CopyBlocks(int64_t cache_id,
+                            const std::vector<std::pair<uint64_t, std::vector<uint64_t>>> &src_to_dsts);
+  // CopyKvBlocks (upstream C++): src_blocks[i] of `src` -> dst_blocks_list[j][i] of `dst`.
+  DetailedStatus CopyBlocksBetween(int64_t src_cache_id, int64_t dst_cache_id,
+                                   const std::vector<uint64_t> &src_blocks,
+                                   const std::vector<std::vector<uint64_t>> &dst_blocks_list);
+  // swap_blocks: host <-> device, exactly one side on the host.
+  DetailedStatus SwapBlocks(const CacheRef &src, const CacheRef &dst,
+                            const std::vector<std::pair<uint64_t, uint64_t>> &src_to_dst);
+
+  DetailedStatus PinTensor(int64_t cache_id, uint32_t tensor_index, TensorPin *out) const;
+  std::shared_ptr<CacheEntry> FindCache(int64_t cache_id) const { return registry_.Find(cache_id); }
+  std::optional<PoolStats> GetPoolStats(CachePlacement placement) const;
+  const CacheRegistry &registry() const { return registry_; }
+
+ private:
+  DetailedStatus CheckInitialized(const char *operation) const;
+  DetailedStatus NewEntry(const CacheDesc &desc, bool is_blocks, bool is_registered,
+                          std::shared_ptr<CacheEntry> *out);
+  DetailedStatus Allocate(const CacheDesc &desc, bool is_blocks, const std::vector<CacheKeySpec> &keys,
+                          const std::optional<BlocksKeySpec> &blocks_key, std::shared_ptr<CacheEntry> *out);
+  DetailedStatus Register(const CacheDesc &desc, bool is_blocks, const std::vector<uintptr_t> &addrs,
+                          const std::vector<CacheKeySpec> &keys, const std::optional<BlocksKeySpec> &blocks_key,
+                          std::shared_ptr<CacheEntry> *out);
+  DetailedStatus ResolveRef(const CacheRef &ref, const char *which, std::shared_ptr<CacheEntry> *out) const;
+  MemoryKind DeviceMemoryKind() const {
+    return options_.device_backend == DeviceBackend::kCuda ? MemoryKind::kCudaDevice : MemoryKind::kCpuDevice;
+  }
+
+  uint64_t cluster_id_;
+  LlmRole role_;
+  bool initialized_ = false;
+  EngineOptions options_;
+  std::shared_ptr<MemoryPool> device_pool_;
+  std::shared_ptr<MemoryPool> host_pool_;
+  CacheRegistry registry_;
+};
+
+}  // namespace llm_datadist
+
+#endif  // LLM_DATADIST_ENGINE_DATA_DIST_ENGINE_H_

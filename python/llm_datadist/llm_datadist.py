@@ -1,0 +1,195 @@
+# SPDX-License-Identifier: Apache-2.0
+"""LLMDataDist: one instance per process (a "cluster"), upstream's entry point."""
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from . import _core
+from ._validation import check_dict, check_int, check_type, param_invalid
+from .cache_manager import CacheManager
+from .configs import LLMClusterInfo, LLMRole
+from .llm_types import RegisterMemStatus
+from .status import LLMException, LLMStatusCode
+
+__all__ = ["LLMDataDist"]
+
+logger = logging.getLogger("llm_datadist")
+
+_ROLE_OPTION = {LLMRole.PROMPT: "Prompt", LLMRole.DECODER: "Decoder", LLMRole.MIX: "Mix"}
+_NOT_YET = ("{} is not available yet: this build of llm_datadist has the local cache operations; "
+            "links and transfers between processes arrive with the transfer layer.")
+
+# Upstream allows one initialized LLMDataDist per process.
+_instance_lock = threading.Lock()
+_initialized_instance: Optional["LLMDataDist"] = None
+
+
+def _split_listen_ip_info(value: str) -> Tuple[str, str]:
+    """"ip:port" or "[ipv6]:port" -> (ip, port); LLMException PARAM_INVALID otherwise."""
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise param_invalid(f"llm.listenIpInfo {value!r} is not \"ip:port\" (or \"[ipv6]:port\").")
+    return host, port
+
+
+class LLMDataDist:
+    """`LLMDataDist(role, cluster_id)`; `init(options)` from `LLMConfig.generate_options()`."""
+
+    def __init__(self, role: LLMRole, cluster_id: int) -> None:
+        check_type(role, "role", LLMRole)
+        check_int(cluster_id, "cluster_id", "uint64")
+        self._role = role
+        self._cluster_id = cluster_id
+        self._engine: Optional[_core.Engine] = None
+        self._cache_manager: Optional[CacheManager] = None
+        self._options: Dict[str, str] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def init(self, options: Dict[str, str]) -> None:
+        """Initializes the instance (idempotent). Only one initialized instance per process."""
+        global _initialized_instance
+        check_dict(options, "options", str, str)
+        with _instance_lock:
+            if self._engine is not None:
+                return
+            if _initialized_instance is not None:
+                raise LLMException("Cannot init multiple LLMDataDists", status_code=LLMStatusCode.LLM_FAILED)
+            opts = dict(options)
+            mem_max = opts.get("ge.flowGraphMemMaxSize")
+            if mem_max is not None and not mem_max.isdigit():
+                raise param_invalid(f"ge.flowGraphMemMaxSize {mem_max!r} must be a single decimal number.")
+            opts["llm.Role"] = _ROLE_OPTION[self._role]
+            if opts.get("llm.LocalCommRes") is not None:
+                opts.setdefault("llm.EnableCacheManager", "1")
+                opts.setdefault("llm.EnableRemoteCacheAccessible", "1")
+            if opts.get("llm.EnableCacheManager", "1") != "1":
+                # Upstream's legacy KvCacheManager (flow-graph) mode has no equivalent here;
+                # CacheManager mode is what consumers use, so that is what runs.
+                logger.info("llm.EnableCacheManager=%r: running in CacheManager mode (the only mode "
+                            "this implementation has)", opts.get("llm.EnableCacheManager"))
+            listen = opts.get("llm.listenIpInfo")
+            if listen:
+                ip, port = _split_listen_ip_info(listen)
+                opts["llm.ListenIp"], opts["llm.ListenPort"] = ip, port
+            engine = _core.Engine(self._cluster_id, _core.LlmRole(int(self._role)))
+            engine.initialize(opts)
+            self._engine = engine
+            self._options = opts
+            self._cache_manager = CacheManager(self, engine)
+            _initialized_instance = self
+        logger.info("LLMDataDist cluster %d initialized (role %s, device backend %s: %s)", self._cluster_id,
+                    self._role, engine.device_backend, engine.device_backend_reason)
+
+    def finalize(self) -> None:
+        """Releases pools and caches; a no-op when not initialized. Views made with
+        Cache.numpy()/torch() stay valid: they hold their memory until they are dropped."""
+        global _initialized_instance
+        with _instance_lock:
+            if self._engine is None:
+                return
+            if self._cache_manager is not None:
+                self._cache_manager._invalidate()
+            self._engine.finalize()
+            self._engine = None
+            self._cache_manager = None
+            if _initialized_instance is self:
+                _initialized_instance = None
+
+    def _check_init(self) -> _core.Engine:
+        if self._engine is None:
+            raise RuntimeError("llm datadist is not initialized")
+        return self._engine
+
+    # -- properties -----------------------------------------------------------------------
+    @property
+    def cluster_id(self) -> int:
+        return self._cluster_id
+
+    @property
+    def role(self) -> LLMRole:
+        return self._role
+
+    @property
+    def cache_manager(self) -> CacheManager:
+        self._check_init()
+        assert self._cache_manager is not None
+        return self._cache_manager
+
+    @property
+    def kv_cache_manager(self) -> None:
+        self._check_init()
+        raise param_invalid("kv_cache_manager is not supported when llm.EnableCacheManager is configured "
+                            "(this implementation runs CacheManager mode; use cache_manager).")
+
+    @property
+    def device_backend(self) -> str:
+        """"cuda" or "cpu": what Placement.DEVICE means in this instance (ours, not upstream)."""
+        return self._check_init().device_backend
+
+    # -- role -----------------------------------------------------------------------------
+    def switch_role(self, role: LLMRole, switch_options: Optional[Dict[str, str]] = None) -> None:
+        """Changes the role label; `llm.listenIpInfo` in switch_options (re)starts the listener,
+        its absence stops it. Refused with LLM_EXIST_LINK while links exist."""
+        engine = self._check_init()
+        check_type(role, "role", LLMRole)
+        check_dict(switch_options, "switch_options", str, str, allow_none=True)
+        listen = (switch_options or {}).get("llm.listenIpInfo")
+        if listen:
+            _split_listen_ip_info(listen)
+        # No link can exist yet in this build, so the switch always proceeds.
+        engine.role = _core.LlmRole(int(role))
+        self._role = role
+        if listen:
+            self._options["llm.listenIpInfo"] = listen
+        else:
+            self._options.pop("llm.listenIpInfo", None)
+
+    # -- links: arrive with the transfer layer --------------------------------------------
+    def _not_yet(self, name: str) -> LLMException:
+        return LLMException(_NOT_YET.format(name), status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED)
+
+    def link_clusters(self, clusters: Sequence[LLMClusterInfo], timeout: int = 3000) -> Tuple[LLMStatusCode, List[LLMStatusCode]]:
+        self._check_init()
+        check_type(clusters, "clusters", (list, tuple))
+        check_int(timeout, "timeout", "int32")
+        raise self._not_yet("link_clusters")
+
+    def unlink_clusters(self, clusters: Sequence[LLMClusterInfo], timeout: int = 3000,
+                        force: bool = False) -> Tuple[LLMStatusCode, List[LLMStatusCode]]:
+        self._check_init()
+        check_type(clusters, "clusters", (list, tuple))
+        check_int(timeout, "timeout", "int32")
+        check_type(force, "force", bool)
+        raise self._not_yet("unlink_clusters")
+
+    def link(self, comm_name: str, cluster_rank_info: Dict[int, int], rank_table: str) -> int:
+        self._check_init()
+        raise self._not_yet("link")
+
+    def unlink(self, comm_id: int) -> None:
+        self._check_init()
+        raise self._not_yet("unlink")
+
+    def query_register_mem_status(self, comm_id: int) -> RegisterMemStatus:
+        self._check_init()
+        raise self._not_yet("query_register_mem_status")
+
+    def check_link_status(self, remote_cluster_id: int) -> None:
+        self._check_init()
+        raise param_invalid("check_link_status is not supported when llm.EnableCacheManager is configured.")
+
+
+@atexit.register
+def _finalize_at_exit() -> None:
+    # Upstream finalizes the initialized instance at exit, swallowing LLMException.
+    instance = _initialized_instance
+    if instance is not None:
+        try:
+            instance.finalize()
+        except LLMException:
+            pass
