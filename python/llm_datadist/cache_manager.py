@@ -67,7 +67,8 @@ class CacheManager:
 
     def _check_cache(self, cache: Any, name: str = "cache") -> Cache:
         check_type(cache, name, Cache)
-        if cache.cache_manager is not None and cache.cache_manager is not self:
+        owner = getattr(cache, "_cache_manager", None)
+        if owner is not None and owner is not self:
             raise param_invalid(f"{name} (cache_id {cache.cache_id}) belongs to another LLMDataDist instance.")
         return cache
 

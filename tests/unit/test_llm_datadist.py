@@ -1,0 +1,200 @@
+# SPDX-License-Identifier: Apache-2.0
+"""LLMDataDist lifecycle, the one-initialized-instance rule, init option checks, switch_role,
+the CPU device, logging, and the calls that arrive with the transfer layer."""
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+import llm_datadist as ld
+from conftest import make_config
+from llm_datadist import LLMException, LLMRole, LLMStatusCode
+
+
+def test_constructor_types_and_ranges():
+    with pytest.raises(TypeError):
+        ld.LLMDataDist(1, 1)
+    with pytest.raises(TypeError):
+        ld.LLMDataDist(LLMRole.PROMPT, "1")
+    with pytest.raises(ValueError):
+        ld.LLMDataDist(LLMRole.PROMPT, -1)
+    with pytest.raises(ValueError):
+        ld.LLMDataDist(LLMRole.PROMPT, 2**64)
+    assert ld.LLMDataDist(LLMRole.DECODER, 2**64 - 1).cluster_id == 2**64 - 1
+
+
+def test_calls_before_init_raise_runtime_error():
+    dd = ld.LLMDataDist(LLMRole.PROMPT, 1)
+    with pytest.raises(RuntimeError, match="not initialized"):
+        dd.cache_manager
+    with pytest.raises(RuntimeError, match="not initialized"):
+        dd.switch_role(LLMRole.DECODER)
+    with pytest.raises(RuntimeError, match="not initialized"):
+        dd.link_clusters([], 1000)
+    dd.finalize()  # no-op
+
+
+def test_init_is_idempotent_and_one_instance_per_process():
+    first = ld.LLMDataDist(LLMRole.PROMPT, 1)
+    options = make_config().generate_options()
+    first.init(options)
+    try:
+        first.init(options)
+        second = ld.LLMDataDist(LLMRole.DECODER, 2)
+        with pytest.raises(LLMException, match="Cannot init multiple LLMDataDists") as info:
+            second.init(options)
+        assert info.value.status_code == LLMStatusCode.LLM_FAILED
+    finally:
+        first.finalize()
+    second.init(options)  # allowed once the first is finalized
+    second.finalize()
+
+
+def test_finalize_invalidates_cache_manager():
+    dd = ld.LLMDataDist(LLMRole.PROMPT, 1)
+    dd.init(make_config().generate_options())
+    cm = dd.cache_manager
+    dd.finalize()
+    with pytest.raises(RuntimeError, match="not initialized"):
+        cm.allocate_cache(ld.CacheDesc(1, [1, 8], ld.DataType.DT_FLOAT, ld.Placement.HOST))
+
+
+@pytest.mark.parametrize("key, value, match", [  # each message names the bad value
+    ("llm.MemPoolConfig", '{"memory_size": 1048576, "page_shift": 9}', r"page_shift must be .* got 9"),
+    ("llm.MemPoolConfig", '{"memory_size": 1048576, "page_shift": 31}', r"page_shift must be .* got 31"),
+    ("llm.HostMemPoolConfig", '{"memory_size": 0}', r"memory_size must be a positive integer, got 0"),
+    ("llm.HostMemPoolConfig", "not json", r"not a valid JSON object .*: not json"),
+    ("llm.SyncKvCacheWaitTime", "0", r'SyncKvCacheWaitTime "0"'),
+    ("ge.exec.deviceId", "-1", r'device id "-1"'),
+    ("llm.listenIpInfo", "127.0.0.1", r"'127.0.0.1' is not"),
+    ("llmdd.DeviceBackend", "tpu", r'DeviceBackend "tpu"'),
+    ("ge.flowGraphMemMaxSize", "12,34", r"'12,34'"),
+])
+def test_bad_init_options_are_param_invalid(key, value, match):
+    dd = ld.LLMDataDist(LLMRole.PROMPT, 1)
+    options = dict(make_config().generate_options())
+    options[key] = value
+    with pytest.raises(LLMException, match=match) as info:
+        dd.init(options)
+    assert info.value.status_code == LLMStatusCode.LLM_PARAM_INVALID
+    dd.init(make_config().generate_options())  # nothing was left half-initialized
+    dd.finalize()
+
+
+def test_init_options_must_be_str_dict():
+    dd = ld.LLMDataDist(LLMRole.PROMPT, 1)
+    with pytest.raises(TypeError):
+        dd.init({"ge.exec.deviceId": 0})
+    with pytest.raises(TypeError):
+        dd.init([("ge.exec.deviceId", "0")])
+
+
+def test_cuda_backend_requested_without_cuda():
+    dd = ld.LLMDataDist(LLMRole.PROMPT, 1)
+    if ld._core.cuda_info()["available"]:
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(LLMException, match="CUDA is unavailable") as info:
+        dd.init(make_config(device_backend="cuda").generate_options())
+    assert info.value.status_code == LLMStatusCode.LLM_FEATURE_NOT_ENABLED
+
+
+def test_cpu_device_is_the_default_without_cuda(monkeypatch):
+    if ld._core.cuda_info()["available"]:
+        pytest.skip("a CUDA device is present")
+    monkeypatch.delenv("LLMDD_DEVICE_BACKEND", raising=False)
+    dd = ld.LLMDataDist(LLMRole.PROMPT, 1)
+    dd.init(make_config(device_backend=None).generate_options())
+    try:
+        assert dd.device_backend == "cpu"
+        cache = dd.cache_manager.allocate_cache(ld.CacheDesc(2, [2, 8], ld.DataType.DT_INT32))  # DEVICE default
+        cache.numpy(0)[...] = 7
+        assert cache.numpy(0).sum() == 7 * 16
+    finally:
+        dd.finalize()
+
+
+def test_switch_role_without_links(datadist):
+    datadist.switch_role(LLMRole.DECODER)
+    assert datadist.role == LLMRole.DECODER
+    datadist.switch_role(LLMRole.DECODER)  # same role allowed
+    datadist.switch_role(LLMRole.MIX, {"llm.listenIpInfo": "127.0.0.1:26000"})
+    with pytest.raises(TypeError):
+        datadist.switch_role(3)
+    with pytest.raises(LLMException) as info:
+        datadist.switch_role(LLMRole.PROMPT, {"llm.listenIpInfo": "127.0.0.1:port"})
+    assert info.value.status_code == LLMStatusCode.LLM_PARAM_INVALID
+
+
+def test_link_and_pull_calls_say_not_yet(datadist):
+    info = ld.LLMClusterInfo()
+    info.remote_cluster_id = 2
+    info.append_remote_ip_info("127.0.0.1", 26000)
+    for call in (lambda: datadist.link_clusters([info], 1000), lambda: datadist.unlink_clusters([info], 1000),
+                 lambda: datadist.link("c", {1: 0, 2: 1}, "{}"), lambda: datadist.unlink(1),
+                 lambda: datadist.query_register_mem_status(1)):
+        with pytest.raises(LLMException, match="transfer layer") as exc:
+            call()
+        assert exc.value.status_code == LLMStatusCode.LLM_FEATURE_NOT_ENABLED
+    with pytest.raises(ValueError):
+        datadist.link_clusters([info], 2**31)
+
+
+def test_core_log_lines_reach_python_logging(caplog):
+    ld._core.install_python_log_sink()
+    try:
+        with caplog.at_level(logging.WARNING, logger="llm_datadist.core"):
+            ld._core.log_for_test(2, "hello from the core")
+        assert any(r.name == "llm_datadist.core" and r.getMessage() == "hello from the core" for r in caplog.records)
+    finally:
+        ld._core.reset_log_sink()
+
+
+def test_json_log_lines_by_environment():
+    code = ("import logging, llm_datadist as ld\n"
+            "logging.getLogger('llm_datadist').warning('x', extra={'operation': 'pull_blocks', 'request_id': 'r1'})\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "LLMDD_LOG_FORMAT": "json"})
+    entry = json.loads(out.stderr.strip().splitlines()[-1])
+    assert entry["message"] == "x" and entry["operation"] == "pull_blocks" and entry["request_id"] == "r1"
+
+
+def test_import_touches_neither_torch_nor_cuda_nor_environment():
+    code = ("import os, sys\n"
+            "before = dict(os.environ)\n"
+            "import llm_datadist\n"
+            "assert dict(os.environ) == before, 'environment changed'\n"
+            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.') or 'cuda' in m.lower()]\n"
+            "assert not bad, bad\n"
+            "maps = open('/proc/self/maps').read()\n"
+            "assert 'libcuda' not in maps and 'libcudart' not in maps, 'a CUDA library was loaded'\n"
+            "print('clean')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "clean", out.stderr
+
+
+def test_public_names_match_upstream():
+    expected = {"LLMClusterInfo", "LLMStatusCode", "LLMException", "LLMRole", "LlmConfig", "LLMConfig", "DataType",
+                "Status", "CacheDesc", "CacheKey", "CacheKeyByIdAndIndex", "KvCache", "Cache", "BlocksCacheKey",
+                "LLMDataDist", "Placement", "RegisterMemStatus", "LayerSynchronizer", "TransferConfig", "CacheTask",
+                "TransferWithCacheKeyConfig", "Memtype", "MemInfo"}
+    assert set(ld.__all__) == expected
+    for name in expected:
+        assert getattr(ld, name) is not None
+    assert ld.LLMConfig is ld.LlmConfig
+    with pytest.raises(AttributeError, match="legacy"):
+        ld.KvCacheManager
+    with pytest.raises(AttributeError):
+        ld.no_such_name
+
+
+def test_doctor_and_build_info():
+    info = ld.build_info()
+    assert info["version"] == ld.__version__ and os.path.isdir(info["include_dir"])
+    assert os.path.exists(os.path.join(info["include_dir"], "llm_datadist", "llm_datadist.h"))
+    assert os.path.exists(os.path.join(info["library_dir"], "libllm_datadist.so"))
+    out = subprocess.run([sys.executable, "-m", "llm_datadist.cli", "doctor"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and "CUDA:" in out.stdout and "Placement.DEVICE means" in out.stdout
