@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from . import _core
 from ._validation import check_dict, check_int, check_type, param_invalid
 from .cache_manager import CacheManager
-from .configs import LLMClusterInfo, LLMRole
+from .configs import LLMClusterInfo, LLMRole, _parse_listen_ip_info
 from .llm_types import RegisterMemStatus
 from .status import LLMException, LLMStatusCode
 
@@ -25,16 +25,6 @@ _NOT_YET = ("{} is not available yet: this build of llm_datadist has the local c
 # Upstream allows one initialized LLMDataDist per process.
 _instance_lock = threading.Lock()
 _initialized_instance: Optional["LLMDataDist"] = None
-
-
-def _split_listen_ip_info(value: str) -> Tuple[str, str]:
-    """"ip:port" or "[ipv6]:port" -> (ip, port); LLMException PARAM_INVALID otherwise."""
-    host, sep, port = value.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise param_invalid(f"llm.listenIpInfo {value!r} is not \"ip:port\" (or \"[ipv6]:port\").")
-    return host, port
 
 
 class LLMDataDist:
@@ -74,8 +64,8 @@ class LLMDataDist:
                             "this implementation has)", opts.get("llm.EnableCacheManager"))
             listen = opts.get("llm.listenIpInfo")
             if listen:
-                ip, port = _split_listen_ip_info(listen)
-                opts["llm.ListenIp"], opts["llm.ListenPort"] = ip, port
+                ip, port = _parse_listen_ip_info(listen)
+                opts["llm.ListenIp"], opts["llm.ListenPort"] = ip, str(port)
             engine = _core.Engine(self._cluster_id, _core.LlmRole(int(self._role)))
             engine.initialize(opts)
             self._engine = engine
@@ -140,7 +130,7 @@ class LLMDataDist:
         check_dict(switch_options, "switch_options", str, str, allow_none=True)
         listen = (switch_options or {}).get("llm.listenIpInfo")
         if listen:
-            _split_listen_ip_info(listen)
+            _parse_listen_ip_info(listen)
         # No link can exist yet in this build, so the switch always proceeds.
         engine.role = _core.LlmRole(int(role))
         self._role = role

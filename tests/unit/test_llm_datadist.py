@@ -69,7 +69,7 @@ def test_finalize_invalidates_cache_manager():
     ("llm.HostMemPoolConfig", "not json", r"not a valid JSON object .*: not json"),
     ("llm.SyncKvCacheWaitTime", "0", r'SyncKvCacheWaitTime "0"'),
     ("ge.exec.deviceId", "-1", r'device id "-1"'),
-    ("llm.listenIpInfo", "127.0.0.1", r"'127.0.0.1' is not"),
+    ("llm.listenIpInfo", "127.0.0.1", r'"127.0.0.1" is invalid'),
     ("llmdd.DeviceBackend", "tpu", r'DeviceBackend "tpu"'),
     ("ge.flowGraphMemMaxSize", "12,34", r"'12,34'"),
 ])
@@ -198,3 +198,26 @@ def test_doctor_and_build_info():
     out = subprocess.run([sys.executable, "-m", "llm_datadist.cli", "doctor"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and "CUDA:" in out.stdout and "Placement.DEVICE means" in out.stdout
+
+
+@pytest.mark.parametrize("listen, ip, port", [("127.0.0.1:26000", "127.0.0.1", "26000"), ("[::1]:0", "::1", "0")])
+def test_listen_ip_info_is_split_for_the_engine(listen, ip, port):
+    dd = ld.LLMDataDist(LLMRole.PROMPT, 1)
+    cfg = make_config()
+    cfg.listen_ip_info = listen
+    dd.init(cfg.generate_options())
+    try:
+        assert dd._options["llm.ListenIp"] == ip and dd._options["llm.ListenPort"] == port
+        assert dd._options["llm.Role"] == "Prompt"
+    finally:
+        dd.finalize()
+
+
+def test_python_element_sizes_agree_with_the_core():
+    from llm_datadist.data_type import dtype_size
+    for dt in ld.DataType:
+        if dt == ld.DataType.DT_STRING:
+            with pytest.raises(LLMException):
+                ld._core.calc_tensor_size([1], dt.value)
+            continue
+        assert ld._core.calc_tensor_size([3, 5], dt.value) == 15 * dtype_size(dt), dt
