@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _core
 from ._logging import configure_from_env as _configure_logging
 from .configs import LLMClusterInfo, LlmConfig, LLMRole
 from .data_type import DataType
@@ -40,6 +41,9 @@ __all__ = [
 ]
 
 _configure_logging()
+# The core's log lines go to the `llm_datadist.core` logger (level: LLMDD_LOG_LEVEL, default
+# warning; the core drops lower lines before formatting them).
+_core.install_python_log_sink()
 
 
 def build_info() -> dict:

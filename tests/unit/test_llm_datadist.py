@@ -143,13 +143,20 @@ def test_link_and_pull_calls_say_not_yet(datadist):
 
 
 def test_core_log_lines_reach_python_logging(caplog):
-    ld._core.install_python_log_sink()
-    try:
-        with caplog.at_level(logging.WARNING, logger="llm_datadist.core"):
-            ld._core.log_for_test(2, "hello from the core")
-        assert any(r.name == "llm_datadist.core" and r.getMessage() == "hello from the core" for r in caplog.records)
-    finally:
-        ld._core.reset_log_sink()
+    # installed at import: no setup needed
+    with caplog.at_level(logging.WARNING, logger="llm_datadist.core"):
+        ld._core.log_for_test(2, "hello from the core")
+    assert any(r.name == "llm_datadist.core" and r.getMessage() == "hello from the core" for r in caplog.records)
+
+
+def test_core_warning_about_unknown_pool_key_is_logged(caplog):
+    dd = ld.LLMDataDist(LLMRole.PROMPT, 1)
+    options = dict(make_config().generate_options())
+    options["llm.HostMemPoolConfig"] = '{"memory_size": 1048576, "page_szie": 12}'
+    with caplog.at_level(logging.WARNING, logger="llm_datadist.core"):
+        dd.init(options)
+    dd.finalize()
+    assert any('unknown key "page_szie"' in r.getMessage() for r in caplog.records)
 
 
 def test_json_log_lines_by_environment():
