@@ -360,6 +360,110 @@ void RegisterEngineBindings(py::module_ &m) {
            [](const DataDistEngine &e, uint32_t placement) {
              return PoolStatsDict(e.GetPoolStats(placement == 0 ? CachePlacement::kHost : CachePlacement::kDevice));
            })
+      .def(
+          "switch_role",
+          [](DataDistEngine &e, LlmRole role, const std::string &listen_ip_info) {
+            DetailedStatus status;
+            {
+              py::gil_scoped_release release;
+              status = e.SwitchRole(role, listen_ip_info);
+            }
+            ThrowIfError(status.With("operation", "switch_role"));
+          },
+          py::arg("role"), py::arg("listen_ip_info"))
+      .def(
+          "link_clusters",
+          [](DataDistEngine &e, const std::vector<std::tuple<uint64_t, std::string, uint16_t>> &targets,
+             int32_t timeout_ms) {
+            std::vector<LinkTarget> list;
+            for (const auto &t : targets) list.push_back({std::get<0>(t), std::get<1>(t), std::get<2>(t)});
+            std::vector<DetailedStatus> results;
+            {
+              py::gil_scoped_release release;
+              results = e.LinkClusters(list, timeout_ms);
+            }
+            py::list out;
+            for (const DetailedStatus &r : results) out.append(py::make_tuple(r.code(), r.message()));
+            return out;
+          },
+          py::arg("targets"), py::arg("timeout_ms"),
+          "Links (cluster_id, ip, port) targets in parallel; one (code, message) per target.")
+      .def(
+          "unlink_clusters",
+          [](DataDistEngine &e, const std::vector<uint64_t> &ids, int32_t timeout_ms, bool force) {
+            std::vector<DetailedStatus> results;
+            {
+              py::gil_scoped_release release;
+              results = e.UnlinkClusters(ids, timeout_ms, force);
+            }
+            py::list out;
+            for (const DetailedStatus &r : results) out.append(py::make_tuple(r.code(), r.message()));
+            return out;
+          },
+          py::arg("cluster_ids"), py::arg("timeout_ms"), py::arg("force"))
+      .def(
+          "transfer",
+          [](DataDistEngine &e, bool push, uint64_t remote_cluster_id, uint8_t key_kind, uint64_t req_id,
+             uint64_t prefix_id, uint64_t model_id, int64_t remote_cache_id, uint32_t remote_batch_index,
+             int64_t local_cache_id, bool blocks_api, uint32_t local_batch_index, int64_t size,
+             const std::vector<uint64_t> &remote_blocks, const std::vector<uint64_t> &local_blocks,
+             int64_t remote_tensor_begin, int64_t remote_tensor_end, int64_t local_tensor_begin,
+             int64_t local_tensor_end) {
+            TransferArgs args;
+            args.remote_cluster_id = remote_cluster_id;
+            args.key_kind = static_cast<RemoteKeyKind>(key_kind);
+            args.key = CacheKeySpec{remote_cluster_id, req_id, model_id, prefix_id};
+            args.blocks_model_id = model_id;
+            args.remote_cache_id = remote_cache_id;
+            args.remote_batch_index = remote_batch_index;
+            args.local_cache_id = local_cache_id;
+            args.blocks_api = blocks_api;
+            args.local_batch_index = local_batch_index;
+            args.size = size;
+            args.remote_blocks = remote_blocks;
+            args.local_blocks = local_blocks;
+            args.remote_tensor_begin = remote_tensor_begin;
+            args.remote_tensor_end = remote_tensor_end;
+            args.local_tensor_begin = local_tensor_begin;
+            args.local_tensor_end = local_tensor_end;
+            const char *operation = push ? (blocks_api ? "push_blocks" : "push_cache")
+                                         : (blocks_api ? "pull_blocks" : "pull_cache");
+            DetailedStatus status;
+            {
+              py::gil_scoped_release release;
+              status = push ? e.Push(args) : e.Pull(args);
+            }
+            ThrowIfError(status.With("operation", operation));
+          },
+          py::arg("push"), py::arg("remote_cluster_id"), py::arg("key_kind"), py::arg("req_id"), py::arg("prefix_id"),
+          py::arg("model_id"), py::arg("remote_cache_id"), py::arg("remote_batch_index"), py::arg("local_cache_id"),
+          py::arg("blocks_api"), py::arg("local_batch_index"), py::arg("size"), py::arg("remote_blocks"),
+          py::arg("local_blocks"), py::arg("remote_tensor_begin"), py::arg("remote_tensor_end"),
+          py::arg("local_tensor_begin"), py::arg("local_tensor_end"))
+      .def("link_info",
+           [](const DataDistEngine &e, uint64_t cluster_id) -> py::object {
+             std::optional<LinkInfo> info = e.GetLinkInfo(cluster_id);
+             if (!info) return py::none();
+             py::dict d;
+             d["cluster_id"] = info->cluster_id;
+             d["transport"] = info->transport;
+             d["reason"] = info->reason;
+             d["state"] = info->state;
+             d["broken_reason"] = info->broken_reason;
+             d["remote_address"] = info->remote_address;
+             d["peer_pid"] = info->peer_pid;
+             d["cuda_ipc"] = info->cuda_ipc;
+             d["millis_since_rx"] = info->millis_since_rx;
+             d["bytes_pulled"] = info->bytes_pulled;
+             d["bytes_pushed"] = info->bytes_pushed;
+             d["bytes_served"] = info->bytes_served;
+             d["pulls"] = info->pulls;
+             d["pushes"] = info->pushes;
+             d["errors"] = info->errors;
+             return d;
+           })
+      .def("linked_clusters", &DataDistEngine::LinkedClusters)
+      .def_property_readonly("listen_address", &DataDistEngine::ListenAddress)
       .def("cache_count", [](const DataDistEngine &e) { return e.registry().cache_count(); })
       .def("key_count", [](const DataDistEngine &e) { return e.registry().key_count(); })
       .def("has_cache", [](const DataDistEngine &e, int64_t id) { return e.FindCache(id) != nullptr; });

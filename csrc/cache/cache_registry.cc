@@ -111,6 +111,16 @@ std::optional<int64_t> CacheRegistry::FindBlocksKey(uint64_t model_id) const {
   return it->second;
 }
 
+std::vector<std::pair<uint64_t, std::shared_ptr<CacheEntry>>> CacheRegistry::BlocksKeyEntries() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<std::pair<uint64_t, std::shared_ptr<CacheEntry>>> out;
+  for (const auto &kv : blocks_keys_) {
+    auto it = caches_.find(kv.second);
+    if (it != caches_.end()) out.emplace_back(kv.first, it->second.entry);
+  }
+  return out;
+}
+
 void CacheRegistry::EraseLocked(std::map<int64_t, Record>::iterator it) {
   for (const BoundKey &key : it->second.keys) keys_.erase(key);
   if (it->second.blocks_model_id) blocks_keys_.erase(*it->second.blocks_model_id);
@@ -171,6 +181,34 @@ void CacheRegistry::RemoveKey(const CacheKeySpec &key) {
   }
   keys_.erase(key_it);
   EraseIfUnreferencedLocked(cache_it);
+}
+
+void CacheRegistry::OnSlotPulled(int64_t cache_id, uint32_t slot, uint32_t tensor_begin, uint32_t tensor_end) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = caches_.find(cache_id);
+  if (it == caches_.end() || it->second.entry->is_registered) return;
+  Record &record = it->second;
+  auto bound = record.keys.end();
+  for (auto k = record.keys.begin(); k != record.keys.end(); ++k) {
+    if (k->prefix) continue;
+    auto slot_it = keys_.find(*k);
+    if (slot_it != keys_.end() && slot_it->second.batch_index == slot) {
+      bound = k;
+      break;
+    }
+  }
+  if (bound == record.keys.end()) return;
+  const uint32_t num_tensors = record.entry->desc.num_tensors;
+  std::vector<bool> &pulled = record.pulled_tensors[slot];
+  pulled.resize(num_tensors, false);
+  for (uint32_t t = tensor_begin; t < tensor_end && t < num_tensors; ++t) pulled[t] = true;
+  for (bool done : pulled)
+    if (!done) return;
+  LLMDD_LOG(kDebug, "req key ", bound->id, " of cache ", cache_id, " consumed by a complete pull");
+  keys_.erase(*bound);
+  record.keys.erase(bound);
+  record.pulled_tensors.erase(slot);
+  EraseIfUnreferencedLocked(it);
 }
 
 DetailedStatus CacheRegistry::Unregister(int64_t cache_id) {

@@ -49,6 +49,9 @@ struct CacheEntry {
   CacheDesc desc;
   bool is_blocks = false;
   bool is_registered = false;
+  // Upstream C++ caches (AllocateCache / RegisterKvCache) are "MIX": usable both as a
+  // contiguous cache (shape[0] slots) and as a blocks cache (shape[0] blocks).
+  bool mixed = false;
   MemoryKind memory_kind = MemoryKind::kHost;
   int device_ordinal = -1;
   uint64_t tensor_bytes = 0;
@@ -94,11 +97,17 @@ class CacheRegistry {
   // The slot a key is bound to, if any.
   std::optional<KeySlot> FindKey(const CacheKeySpec &key) const;
   std::optional<int64_t> FindBlocksKey(uint64_t model_id) const;
+  // Every cache named by a BlocksCacheKey, with its model id (for the published table).
+  std::vector<std::pair<uint64_t, std::shared_ptr<CacheEntry>>> BlocksKeyEntries() const;
 
   // deallocate_cache / deallocate_blocks_cache semantics; unknown ids are a no-op.
   DetailedStatus Deallocate(int64_t cache_id, bool blocks);
   // remove_cache_key: unbinds; frees the cache when its id reference is gone and no key remains.
   void RemoveKey(const CacheKeySpec &key);
+  // A peer completed a pull of tensors [tensor_begin, tensor_end) of the whole slot `slot`.
+  // When every tensor of the slot has been pulled and the slot is bound to a req key of an
+  // allocated cache, the key is consumed (upstream); prefix keys and registered caches never are.
+  void OnSlotPulled(int64_t cache_id, uint32_t slot, uint32_t tensor_begin, uint32_t tensor_end);
   // unregister_cache: unknown ids are a no-op; an allocated cache is LLM_PARAM_INVALID.
   DetailedStatus Unregister(int64_t cache_id);
   // Drops everything (finalize). Memory still held by views is released when they go.
@@ -113,6 +122,7 @@ class CacheRegistry {
     bool id_referenced = true;
     std::vector<BoundKey> keys;
     std::optional<uint64_t> blocks_model_id;
+    std::map<uint32_t, std::vector<bool>> pulled_tensors;  // slot -> tensors pulled so far
   };
   static BoundKey ToBound(const CacheKeySpec &key);
   DetailedStatus CheckKeysLocked(const std::vector<CacheKeySpec> &keys, uint64_t batch_size) const;

@@ -20,8 +20,15 @@ void CopyHostRange(const std::vector<CopyRegion> &regions, size_t begin, size_t 
 
 // Splits regions into contiguous chunks of about equal bytes, one per thread.
 void CopyHostParallel(const std::vector<CopyRegion> &regions, uint64_t total) {
-  unsigned threads = std::min<unsigned>(kMaxCopyThreads, std::max(1u, std::thread::hardware_concurrency()));
-  if (threads <= 1 || total < kParallelCopyThreshold) {
+  if (total < kParallelCopyThreshold) {
+    CopyHostRange(regions, 0, regions.size());
+    return;
+  }
+  // hardware_concurrency() reads /sys on every call (~10 us): ask once.
+  static const unsigned kThreads =
+      std::min<unsigned>(kMaxCopyThreads, std::max(1u, std::thread::hardware_concurrency()));
+  const unsigned threads = kThreads;
+  if (threads <= 1) {
     CopyHostRange(regions, 0, regions.size());
     return;
   }

@@ -72,6 +72,15 @@ DetailedStatus ParseEngineOptions(const std::map<std::string, std::string> &opti
     LLMDD_RETURN_IF_ERROR(ParsePoolConfig(*cfg, OPTION_HOST_MEM_POOL_CONFIG, &pool));
     parsed.host_pool = pool;
   }
+  // Link options (ours): a shared secret, and forcing tcp even on one host.
+  if (const char *env = std::getenv("LLMDD_LINK_SECRET"); env != nullptr) parsed.link_secret = env;
+  if (const std::string *secret = FindOption(options, "llmdd.LinkSecret")) parsed.link_secret = *secret;
+  std::string transport = "auto";
+  if (const char *env = std::getenv("LLMDD_TRANSPORT"); env != nullptr && *env != '\0') transport = env;
+  if (const std::string *opt = FindOption(options, "llmdd.Transport")) transport = *opt;
+  LLMDD_CHECK(transport == "auto" || transport == "tcp", LLM_PARAM_INVALID, "llmdd.Transport \"", transport,
+              "\" must be \"auto\" or \"tcp\"");
+  parsed.force_tcp = transport == "tcp";
   const std::string *listen = FindOption(options, OPTION_LISTEN_IP_INFO);
   if (listen == nullptr) listen = FindOption(options, "llm.listenIpInfo");
   if (listen != nullptr) parsed.listen_ip_info = *listen;
@@ -128,6 +137,57 @@ DetailedStatus DataDistEngine::Initialize(const std::map<std::string, std::strin
   if (parsed.host_pool) {
     LLMDD_RETURN_IF_ERROR(MemoryPool::Create(MemoryKind::kHost, *parsed.host_pool, -1, &host_pool));
   }
+  // Regions linked peers may read: memfd pools are passed as descriptors, a CUDA pool as an
+  // IPC handle.
+  std::vector<LocalRegion> regions;
+  if (host_pool) {
+    LocalRegion r;
+    r.id = 0;
+    r.kind = RegionKind::kHostPool;
+    r.size = host_pool->size();
+    r.memfd = host_pool->fd();
+    regions.push_back(r);
+  }
+  if (device_pool) {
+    LocalRegion r;
+    r.id = 1;
+    r.size = device_pool->size();
+    if (device_pool->kind() == MemoryKind::kCudaDevice) {
+      r.kind = RegionKind::kCudaPool;
+      std::optional<cuda::ScopedDeviceContext> ctx;
+      DetailedStatus entered = cuda::ScopedDeviceContext::Enter(parsed.device_id, &ctx);
+      DetailedStatus got = entered.ok() ? cuda::CheckCu(cuda::Driver()->cuIpcGetMemHandle(
+                                                             &r.ipc_handle, static_cast<cuda::CUdeviceptr>(
+                                                                                reinterpret_cast<uintptr_t>(device_pool->base()))),
+                                                         "cuIpcGetMemHandle")
+                                        : entered;
+      r.has_ipc = got.ok();
+      if (!got.ok()) LLMDD_LOG(kWarning, "device pool is not shareable over cuda_ipc (", got.message(), "); peers use tcp");
+    } else {
+      r.kind = RegionKind::kCpuDevicePool;
+      r.memfd = device_pool->fd();
+    }
+    regions.push_back(r);
+  }
+  {
+    LocalRegion r;
+    r.id = 2;
+    r.kind = RegionKind::kCacheTable;
+    r.size = kCacheTableBytes;
+    LLMDD_RETURN_IF_ERROR(table_.Create());
+    r.memfd = table_.fd();
+    regions.push_back(r);
+  }
+  auto links = std::make_unique<LinkManager>(cluster_id_, this, [this] { return LocalRegions(); },
+                                             LinkOptions{parsed.link_secret, parsed.force_tcp});
+  if (!parsed.listen_ip_info.empty()) {
+    std::string ip;
+    uint16_t port = 0;
+    LLMDD_RETURN_IF_ERROR(ParseIpPort(parsed.listen_ip_info, &ip, &port));
+    LLMDD_RETURN_IF_ERROR(links->StartListener(ip, port));
+  }
+  local_regions_ = std::move(regions);
+  links_ = std::move(links);
   device_pool_ = std::move(device_pool);
   host_pool_ = std::move(host_pool);
   initialized_ = true;
@@ -138,6 +198,8 @@ DetailedStatus DataDistEngine::Initialize(const std::map<std::string, std::strin
 
 void DataDistEngine::Finalize() {
   if (!initialized_) return;
+  links_.reset();  // closes every link and joins its threads before the memory goes
+  local_regions_.clear();
   registry_.Clear();
   device_pool_.reset();
   host_pool_.reset();
@@ -215,7 +277,9 @@ DetailedStatus DataDistEngine::AllocateCache(const CacheDesc &desc, const std::v
 
 DetailedStatus DataDistEngine::AllocateBlocksCache(const CacheDesc &desc, const std::optional<BlocksKeySpec> &key,
                                                    std::shared_ptr<CacheEntry> *out) {
-  return Allocate(desc, true, {}, key, out);
+  LLMDD_RETURN_IF_ERROR(Allocate(desc, true, {}, key, out));
+  if (key) PublishBlocksTable();
+  return DetailedStatus::Ok();
 }
 
 DetailedStatus DataDistEngine::DeallocateCache(int64_t cache_id) {
@@ -225,7 +289,9 @@ DetailedStatus DataDistEngine::DeallocateCache(int64_t cache_id) {
 
 DetailedStatus DataDistEngine::DeallocateBlocksCache(int64_t cache_id) {
   LLMDD_RETURN_IF_ERROR(CheckInitialized("deallocate_blocks_cache"));
-  return registry_.Deallocate(cache_id, true);
+  LLMDD_RETURN_IF_ERROR(registry_.Deallocate(cache_id, true));
+  PublishBlocksTable();
+  return DetailedStatus::Ok();
 }
 
 DetailedStatus DataDistEngine::RemoveCacheKey(const CacheKeySpec &key) {
@@ -263,12 +329,41 @@ DetailedStatus DataDistEngine::RegisterCache(const CacheDesc &desc, const std::v
 DetailedStatus DataDistEngine::RegisterBlocksCache(const CacheDesc &desc, const std::vector<uintptr_t> &addrs,
                                                    const std::optional<BlocksKeySpec> &key,
                                                    std::shared_ptr<CacheEntry> *out) {
-  return Register(desc, true, addrs, {}, key, out);
+  LLMDD_RETURN_IF_ERROR(Register(desc, true, addrs, {}, key, out));
+  if (key) PublishBlocksTable();
+  return DetailedStatus::Ok();
 }
 
 DetailedStatus DataDistEngine::UnregisterCache(int64_t cache_id) {
   LLMDD_RETURN_IF_ERROR(CheckInitialized("unregister_cache"));
-  return registry_.Unregister(cache_id);
+  LLMDD_RETURN_IF_ERROR(registry_.Unregister(cache_id));
+  PublishBlocksTable();
+  return DetailedStatus::Ok();
+}
+
+void DataDistEngine::PublishBlocksTable() {
+  std::vector<TableEntry> entries;
+  for (const auto &kv : registry_.BlocksKeyEntries()) {
+    const CacheEntry &cache = *kv.second;
+    TableEntry e;
+    e.model_id = kv.first;
+    e.cache_id = cache.cache_id;
+    e.stride = cache.stride;
+    e.num_blocks = static_cast<uint64_t>(cache.desc.shape[0]);
+    const std::shared_ptr<MemoryPool> &pool = cache.memory_kind == MemoryKind::kHost ? host_pool_ : device_pool_;
+    if (!cache.is_registered && pool != nullptr) {
+      e.location = TableLocation::kRegion;
+      e.region_id = cache.memory_kind == MemoryKind::kHost ? 0 : 1;
+      for (uintptr_t addr : cache.tensor_addrs) e.tensors.push_back(addr - reinterpret_cast<uintptr_t>(pool->base()));
+    } else if (IsHostAddressable(cache.memory_kind)) {
+      e.location = TableLocation::kRawHost;
+      for (uintptr_t addr : cache.tensor_addrs) e.tensors.push_back(addr);
+    } else {
+      continue;  // registered CUDA memory: served two-sided
+    }
+    entries.push_back(std::move(e));
+  }
+  table_.Publish(entries);
 }
 
 DetailedStatus DataDistEngine::CopyCache(int64_t dst_cache_id, int64_t src_cache_id, uint32_t dst_batch_index,

@@ -17,6 +17,8 @@
 #include <vector>
 
 #include "cache/cache_registry.h"
+#include "cache/cache_table.h"
+#include "link/link_manager.h"
 #include "llm_datadist/status.h"
 #include "llm_datadist/types.h"
 #include "memory/memory_pool.h"
@@ -34,6 +36,46 @@ struct EngineOptions {
   std::string listen_ip_info;  // "ip:port" or "[ipv6]:port"; empty: not listening
   DeviceBackend device_backend = DeviceBackend::kCpu;
   std::string device_backend_reason;  // why this backend was chosen (for doctor / logs)
+  std::string link_secret;            // llmdd.LinkSecret or LLMDD_LINK_SECRET
+  bool force_tcp = false;             // llmdd.Transport=tcp or LLMDD_TRANSPORT=tcp
+};
+
+// "ip:port" or "[ipv6]:port" -> (ip, port); LLM_PARAM_INVALID naming the value otherwise.
+DetailedStatus ParseIpPort(const std::string &text, std::string *ip, uint16_t *port);
+
+// Which key names the remote cache of a transfer.
+enum class RemoteKeyKind : uint8_t { kCacheKey = 0, kCacheIdAndIndex = 1, kBlocksKey = 2 };
+
+// A pull or push as the API asks for it. Tensor ranges are [begin, end) tensor indices
+// (layer range x tensor_num_per_layer); -1 means all tensors.
+struct TransferArgs {
+  uint64_t remote_cluster_id = 0;
+  RemoteKeyKind key_kind = RemoteKeyKind::kCacheKey;
+  CacheKeySpec key;                // kCacheKey
+  int64_t remote_cache_id = -1;    // kCacheIdAndIndex
+  uint32_t remote_batch_index = 0;  // kCacheIdAndIndex
+  uint64_t blocks_model_id = 0;    // kBlocksKey
+  int64_t local_cache_id = -1;
+  bool blocks_api = false;         // pull_blocks / push_blocks (else pull_cache / push_cache)
+  uint32_t local_batch_index = 0;  // pull_cache destination slot / push_cache source slot
+  int64_t size = -1;               // pull_cache bytes per tensor
+  std::vector<uint64_t> remote_blocks;
+  std::vector<uint64_t> local_blocks;
+  int64_t remote_tensor_begin = -1, remote_tensor_end = -1;
+  int64_t local_tensor_begin = -1, local_tensor_end = -1;
+};
+
+struct LinkInfo {
+  uint64_t cluster_id = 0;
+  std::string transport;
+  std::string reason;
+  std::string state;
+  std::string broken_reason;
+  std::string remote_address;
+  int peer_pid = -1;
+  bool cuda_ipc = false;
+  int64_t millis_since_rx = 0;
+  uint64_t bytes_pulled = 0, bytes_pushed = 0, bytes_served = 0, pulls = 0, pushes = 0, errors = 0;
 };
 
 // Parses upstream option keys (Python's ge.exec.deviceId and C++'s llm.DeviceId, ...).
@@ -57,10 +99,10 @@ struct TensorPin {
   int device_ordinal = -1;
 };
 
-class DataDistEngine {
+class DataDistEngine : public LinkHandler {
  public:
   DataDistEngine(uint64_t cluster_id, LlmRole role);
-  ~DataDistEngine();
+  ~DataDistEngine() override;
 
   DetailedStatus Initialize(const std::map<std::string, std::string> &options);
   void Finalize();
@@ -98,6 +140,18 @@ class DataDistEngine {
   DetailedStatus SwapBlocks(const CacheRef &src, const CacheRef &dst,
                             const std::vector<std::pair<uint64_t, uint64_t>> &src_to_dst);
 
+  // ---- links and transfers (transfer.cc) ----
+  // Starts or moves the listener ("ip:port"), or stops it (empty); LLM_EXIST_LINK while linked.
+  DetailedStatus SwitchRole(LlmRole role, const std::string &listen_ip_info);
+  std::vector<DetailedStatus> LinkClusters(const std::vector<LinkTarget> &targets, int32_t timeout_ms);
+  std::vector<DetailedStatus> UnlinkClusters(const std::vector<uint64_t> &cluster_ids, int32_t timeout_ms, bool force);
+  DetailedStatus Pull(const TransferArgs &args);
+  DetailedStatus Push(const TransferArgs &args);
+  std::optional<LinkInfo> GetLinkInfo(uint64_t cluster_id) const;
+  std::vector<uint64_t> LinkedClusters() const;
+  std::string ListenAddress() const;
+  DetailedStatus OnPeerFrame(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload) override;
+
   DetailedStatus PinTensor(int64_t cache_id, uint32_t tensor_index, TensorPin *out) const;
   std::shared_ptr<CacheEntry> FindCache(int64_t cache_id) const { return registry_.Find(cache_id); }
   std::optional<PoolStats> GetPoolStats(CachePlacement placement) const;
@@ -113,6 +167,14 @@ class DataDistEngine {
                           const std::vector<CacheKeySpec> &keys, const std::optional<BlocksKeySpec> &blocks_key,
                           std::shared_ptr<CacheEntry> *out);
   DetailedStatus ResolveRef(const CacheRef &ref, const char *which, std::shared_ptr<CacheEntry> *out) const;
+  std::vector<LocalRegion> LocalRegions();
+  // Rewrites the published blocks-cache table after a BlocksCacheKey binding changed.
+  void PublishBlocksTable();
+  DetailedStatus CheckTransfer(const TransferArgs &args, const char *operation, std::shared_ptr<Link> *link,
+                               std::shared_ptr<CacheEntry> *local) const;
+  DetailedStatus ServePull(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload);
+  DetailedStatus ServePush(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload);
+  DetailedStatus ServeRelease(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload);
   MemoryKind DeviceMemoryKind() const {
     return options_.device_backend == DeviceBackend::kCuda ? MemoryKind::kCudaDevice : MemoryKind::kCpuDevice;
   }
@@ -124,6 +186,9 @@ class DataDistEngine {
   std::shared_ptr<MemoryPool> device_pool_;
   std::shared_ptr<MemoryPool> host_pool_;
   CacheRegistry registry_;
+  std::unique_ptr<LinkManager> links_;
+  CacheTablePublisher table_;
+  std::vector<LocalRegion> local_regions_;
 };
 
 }  // namespace llm_datadist

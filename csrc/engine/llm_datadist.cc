@@ -55,49 +55,154 @@ Status LlmDataDist::SetRole(LlmRole role, const std::map<AscendString, AscendStr
   if (role != LlmRole::kPrompt && role != LlmRole::kDecoder && role != LlmRole::kMix)
     return Report(DetailedStatus(LLM_PARAM_INVALID, detail::Concat("role ", static_cast<int>(role), " is invalid")),
                   "SetRole");
-  impl_->engine.set_role(role);
-  return LLM_SUCCESS;
+  auto listen = options.find(AscendString(OPTION_LISTEN_IP_INFO));
+  return Report(impl_->engine.SwitchRole(role, listen == options.end() ? "" : listen->second.str()), "SetRole");
 }
 
 namespace {
-Status NotYet(const char *operation) {
-  return Report(DetailedStatus(LLM_FEATURE_NOT_ENABLED,
-                               "links and transfers arrive with the transfer layer; this build has local "
-                               "cache operations only"),
-                operation);
+// Upstream C++ link calls: checks on the whole call, then one status per cluster.
+Status CheckLinkCall(bool initialized, size_t count, int32_t timeout_in_millis, const char *operation) {
+  if (!initialized) return Report(DetailedStatus(LLM_FAILED, "not initialized"), operation);
+  if (count == 0) return Report(DetailedStatus(LLM_PARAM_INVALID, "clusters must not be empty"), operation);
+  if (count > kMaxClustersPerCall)
+    return Report(DetailedStatus(LLM_CLUSTER_NUM_EXCEED_LIMIT, detail::Concat(count, " clusters in one call, the limit is ",
+                                                                              kMaxClustersPerCall)),
+                  operation);
+  if (timeout_in_millis <= 0)
+    return Report(DetailedStatus(LLM_PARAM_INVALID, detail::Concat("timeout ", timeout_in_millis, " must be > 0")), operation);
+  return LLM_SUCCESS;
+}
+
+Status Collect(const std::vector<DetailedStatus> &results, std::vector<Status> &rets, const char *operation) {
+  Status overall = LLM_SUCCESS;
+  rets.clear();
+  for (const DetailedStatus &r : results) {
+    rets.push_back(r.code());
+    if (!r.ok()) overall = Report(r, operation);
+  }
+  return overall;
 }
 }  // namespace
 
 Status LlmDataDist::LinkLlmClusters(const std::vector<ClusterInfo> &clusters, std::vector<Status> &rets,
                                     int32_t timeout_in_millis) {
-  if (!impl_->engine.initialized()) return Report(DetailedStatus(LLM_FAILED, "not initialized"), "LinkLlmClusters");
-  rets.assign(clusters.size(), LLM_FEATURE_NOT_ENABLED);
-  return NotYet("LinkLlmClusters");
+  Status checked = CheckLinkCall(impl_->engine.initialized(), clusters.size(), timeout_in_millis, "LinkLlmClusters");
+  if (checked != LLM_SUCCESS) return checked;
+  std::vector<LinkTarget> targets;
+  std::vector<DetailedStatus> early(clusters.size());
+  for (size_t i = 0; i < clusters.size(); ++i) {
+    if (clusters[i].remote_ip_infos.size() != 1 || clusters[i].remote_ip_infos[0].port == 0) {
+      early[i] = DetailedStatus(LLM_PARAM_INVALID, "each cluster needs exactly one remote ip info with a port");
+      continue;
+    }
+    targets.push_back({clusters[i].remote_cluster_id, clusters[i].remote_ip_infos[0].ip.str(),
+                       clusters[i].remote_ip_infos[0].port});
+  }
+  std::vector<DetailedStatus> linked = impl_->engine.LinkClusters(targets, timeout_in_millis);
+  size_t next = 0;
+  for (size_t i = 0; i < clusters.size(); ++i)
+    if (early[i].ok()) early[i] = linked[next++];
+  return Collect(early, rets, "LinkLlmClusters");
 }
 
 Status LlmDataDist::UnlinkLlmClusters(const std::vector<ClusterInfo> &clusters, std::vector<Status> &rets,
                                       int32_t timeout_in_millis, bool force_flag) {
-  if (!impl_->engine.initialized()) return Report(DetailedStatus(LLM_FAILED, "not initialized"), "UnlinkLlmClusters");
-  rets.assign(clusters.size(), LLM_FEATURE_NOT_ENABLED);
-  return NotYet("UnlinkLlmClusters");
+  Status checked = CheckLinkCall(impl_->engine.initialized(), clusters.size(), timeout_in_millis, "UnlinkLlmClusters");
+  if (checked != LLM_SUCCESS) return checked;
+  std::vector<uint64_t> ids;
+  for (const ClusterInfo &c : clusters) ids.push_back(c.remote_cluster_id);
+  return Collect(impl_->engine.UnlinkClusters(ids, timeout_in_millis, force_flag), rets, "UnlinkLlmClusters");
 }
 
-Status LlmDataDist::PullKvCache(const CacheIndex &, const Cache &, uint32_t, int64_t, const KvCacheExtParam &) {
-  return NotYet("PullKvCache");
+namespace {
+// Upstream C++ layer ranges are inclusive [first, second], -1 meaning all layers.
+DetailedStatus ApplyExtParam(const KvCacheExtParam &ext, TransferArgs *args) {
+  LLMDD_CHECK(ext.tensor_num_per_layer > 0, LLM_PARAM_INVALID, "tensor_num_per_layer must be > 0");
+  auto range = [&](std::pair<int32_t, int32_t> r, int64_t *begin, int64_t *end, const char *which) -> DetailedStatus {
+    LLMDD_CHECK(r.first >= -1 && r.second >= -1 && r.first <= r.second, LLM_PARAM_INVALID, which, " (", r.first, ", ",
+                r.second, ") is not a valid inclusive range");
+    if (r.first == -1) return DetailedStatus::Ok();
+    *begin = int64_t{r.first} * ext.tensor_num_per_layer;
+    *end = (int64_t{r.second} + 1) * ext.tensor_num_per_layer;
+    return DetailedStatus::Ok();
+  };
+  LLMDD_RETURN_IF_ERROR(range(ext.src_layer_range, &args->remote_tensor_begin, &args->remote_tensor_end, "src_layer_range"));
+  return range(ext.dst_layer_range, &args->local_tensor_begin, &args->local_tensor_end, "dst_layer_range");
+}
+}  // namespace
+
+Status LlmDataDist::PullKvCache(const CacheIndex &src_cache_index, const Cache &dst_cache, uint32_t batch_index,
+                                int64_t size, const KvCacheExtParam &ext_param) {
+  TransferArgs args;
+  args.remote_cluster_id = src_cache_index.cluster_id;
+  args.key_kind = RemoteKeyKind::kCacheIdAndIndex;
+  args.remote_cache_id = src_cache_index.cache_id;
+  args.remote_batch_index = src_cache_index.batch_index;
+  args.local_cache_id = dst_cache.cache_id;
+  args.local_batch_index = batch_index;
+  args.size = size;
+  DetailedStatus ext = ApplyExtParam(ext_param, &args);
+  if (!ext.ok()) return Report(ext, "PullKvCache");
+  return Report(impl_->engine.Pull(args), "PullKvCache");
 }
 
-Status LlmDataDist::PullKvBlocks(const CacheIndex &, const Cache &, const std::vector<uint64_t> &,
-                                 const std::vector<uint64_t> &, const KvCacheExtParam &) {
-  return NotYet("PullKvBlocks");
+Status LlmDataDist::PullKvBlocks(const CacheIndex &src_cache_index, const Cache &dst_cache,
+                                 const std::vector<uint64_t> &src_blocks, const std::vector<uint64_t> &dst_blocks,
+                                 const KvCacheExtParam &ext_param) {
+  if (src_cache_index.batch_index != 0)
+    return Report(DetailedStatus(LLM_PARAM_INVALID, "src_cache_index.batch_index must be 0"), "PullKvBlocks");
+  if (src_blocks.empty() || src_blocks.size() != dst_blocks.size())
+    return Report(DetailedStatus(LLM_PARAM_INVALID, "src_blocks must be non-empty and as long as dst_blocks"),
+                  "PullKvBlocks");
+  // Upstream addresses the remote blocks cache by cache id.
+  TransferArgs args;
+  args.remote_cluster_id = src_cache_index.cluster_id;
+  args.key_kind = RemoteKeyKind::kCacheIdAndIndex;
+  args.remote_cache_id = src_cache_index.cache_id;
+  args.local_cache_id = dst_cache.cache_id;
+  args.blocks_api = true;
+  args.remote_blocks = src_blocks;
+  args.local_blocks = dst_blocks;
+  DetailedStatus ext = ApplyExtParam(ext_param, &args);
+  if (!ext.ok()) return Report(ext, "PullKvBlocks");
+  return Report(impl_->engine.Pull(args), "PullKvBlocks");
 }
 
-Status LlmDataDist::PushKvCache(const Cache &, const CacheIndex &, uint32_t, int64_t, const KvCacheExtParam &) {
-  return NotYet("PushKvCache");
+Status LlmDataDist::PushKvCache(const Cache &src_cache, const CacheIndex &dst_cache_index, uint32_t src_batch_index,
+                                int64_t size, const KvCacheExtParam &ext_param) {
+  if (size != -1) return Report(DetailedStatus(LLM_PARAM_INVALID, "PushKvCache size must be -1"), "PushKvCache");
+  TransferArgs args;
+  args.remote_cluster_id = dst_cache_index.cluster_id;
+  args.key_kind = RemoteKeyKind::kCacheIdAndIndex;
+  args.remote_cache_id = dst_cache_index.cache_id;
+  args.remote_batch_index = dst_cache_index.batch_index;
+  args.local_cache_id = src_cache.cache_id;
+  args.local_batch_index = src_batch_index;
+  KvCacheExtParam swapped = ext_param;  // for a push, src is local and dst is remote
+  std::swap(swapped.src_layer_range, swapped.dst_layer_range);
+  DetailedStatus ext = ApplyExtParam(swapped, &args);
+  if (!ext.ok()) return Report(ext, "PushKvCache");
+  return Report(impl_->engine.Push(args), "PushKvCache");
 }
 
-Status LlmDataDist::PushKvBlocks(const Cache &, const CacheIndex &, const std::vector<uint64_t> &,
-                                 const std::vector<uint64_t> &, const KvCacheExtParam &) {
-  return NotYet("PushKvBlocks");
+Status LlmDataDist::PushKvBlocks(const Cache &src_cache, const CacheIndex &dst_cache_index,
+                                 const std::vector<uint64_t> &src_blocks, const std::vector<uint64_t> &dst_blocks,
+                                 const KvCacheExtParam &ext_param) {
+  if (dst_cache_index.batch_index != 0)
+    return Report(DetailedStatus(LLM_PARAM_INVALID, "dst_cache_index.batch_index must be 0"), "PushKvBlocks");
+  TransferArgs args;
+  args.remote_cluster_id = dst_cache_index.cluster_id;
+  args.key_kind = RemoteKeyKind::kCacheIdAndIndex;
+  args.remote_cache_id = dst_cache_index.cache_id;
+  args.local_cache_id = src_cache.cache_id;
+  args.blocks_api = true;
+  args.local_blocks = src_blocks;
+  args.remote_blocks = dst_blocks;
+  KvCacheExtParam swapped = ext_param;
+  std::swap(swapped.src_layer_range, swapped.dst_layer_range);
+  DetailedStatus ext = ApplyExtParam(swapped, &args);
+  if (!ext.ok()) return Report(ext, "PushKvBlocks");
+  return Report(impl_->engine.Push(args), "PushKvBlocks");
 }
 
 Status LlmDataDist::AllocateCache(const CacheDesc &cache_desc, Cache &cache) {
@@ -108,6 +213,7 @@ Status LlmDataDist::AllocateCache(const CacheDesc &cache_desc, Cache &cache) {
     status = DetailedStatus(LLM_DEVICE_OUT_OF_MEMORY, status.message());
   }
   if (!status.ok()) return Report(status, "AllocateCache");
+  entry->mixed = true;
   cache.cache_id = entry->cache_id;
   cache.tensor_addrs = entry->tensor_addrs;
   cache.cache_desc = cache_desc;
@@ -141,7 +247,10 @@ Status LlmDataDist::RegisterKvCache(const CacheDesc &cache_desc, const std::vect
   // Upstream registers "MIX" memory usable both as a contiguous and a blocks cache; it is
   // recorded as a contiguous cache here (shape[0] slots), which CopyKvBlocks also accepts.
   Status code = Report(impl_->engine.RegisterCache(cache_desc, pointers, {}, &entry), "RegisterKvCache");
-  if (code == LLM_SUCCESS) cache_id = entry->cache_id;
+  if (code == LLM_SUCCESS) {
+    entry->mixed = true;
+    cache_id = entry->cache_id;
+  }
   return code;
 }
 

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from ._validation import check_dict, check_int, check_int_list, check_type, param_invalid
+from ._validation import check_dict, check_int, check_int_list, check_range, check_type, param_invalid
 from .llm_types import BlocksCacheKey, Cache, CacheDesc, CacheKey, CacheKeyByIdAndIndex, Placement
 from .status import LLMException, LLMStatusCode
 
 __all__ = ["CacheManager"]
 
-_TRANSFER_NOT_YET = (
-    "{} is not available yet: this build of llm_datadist has the local cache operations; "
-    "links and transfers between processes arrive with the transfer layer."
-)
+U64 = 2**64 - 1
 
 
 def _key_tuple(key: CacheKey) -> Tuple[int, int, int, int]:
@@ -235,33 +232,153 @@ class CacheManager:
         check_type(placement, "placement", Placement)
         return self._engine.pool_stats(int(placement))
 
-    # -- transfers: arrive with the transfer layer ----------------------------------------
-    def _not_yet(self, name: str) -> LLMException:
-        self._check_valid()
-        return LLMException(_TRANSFER_NOT_YET.format(name), status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED)
+    # -- transfers between linked clusters ------------------------------------------------
+    @staticmethod
+    def _tensor_ranges(cache: Cache, src_layer_range: Optional[range], dst_layer_range: Optional[range],
+                       tensor_num_per_layer: Any) -> Tuple[int, int, int, int]:
+        """Layer ranges -> (remote_begin, remote_end, local_begin, local_end) tensor indices,
+        -1 for "all". A range missing on one side defaults to the other side's."""
+        check_range(src_layer_range, "src_layer_range", allow_none=True)
+        check_range(dst_layer_range, "dst_layer_range", allow_none=True)
+        check_int(tensor_num_per_layer, "tensor_num_per_layer", "uint32")
+        num_tensors = cache.cache_desc.num_tensors
+        if not 1 <= tensor_num_per_layer <= num_tensors:
+            raise param_invalid(f"tensor_num_per_layer must be in [1, {num_tensors}], but got {tensor_num_per_layer}.")
+        if src_layer_range is None and dst_layer_range is None:
+            return -1, -1, -1, -1
+        src = src_layer_range if src_layer_range is not None else dst_layer_range
+        dst = dst_layer_range if dst_layer_range is not None else src_layer_range
+        if len(src) != len(dst):
+            raise param_invalid(f"src_layer_range {src!r} and dst_layer_range {dst!r} have different lengths.")
+        n = tensor_num_per_layer
+        if dst.stop * n > num_tensors:
+            raise param_invalid(f"dst_layer_range {dst!r} x tensor_num_per_layer {n} exceeds the cache's "
+                                f"{num_tensors} tensors.")
+        return src.start * n, src.stop * n, dst.start * n, dst.stop * n
+
+    @staticmethod
+    def _layer_kwargs(kwargs: Dict[str, Any]) -> Tuple[Optional[range], Optional[range], Any]:
+        unknown = sorted(set(kwargs) - {"src_layer_range", "dst_layer_range", "tensor_num_per_layer"})
+        if unknown:
+            raise param_invalid(f"unsupported keyword arguments {unknown}; supported: src_layer_range, "
+                                f"dst_layer_range, tensor_num_per_layer.")
+        return kwargs.get("src_layer_range"), kwargs.get("dst_layer_range"), kwargs.get("tensor_num_per_layer", 2)
+
+    @staticmethod
+    def _key_fields(key: Any) -> Tuple[int, int, int, int, int, int, int]:
+        """(remote cluster, key kind, req_id, prefix_id, model_id, remote cache_id, remote
+        batch_index) for the native transfer, from any of the three key types."""
+        if isinstance(key, CacheKey):
+            if (key.req_id != U64) == (key.prefix_id != U64):
+                raise param_invalid(f"{key!r} must have exactly one of req_id and prefix_id set.")
+            return key.cluster_id, 0, key.req_id, key.prefix_id, key.model_id, -1, 0
+        if isinstance(key, CacheKeyByIdAndIndex):
+            return key.cluster_id, 1, U64, U64, 0, key.cache_id, key.batch_index
+        return key.cluster_id, 2, U64, U64, key.model_id, -1, 0
+
+    def _transfer(self, push: bool, key: Any, cache: Cache, blocks_api: bool, local_batch_index: int, size: int,
+                  remote_blocks: Sequence[int], local_blocks: Sequence[int], ranges: Tuple[int, int, int, int]) -> None:
+        # Positional on purpose: keyword parsing of 18 arguments costs more than the 4 KiB copy.
+        # Order: push, remote_cluster_id, key_kind, req_id, prefix_id, model_id, remote_cache_id,
+        # remote_batch_index, local_cache_id, blocks_api, local_batch_index, size, remote_blocks,
+        # local_blocks, remote_tensor_begin, remote_tensor_end, local_tensor_begin, local_tensor_end.
+        self._engine.transfer(push, *self._key_fields(key), cache.cache_id, blocks_api, local_batch_index, size,
+                              list(remote_blocks), list(local_blocks), *ranges)
 
     def pull_cache(self, cache_key: Union[CacheKey, CacheKeyByIdAndIndex], cache: Cache, batch_index: int = 0,
                    size: int = -1, **kwargs: Any) -> None:
-        raise self._not_yet("pull_cache")
+        """Pulls one slot of a linked cluster's cache into slot `batch_index` of local contiguous
+        `cache`: `size` bytes per tensor (-1: one slot), selected layers with src_layer_range /
+        dst_layer_range (ranges of layers) and tensor_num_per_layer (default 2). A complete pull
+        by a req CacheKey consumes the key on the owner. Waits at most sync_kv_timeout."""
+        self._check_valid()
+        check_type(cache_key, "cache_key", (CacheKey, CacheKeyByIdAndIndex))
+        self._check_cache(cache)
+        check_int(batch_index, "batch_index", "uint32")
+        check_int(size, "size", "int64")
+        if size == 0 or size < -1:
+            raise param_invalid(f"size must be -1 or > 0, but got {size}.")
+        if cache.is_blocks_cache:
+            raise param_invalid(f"pull_cache needs a contiguous cache, but cache {cache.cache_id} is a blocks cache; "
+                                f"use pull_blocks.")
+        if batch_index >= cache.cache_desc.shape[0]:
+            raise param_invalid(f"batch_index {batch_index} is out of range [0, {cache.cache_desc.shape[0]}).")
+        ranges = self._tensor_ranges(cache, *self._layer_kwargs(kwargs))
+        self._transfer(False, cache_key, cache, False, batch_index, size, (), (), ranges)
 
     def pull_blocks(self, src_cache_key: Union[CacheKey, CacheKeyByIdAndIndex, BlocksCacheKey], dst_cache: Cache,
                     src_blocks: Sequence[int] = (), dst_blocks: Sequence[int] = (), **kwargs: Any) -> None:
-        raise self._not_yet("pull_blocks")
+        """Pulls blocks of a linked cluster into local blocks cache `dst_cache`: remote block
+        src_blocks[i] -> local block dst_blocks[i] (BlocksCacheKey), or, with a CacheKey /
+        CacheKeyByIdAndIndex and empty src_blocks, the remote slot cut into local blocks."""
+        self._check_valid()
+        check_type(src_cache_key, "src_cache_key", (CacheKey, CacheKeyByIdAndIndex, BlocksCacheKey))
+        self._check_cache(dst_cache, "dst_cache")
+        check_int_list(src_blocks, "src_blocks", "uint64")
+        check_int_list(dst_blocks, "dst_blocks", "uint64")
+        if not dst_cache.is_blocks_cache:
+            raise param_invalid(f"pull_blocks needs a blocks cache, but dst_cache (cache_id {dst_cache.cache_id}) is "
+                                f"contiguous; use pull_cache.")
+        if not dst_blocks:
+            raise param_invalid("dst_blocks must not be empty.")
+        if isinstance(src_cache_key, BlocksCacheKey):
+            if len(src_blocks) != len(dst_blocks):
+                raise param_invalid(f"src_blocks has {len(src_blocks)} entries and dst_blocks {len(dst_blocks)}; "
+                                    f"they must be equal.")
+        elif src_blocks:
+            raise param_invalid(f"src_blocks must be empty when pulling a remote contiguous cache "
+                                f"({src_cache_key!r}) into blocks, but got {len(src_blocks)} entries.")
+        ranges = self._tensor_ranges(dst_cache, *self._layer_kwargs(kwargs))
+        self._transfer(False, src_cache_key, dst_cache, True, 0, -1, src_blocks, dst_blocks, ranges)
 
     def push_cache(self, dst_cache_key: CacheKeyByIdAndIndex, src_cache: Cache, src_batch_index: int = 0,
                    src_layer_range: Optional[range] = None, dst_layer_range: Optional[range] = None,
                    size: int = -1, tensor_num_per_layer: int = 2) -> None:
-        raise self._not_yet("push_cache")
+        """Writes slot `src_batch_index` of local `src_cache` into the linked cluster's cache
+        (cache_id, batch_index) named by `dst_cache_key`."""
+        self._check_valid()
+        check_type(dst_cache_key, "dst_cache_key", CacheKeyByIdAndIndex)
+        self._check_cache(src_cache, "src_cache")
+        check_int(src_batch_index, "src_batch_index", "uint32")
+        check_int(size, "size", "int64")
+        if size != -1:
+            raise param_invalid(f"push_cache size must be -1 (one slot), but got {size}.")
+        if src_cache.is_blocks_cache:
+            raise param_invalid(f"push_cache needs a contiguous src_cache, but cache {src_cache.cache_id} is a blocks "
+                                f"cache; use push_blocks.")
+        if src_batch_index >= src_cache.cache_desc.shape[0]:
+            raise param_invalid(f"src_batch_index {src_batch_index} is out of range [0, {src_cache.cache_desc.shape[0]}).")
+        # For a push the local cache is the source: its range is the "local" one.
+        rb, re_, lb, le = self._tensor_ranges(src_cache, dst_layer_range, src_layer_range, tensor_num_per_layer)
+        self._transfer(True, dst_cache_key, src_cache, False, src_batch_index, -1, (), (), (rb, re_, lb, le))
 
     def push_blocks(self, dst_cache_key: BlocksCacheKey, src_cache: Cache, src_blocks: Sequence[int] = (),
                     dst_blocks: Sequence[int] = (), src_layer_range: Optional[range] = None,
                     dst_layer_range: Optional[range] = None, tensor_num_per_layer: int = 2) -> None:
-        raise self._not_yet("push_blocks")
+        """Writes local blocks src_blocks[i] of `src_cache` into the linked cluster's blocks cache
+        (named by `dst_cache_key`) at dst_blocks[i]."""
+        self._check_valid()
+        check_type(dst_cache_key, "dst_cache_key", BlocksCacheKey)
+        self._check_cache(src_cache, "src_cache")
+        check_int_list(src_blocks, "src_blocks", "uint64")
+        check_int_list(dst_blocks, "dst_blocks", "uint64")
+        if not src_cache.is_blocks_cache:
+            raise param_invalid(f"push_blocks needs a blocks src_cache, but cache {src_cache.cache_id} is contiguous.")
+        if not dst_blocks or len(src_blocks) != len(dst_blocks):
+            raise param_invalid(f"src_blocks ({len(src_blocks)}) and dst_blocks ({len(dst_blocks)}) must be "
+                                f"non-empty and of equal length.")
+        rb, re_, lb, le = self._tensor_ranges(src_cache, dst_layer_range, src_layer_range, tensor_num_per_layer)
+        self._transfer(True, dst_cache_key, src_cache, True, 0, -1, dst_blocks, src_blocks, (rb, re_, lb, le))
 
     def transfer_cache_async(self, src_cache: Cache, layer_synchronizer: Any, transfer_configs: Any,
                              src_block_indices: Any = None, dst_block_indices: Any = None,
                              dst_block_memory_size: Any = None) -> Any:
-        raise self._not_yet("transfer_cache_async")
+        raise self._not_provided("transfer_cache_async (layer-wise push)")
 
     def remap_registered_memory(self, mem_infos: Any) -> None:
-        raise self._not_yet("remap_registered_memory")
+        raise self._not_provided("remap_registered_memory (documented upstream as reserved)")
+
+    def _not_provided(self, name: str) -> LLMException:
+        self._check_valid()
+        return LLMException(f"{name} is not provided by this implementation yet.",
+                            status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED)

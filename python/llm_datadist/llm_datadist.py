@@ -12,15 +12,14 @@ from ._validation import check_dict, check_int, check_type, param_invalid
 from .cache_manager import CacheManager
 from .configs import LLMClusterInfo, LLMRole, _parse_listen_ip_info
 from .llm_types import RegisterMemStatus
-from .status import LLMException, LLMStatusCode
+from .status import LLMException, LLMStatusCode, code_2_status
 
 __all__ = ["LLMDataDist"]
 
 logger = logging.getLogger("llm_datadist")
 
 _ROLE_OPTION = {LLMRole.PROMPT: "Prompt", LLMRole.DECODER: "Decoder", LLMRole.MIX: "Mix"}
-_NOT_YET = ("{} is not available yet: this build of llm_datadist has the local cache operations; "
-            "links and transfers between processes arrive with the transfer layer.")
+_MAX_CLUSTERS_PER_CALL = 16
 
 # Upstream allows one initialized LLMDataDist per process.
 _instance_lock = threading.Lock()
@@ -38,6 +37,7 @@ class LLMDataDist:
         self._engine: Optional[_core.Engine] = None
         self._cache_manager: Optional[CacheManager] = None
         self._options: Dict[str, str] = {}
+        self.last_link_errors: Dict[int, Tuple[LLMStatusCode, str]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
     def init(self, options: Dict[str, str]) -> None:
@@ -76,7 +76,7 @@ class LLMDataDist:
                     self._role, engine.device_backend, engine.device_backend_reason)
 
     def finalize(self) -> None:
-        """Releases pools and caches; a no-op when not initialized. Views made with
+        """Closes every link, releases pools and caches; a no-op when not initialized. Views made with
         Cache.numpy()/torch() stay valid: they hold their memory until they are dropped."""
         global _initialized_instance
         with _instance_lock:
@@ -123,39 +123,113 @@ class LLMDataDist:
 
     # -- role -----------------------------------------------------------------------------
     def switch_role(self, role: LLMRole, switch_options: Optional[Dict[str, str]] = None) -> None:
-        """Changes the role label; `llm.listenIpInfo` in switch_options (re)starts the listener,
-        its absence stops it. Refused with LLM_EXIST_LINK while links exist."""
+        """Changes the role label; `llm.listenIpInfo` in switch_options starts (or moves) the
+        listener, its absence stops it. LLM_EXIST_LINK while any link exists."""
         engine = self._check_init()
         check_type(role, "role", LLMRole)
         check_dict(switch_options, "switch_options", str, str, allow_none=True)
-        listen = (switch_options or {}).get("llm.listenIpInfo")
+        listen = (switch_options or {}).get("llm.listenIpInfo", "")
         if listen:
             _parse_listen_ip_info(listen)
-        # No link can exist yet in this build, so the switch always proceeds.
-        engine.role = _core.LlmRole(int(role))
+        engine.switch_role(_core.LlmRole(int(role)), listen)
         self._role = role
         if listen:
             self._options["llm.listenIpInfo"] = listen
         else:
             self._options.pop("llm.listenIpInfo", None)
 
-    # -- links: arrive with the transfer layer --------------------------------------------
-    def _not_yet(self, name: str) -> LLMException:
-        return LLMException(_NOT_YET.format(name), status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED)
-
-    def link_clusters(self, clusters: Sequence[LLMClusterInfo], timeout: int = 3000) -> Tuple[LLMStatusCode, List[LLMStatusCode]]:
-        self._check_init()
+    # -- links ----------------------------------------------------------------------------
+    @staticmethod
+    def _check_clusters(clusters: Sequence[LLMClusterInfo], timeout: int) -> None:
         check_type(clusters, "clusters", (list, tuple))
+        for i, cluster in enumerate(clusters):
+            check_type(cluster, f"clusters[{i}]", LLMClusterInfo)
         check_int(timeout, "timeout", "int32")
-        raise self._not_yet("link_clusters")
+        if timeout <= 0:
+            raise param_invalid(f"timeout must be > 0 ms, but got {timeout}.")
+        if not clusters:
+            raise param_invalid("clusters must not be empty.")
+        if len(clusters) > _MAX_CLUSTERS_PER_CALL:
+            raise LLMException(f"{len(clusters)} clusters in one call; the limit is {_MAX_CLUSTERS_PER_CALL}.",
+                               status_code=LLMStatusCode.LLM_CLUSTER_NUM_EXCEED_LIMIT)
+
+    @staticmethod
+    def _overall(results: List[LLMStatusCode]) -> LLMStatusCode:
+        overall = LLMStatusCode.LLM_SUCCESS
+        for code in results:
+            if code != LLMStatusCode.LLM_SUCCESS:
+                overall = code
+        return overall
+
+    def link_clusters(self, clusters: Sequence[LLMClusterInfo],
+                      timeout: int = 3000) -> Tuple[LLMStatusCode, List[LLMStatusCode]]:
+        """Links the clusters (each by its single remote_ip_info, the peer's listen address) in
+        parallel. Returns (overall, per-cluster codes) and does not raise for link failures;
+        the reasons are logged at warning level and kept in last_link_errors."""
+        engine = self._check_init()
+        self._check_clusters(clusters, timeout)
+        results: List[Optional[LLMStatusCode]] = [None] * len(clusters)
+        messages: List[str] = [""] * len(clusters)
+        targets, positions = [], []
+        for i, cluster in enumerate(clusters):
+            remote = cluster.remote_ip_info_list
+            if len(remote) != 1 or remote[0][1] == 0 or remote[0][0] == 0:
+                results[i] = LLMStatusCode.LLM_PARAM_INVALID
+                messages[i] = (f"cluster {cluster.remote_cluster_id} needs exactly one remote ip info with a "
+                               f"non-zero ip and port, got {remote}")
+                continue
+            targets.append((cluster.remote_cluster_id, LLMClusterInfo._ip_to_str(remote[0][0]), remote[0][1]))
+            positions.append(i)
+        for i, (code, message) in zip(positions, engine.link_clusters(targets, timeout)):
+            results[i] = code_2_status(code)
+            messages[i] = message
+        return self._finish_link_call("link_clusters", clusters, results, messages)
 
     def unlink_clusters(self, clusters: Sequence[LLMClusterInfo], timeout: int = 3000,
                         force: bool = False) -> Tuple[LLMStatusCode, List[LLMStatusCode]]:
-        self._check_init()
-        check_type(clusters, "clusters", (list, tuple))
-        check_int(timeout, "timeout", "int32")
+        """Unlinks the clusters; force=True tears down only the local end (for broken links).
+        Returns (overall, per-cluster codes) like link_clusters."""
+        engine = self._check_init()
+        self._check_clusters(clusters, timeout)
         check_type(force, "force", bool)
-        raise self._not_yet("unlink_clusters")
+        ids = [c.remote_cluster_id for c in clusters]
+        results, messages = [], []
+        for code, message in engine.unlink_clusters(ids, timeout, force):
+            results.append(code_2_status(code))
+            messages.append(message)
+        return self._finish_link_call("unlink_clusters", clusters, results, messages)
+
+    def _finish_link_call(self, name: str, clusters: Sequence[LLMClusterInfo], results: List[Optional[LLMStatusCode]],
+                          messages: List[str]) -> Tuple[LLMStatusCode, List[LLMStatusCode]]:
+        codes = [r if r is not None else LLMStatusCode.LLM_FAILED for r in results]
+        self.last_link_errors = {}
+        for cluster, code, message in zip(clusters, codes, messages):
+            if code != LLMStatusCode.LLM_SUCCESS:
+                self.last_link_errors[cluster.remote_cluster_id] = (code, message)
+                logger.warning("%s: cluster %d: %s: %s", name, cluster.remote_cluster_id, code, message,
+                               extra={"operation": name, "remote_cluster_id": cluster.remote_cluster_id})
+        return self._overall(codes), codes
+
+    def link_info(self, remote_cluster_id: int) -> Dict[str, object]:
+        """What the link to a cluster is (ours, not upstream): transport ("shm" or "tcp") and why,
+        state ("active" / "broken") and why, counters. LLM_NOT_YET_LINK without a link."""
+        engine = self._check_init()
+        check_int(remote_cluster_id, "remote_cluster_id", "uint64")
+        info = engine.link_info(remote_cluster_id)
+        if info is None:
+            raise LLMException(f"cluster {remote_cluster_id} is not linked.", status_code=LLMStatusCode.LLM_NOT_YET_LINK)
+        return dict(info)
+
+    @property
+    def listen_address(self) -> str:
+        """"ip:port" this instance listens on, "" when it does not (ours)."""
+        return self._check_init().listen_address
+
+    # -- rank-table links: not provided --------------------------------------------------
+    def _not_yet(self, name: str) -> LLMException:
+        return LLMException(f"{name} (rank-table / HCCL links) is not provided by this implementation; "
+                            f"use link_clusters with listen_ip_info.",
+                            status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED)
 
     def link(self, comm_name: str, cluster_rank_info: Dict[int, int], rank_table: str) -> int:
         self._check_init()

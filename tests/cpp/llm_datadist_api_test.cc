@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The upstream-style C++ API, used the way upstream C++ samples use it.
+#include <unistd.h>
+
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "llm_datadist/llm_datadist.h"
@@ -105,9 +108,104 @@ LLMDD_TEST(LlmDataDistApi, RegisterUnregisterAndNotYetTransfers) {
   EXPECT_EQ(dist.UnregisterKvCache(id), LLM_SUCCESS);
   EXPECT_EQ(dist.UnregisterKvCache(id), LLM_SUCCESS);
   std::vector<Status> rets;
-  EXPECT_EQ(dist.LinkLlmClusters({ClusterInfo{}}, rets), LLM_FEATURE_NOT_ENABLED);
+  EXPECT_EQ(dist.LinkLlmClusters({}, rets), LLM_PARAM_INVALID);
+  EXPECT_EQ(dist.LinkLlmClusters({ClusterInfo{}}, rets, 0), LLM_PARAM_INVALID);
+  EXPECT_EQ(dist.LinkLlmClusters({ClusterInfo{}}, rets), LLM_PARAM_INVALID);  // no remote ip info
   EXPECT_EQ(rets.size(), size_t{1});
+  EXPECT_EQ(dist.LinkLlmClusters(std::vector<ClusterInfo>(17), rets), LLM_CLUSTER_NUM_EXCEED_LIMIT);
   Cache c;
-  EXPECT_EQ(dist.PullKvBlocks(CacheIndex{}, c, {0}, {0}), LLM_FEATURE_NOT_ENABLED);
+  EXPECT_EQ(dist.PullKvBlocks(CacheIndex{}, c, {0}, {0}), LLM_KV_CACHE_NOT_EXIST);
   EXPECT_EQ(dist.SetRole(LlmRole::kPrompt), LLM_SUCCESS);
+}
+
+namespace {
+uint16_t PickPort() {
+  static uint16_t next = static_cast<uint16_t>(21000 + (getpid() % 2000) * 10);
+  return next++;
+}
+
+std::map<AscendString, AscendString> WithOption(std::map<AscendString, AscendString> options, const char *key,
+                                                 const std::string &value) {
+  options[key] = value;
+  return options;
+}
+
+void Fill(const Cache &cache, size_t tensor_bytes, uint8_t salt) {
+  for (size_t t = 0; t < cache.tensor_addrs.size(); ++t)
+    for (size_t i = 0; i < tensor_bytes; ++i)
+      reinterpret_cast<uint8_t *>(cache.tensor_addrs[t])[i] = static_cast<uint8_t>(i * 7 + t * 13 + salt);
+}
+
+bool SameBytes(const Cache &a, size_t a_off, const Cache &b, size_t b_off, size_t n) {
+  for (size_t t = 0; t < a.tensor_addrs.size(); ++t)
+    if (std::memcmp(reinterpret_cast<uint8_t *>(a.tensor_addrs[t]) + a_off,
+                    reinterpret_cast<uint8_t *>(b.tensor_addrs[t]) + b_off, n) != 0)
+      return false;
+  return true;
+}
+}  // namespace
+
+// Two instances in one process linked over loopback: link, pull a slot, pull blocks, push a
+// slot, the link codes, unlink. Over shm (same host) and forced tcp.
+LLMDD_TEST(LlmDataDistApi, LinkPullPushBetweenInstances) {
+  for (const char *transport : {"auto", "tcp"}) {
+    uint16_t port = 0;
+    LlmDataDist prompt(1, LlmRole::kPrompt);
+    Status init = LLM_FAILED;
+    for (int attempt = 0; attempt < 20 && init != LLM_SUCCESS; ++attempt) {
+      port = PickPort();
+      init = prompt.Initialize(WithOption(Options(), OPTION_LISTEN_IP_INFO, "127.0.0.1:" + std::to_string(port)));
+    }
+    ASSERT_TRUE(init == LLM_SUCCESS);
+    LlmDataDist decoder(2, LlmRole::kDecoder);
+    ASSERT_TRUE(decoder.Initialize(WithOption(Options(), "llmdd.Transport", transport)) == LLM_SUCCESS);
+    const CacheDesc desc = Desc(CachePlacement::kDevice, {8, 256});
+    const size_t tensor_bytes = 8 * 256 * 2, slot = tensor_bytes / 8;
+    Cache p_cache, d_cache;
+    ASSERT_TRUE(prompt.AllocateCache(desc, p_cache) == LLM_SUCCESS);
+    ASSERT_TRUE(decoder.AllocateCache(desc, d_cache) == LLM_SUCCESS);
+    Fill(p_cache, tensor_bytes, 1);
+    Fill(d_cache, tensor_bytes, 99);
+
+    ClusterInfo cluster;
+    cluster.remote_cluster_id = 1;
+    IpInfo remote;
+    remote.ip = "127.0.0.1";
+    remote.port = port;
+    cluster.remote_ip_infos.push_back(remote);
+    std::vector<Status> rets;
+    EXPECT_EQ(decoder.LinkLlmClusters({cluster}, rets, 2000), LLM_SUCCESS);
+    EXPECT_EQ(rets.at(0), LLM_SUCCESS);
+    EXPECT_EQ(decoder.LinkLlmClusters({cluster}, rets, 2000), LLM_ALREADY_LINK);
+    EXPECT_EQ(decoder.SetRole(LlmRole::kPrompt), LLM_EXIST_LINK);
+
+    EXPECT_EQ(decoder.PullKvCache(CacheIndex{1, p_cache.cache_id, 2}, d_cache, 5), LLM_SUCCESS);
+    EXPECT_TRUE(SameBytes(d_cache, 5 * slot, p_cache, 2 * slot, slot));
+    EXPECT_EQ(decoder.PullKvBlocks(CacheIndex{1, p_cache.cache_id, 0}, d_cache, {0, 3}, {1, 2}), LLM_SUCCESS);
+    EXPECT_TRUE(SameBytes(d_cache, 1 * slot, p_cache, 0, slot));
+    EXPECT_TRUE(SameBytes(d_cache, 2 * slot, p_cache, 3 * slot, slot));
+    KvCacheExtParam layers;  // layer 1 only: tensors 2 and 3
+    layers.src_layer_range = {1, 1};
+    layers.dst_layer_range = {1, 1};
+    EXPECT_EQ(decoder.PullKvCache(CacheIndex{1, p_cache.cache_id, 6}, d_cache, 6, -1, layers), LLM_SUCCESS);
+    EXPECT_TRUE(std::memcmp(reinterpret_cast<uint8_t *>(d_cache.tensor_addrs[2]) + 6 * slot,
+                            reinterpret_cast<uint8_t *>(p_cache.tensor_addrs[2]) + 6 * slot, slot) == 0);
+    EXPECT_FALSE(std::memcmp(reinterpret_cast<uint8_t *>(d_cache.tensor_addrs[0]) + 6 * slot,
+                             reinterpret_cast<uint8_t *>(p_cache.tensor_addrs[0]) + 6 * slot, slot) == 0);
+    EXPECT_EQ(decoder.PushKvCache(d_cache, CacheIndex{1, p_cache.cache_id, 7}, 0), LLM_SUCCESS);
+    EXPECT_TRUE(SameBytes(p_cache, 7 * slot, d_cache, 0, slot));
+    EXPECT_EQ(decoder.PullKvCache(CacheIndex{1, p_cache.cache_id, 8}, d_cache, 0), LLM_KV_CACHE_NOT_EXIST);
+    EXPECT_EQ(decoder.PullKvCache(CacheIndex{1, 999, 0}, d_cache, 0), LLM_KV_CACHE_NOT_EXIST);
+    EXPECT_EQ(decoder.PullKvBlocks(CacheIndex{1, p_cache.cache_id, 0}, d_cache, {8}, {0}), LLM_PARAM_INVALID);
+    EXPECT_EQ(decoder.PullKvCache(CacheIndex{2, d_cache.cache_id, 0}, d_cache, 0), LLM_PARAM_INVALID);  // own id
+
+    // The prompt side can pull from the decoder over the same link.
+    EXPECT_EQ(prompt.PullKvCache(CacheIndex{2, d_cache.cache_id, 1}, p_cache, 0), LLM_SUCCESS);
+    EXPECT_TRUE(SameBytes(p_cache, 0, d_cache, slot, slot));
+
+    EXPECT_EQ(decoder.UnlinkLlmClusters({cluster}, rets, 2000), LLM_SUCCESS);
+    EXPECT_EQ(decoder.PullKvCache(CacheIndex{1, p_cache.cache_id, 2}, d_cache, 5), LLM_NOT_YET_LINK);
+    EXPECT_EQ(decoder.UnlinkLlmClusters({cluster}, rets, 2000), LLM_NOT_YET_LINK);
+    EXPECT_EQ(decoder.SetRole(LlmRole::kPrompt), LLM_SUCCESS);
+  }
 }

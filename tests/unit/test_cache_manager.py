@@ -450,11 +450,18 @@ def test_view_bad_inputs(cache_manager):
         cpu.numpy()
 
 
-def test_not_yet_transfer_calls(cache_manager):
+def test_transfers_to_an_unlinked_cluster_are_not_yet_link(cache_manager):
     cache = cache_manager.allocate_blocks_cache(blocks())
-    for call in (lambda: cache_manager.pull_cache(CacheKey(2, 1), cache),
+    contig = cache_manager.allocate_cache(contiguous())
+    for call in (lambda: cache_manager.pull_cache(CacheKey(2, 1), contig),
                  lambda: cache_manager.pull_blocks(BlocksCacheKey(2, 0), cache, [0], [0]),
                  lambda: cache_manager.push_blocks(BlocksCacheKey(2, 0), cache, [0], [0]),
-                 lambda: cache_manager.push_cache(ld.CacheKeyByIdAndIndex(2, 1, 0), cache)):
-        with raises_code(LLMStatusCode.LLM_FEATURE_NOT_ENABLED, match="transfer layer"):
+                 lambda: cache_manager.push_cache(ld.CacheKeyByIdAndIndex(2, 1, 0), contig)):
+        with raises_code(LLMStatusCode.LLM_NOT_YET_LINK, match="cluster 2 is not linked"):
+            call()
+    with raises_code(PARAM_INVALID, match="which is this cluster"):  # pulling from oneself
+        cache_manager.pull_blocks(BlocksCacheKey(1, 0), cache, [0], [0])
+    for call in (lambda: cache_manager.transfer_cache_async(cache, None, []),
+                 lambda: cache_manager.remap_registered_memory([])):
+        with raises_code(LLMStatusCode.LLM_FEATURE_NOT_ENABLED, match="not provided"):
             call()

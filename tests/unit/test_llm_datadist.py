@@ -128,14 +128,21 @@ def test_switch_role_without_links(datadist):
     assert info.value.status_code == LLMStatusCode.LLM_PARAM_INVALID
 
 
-def test_link_and_pull_calls_say_not_yet(datadist):
+def test_link_to_nobody_returns_link_failed_and_rank_table_calls_are_not_provided(datadist):
+    import socket
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now
     info = ld.LLMClusterInfo()
     info.remote_cluster_id = 2
-    info.append_remote_ip_info("127.0.0.1", 26000)
-    for call in (lambda: datadist.link_clusters([info], 1000), lambda: datadist.unlink_clusters([info], 1000),
-                 lambda: datadist.link("c", {1: 0, 2: 1}, "{}"), lambda: datadist.unlink(1),
+    info.append_remote_ip_info("127.0.0.1", port)
+    overall, per_cluster = datadist.link_clusters([info], 1000)
+    assert overall == LLMStatusCode.LLM_LINK_FAILED and per_cluster == [LLMStatusCode.LLM_LINK_FAILED]
+    assert "refused" in datadist.last_link_errors[2][1]
+    for call in (lambda: datadist.link("c", {1: 0, 2: 1}, "{}"), lambda: datadist.unlink(1),
                  lambda: datadist.query_register_mem_status(1)):
-        with pytest.raises(LLMException, match="transfer layer") as exc:
+        with pytest.raises(LLMException, match="rank-table") as exc:
             call()
         assert exc.value.status_code == LLMStatusCode.LLM_FEATURE_NOT_ENABLED
     with pytest.raises(ValueError):

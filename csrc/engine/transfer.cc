@@ -1,0 +1,864 @@
+// SPDX-License-Identifier: Apache-2.0
+// Links and transfers of DataDistEngine: the requester side of pulls and pushes, and the owner
+// side that serves them. The owner checks every remote request against what it holds before a
+// byte moves; the requester checks its own side before sending, and checks the owner's answer
+// (offsets inside the regions it mapped) before reading.
+//
+// A transfer moves "chunks" in one canonical order that both sides compute independently:
+// for each selected tensor, for each chunk of the layout:
+//   kSlotToSlot     one chunk: `size` bytes at slot * stride
+//   kBlocksToBlocks one chunk per block pair, block bytes each
+//   kSlotToBlocks   the owner's slot cut into chunk_count chunks of the local block size
+// Describe mode (shm / cuda_ipc / CMA): the owner answers where each selected tensor lives;
+// the requester copies, then sends kRelease. Stream mode (tcp): the owner sends the chunks'
+// bytes after its reply. A complete slot pull consumes a req key on the owner at kRelease.
+#include <sys/uio.h>
+
+#include <cerrno>
+#include <climits>
+
+#include "common/logging.h"
+#include "engine/copy_engine.h"
+#include "engine/data_dist_engine.h"
+
+namespace llm_datadist {
+
+namespace {
+
+enum class Layout : uint8_t { kSlotToSlot = 0, kBlocksToBlocks = 1, kSlotToBlocks = 2 };
+enum class Delivery : uint8_t { kDescribe = 0, kStream = 1 };
+// Where an owner's tensor lives, as told to the requester.
+enum class Location : uint8_t { kRegion = 0, kRawHost = 1, kUnreadable = 2 };
+
+// The owner-side selection of a transfer, as sent on the wire.
+struct WireRequest {
+  uint8_t key_kind = 0;
+  uint64_t req_id = kInvalidId, prefix_id = kInvalidId, model_id = 0;
+  int64_t cache_id = -1;
+  uint32_t batch_index = 0;
+  uint8_t layout = 0;
+  uint8_t delivery = 0;
+  uint8_t all_tensors = 1;  // owner must have exactly tensor_count tensors
+  uint32_t tensor_begin = 0, tensor_count = 0;
+  uint64_t size = 0;         // kSlotToSlot: bytes per tensor
+  uint8_t whole_slot = 0;    // kSlotToSlot: the requester asked for the whole slot (size -1)
+  uint64_t chunk_bytes = 0;  // kBlocksToBlocks: block bytes; kSlotToBlocks: chunk bytes
+  uint32_t chunk_count = 0;  // kSlotToBlocks
+  std::vector<uint64_t> blocks;  // kBlocksToBlocks: the owner's block indices
+
+  std::vector<uint8_t> Encode() const {
+    ByteWriter w;
+    w.Put(key_kind).Put(req_id).Put(prefix_id).Put(model_id).Put(cache_id).Put(batch_index).Put(layout);
+    w.Put(delivery).Put(all_tensors).Put(tensor_begin).Put(tensor_count).Put(size).Put(whole_slot).Put(chunk_bytes);
+    w.Put(chunk_count).PutVector(blocks);
+    return w.bytes();
+  }
+  bool Decode(const std::vector<uint8_t> &payload) {
+    ByteReader r(payload);
+    return r.Get(&key_kind) && r.Get(&req_id) && r.Get(&prefix_id) && r.Get(&model_id) && r.Get(&cache_id) &&
+           r.Get(&batch_index) && r.Get(&layout) && r.Get(&delivery) && r.Get(&all_tensors) && r.Get(&tensor_begin) &&
+           r.Get(&tensor_count) && r.Get(&size) && r.Get(&whole_slot) && r.Get(&chunk_bytes) && r.Get(&chunk_count) &&
+           r.GetVector(&blocks) && key_kind <= 2 && layout <= 2 && delivery <= 1;
+  }
+};
+
+struct Chunk {
+  uint64_t offset;  // within the tensor
+  uint64_t bytes;
+};
+
+std::vector<Chunk> ChunksOf(Layout layout, uint32_t slot, uint64_t stride, uint64_t size,
+                            const std::vector<uint64_t> &blocks, uint64_t chunk_bytes, uint32_t chunk_count) {
+  std::vector<Chunk> chunks;
+  switch (layout) {
+    case Layout::kSlotToSlot:
+      chunks.push_back({uint64_t{slot} * stride, size});
+      break;
+    case Layout::kBlocksToBlocks:
+      chunks.reserve(blocks.size());
+      for (uint64_t b : blocks) chunks.push_back({b * stride, stride});
+      break;
+    case Layout::kSlotToBlocks:
+      chunks.reserve(chunk_count);
+      for (uint32_t j = 0; j < chunk_count; ++j) chunks.push_back({uint64_t{slot} * stride + j * chunk_bytes, chunk_bytes});
+      break;
+  }
+  return chunks;
+}
+
+std::string DescribeRemoteKey(const WireRequest &w) {
+  switch (static_cast<RemoteKeyKind>(w.key_kind)) {
+    case RemoteKeyKind::kCacheKey:
+      if (w.prefix_id != kInvalidId)
+        return detail::Concat("CacheKey(prefix_id=", w.prefix_id, ", model_id=", w.model_id, ")");
+      return detail::Concat("CacheKey(req_id=", w.req_id, ", model_id=", w.model_id, ")");
+    case RemoteKeyKind::kCacheIdAndIndex:
+      return detail::Concat("CacheKeyByIdAndIndex(cache_id=", w.cache_id, ", batch_index=", w.batch_index, ")");
+    case RemoteKeyKind::kBlocksKey:
+      return detail::Concat("BlocksCacheKey(model_id=", w.model_id, ")");
+  }
+  return "unknown key";
+}
+
+std::vector<uint8_t> EncodeStatus(const DetailedStatus &status) {
+  ByteWriter w;
+  w.Put<uint32_t>(status.code()).PutString(status.message());
+  w.Put<uint32_t>(static_cast<uint32_t>(status.context().size()));
+  for (const auto &kv : status.context()) w.PutString(kv.first).PutString(kv.second);
+  return w.bytes();
+}
+
+bool DecodeStatus(ByteReader &r, DetailedStatus *out) {
+  uint32_t code = 0, n = 0;
+  std::string message;
+  if (!r.Get(&code) || !r.GetString(&message) || !r.Get(&n) || n > 64) return false;
+  DetailedStatus status(code, message);
+  for (uint32_t i = 0; i < n; ++i) {
+    std::string k, v;
+    if (!r.GetString(&k) || !r.GetString(&v)) return false;
+    if (k != "operation") status.With(k, v);
+  }
+  *out = std::move(status);
+  return true;
+}
+
+// Reads the chunks of a peer's registered host memory with process_vm_readv (CMA).
+DetailedStatus CmaRead(int pid, const std::vector<CopyRegion> &regions) {
+  size_t i = 0;
+  while (i < regions.size()) {
+    size_t n = std::min<size_t>(IOV_MAX, regions.size() - i);
+    std::vector<iovec> local(n), remote(n);
+    uint64_t expected = 0;
+    for (size_t k = 0; k < n; ++k) {
+      local[k] = {regions[i + k].dst, regions[i + k].bytes};
+      remote[k] = {const_cast<void *>(regions[i + k].src), regions[i + k].bytes};
+      expected += regions[i + k].bytes;
+    }
+    ssize_t got = process_vm_readv(pid, local.data(), n, remote.data(), n, 0);
+    if (got < 0) {
+      int err = errno;
+      return DetailedStatus(err == ESRCH ? LLM_LINK_FAILED : LLM_FEATURE_NOT_ENABLED,
+                            detail::Concat("process_vm_readv from pid ", pid, " failed: ", std::strerror(err)));
+    }
+    if (static_cast<uint64_t>(got) != expected) {
+      // Partial read (a page boundary the peer unmapped): the rest is not readable this way.
+      return DetailedStatus(LLM_FEATURE_NOT_ENABLED, "process_vm_readv read part of the request only");
+    }
+    i += n;
+  }
+  return DetailedStatus::Ok();
+}
+
+}  // namespace
+
+DetailedStatus ParseIpPort(const std::string &text, std::string *ip, uint16_t *port) {
+  const size_t colon = text.rfind(':');
+  std::string host = colon == std::string::npos ? "" : text.substr(0, colon);
+  const std::string port_text = colon == std::string::npos ? "" : text.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  bool digits = !port_text.empty() && port_text.size() <= 5;
+  for (char c : port_text) digits = digits && c >= '0' && c <= '9';
+  LLMDD_CHECK(!host.empty() && digits && std::stoul(port_text) <= 65535, LLM_PARAM_INVALID, "listen ip info \"",
+              text, "\" is not \"ip:port\" (or \"[ipv6]:port\")");
+  *ip = host;
+  *port = static_cast<uint16_t>(std::stoul(port_text));
+  return DetailedStatus::Ok();
+}
+
+// ---- links ----------------------------------------------------------------------------------
+
+std::vector<LocalRegion> DataDistEngine::LocalRegions() { return local_regions_; }
+
+DetailedStatus DataDistEngine::SwitchRole(LlmRole role, const std::string &listen_ip_info) {
+  LLMDD_RETURN_IF_ERROR(CheckInitialized("switch_role"));
+  const std::vector<uint64_t> linked = links_->linked_clusters();
+  LLMDD_CHECK(linked.empty(), LLM_EXIST_LINK, linked.size(), " link(s) exist (first: cluster ", linked.front(),
+              "); unlink every cluster before switch_role");
+  if (listen_ip_info.empty()) {
+    links_->StopListener();
+  } else {
+    std::string ip;
+    uint16_t port = 0;
+    LLMDD_RETURN_IF_ERROR(ParseIpPort(listen_ip_info, &ip, &port));
+    LLMDD_RETURN_IF_ERROR(links_->StartListener(ip, port));
+  }
+  options_.listen_ip_info = listen_ip_info;
+  role_ = role;
+  return DetailedStatus::Ok();
+}
+
+std::vector<DetailedStatus> DataDistEngine::LinkClusters(const std::vector<LinkTarget> &targets, int32_t timeout_ms) {
+  if (!initialized_) return std::vector<DetailedStatus>(targets.size(), CheckInitialized("link_clusters"));
+  return links_->LinkClusters(targets, timeout_ms);
+}
+
+std::vector<DetailedStatus> DataDistEngine::UnlinkClusters(const std::vector<uint64_t> &cluster_ids, int32_t timeout_ms,
+                                                           bool force) {
+  if (!initialized_) return std::vector<DetailedStatus>(cluster_ids.size(), CheckInitialized("unlink_clusters"));
+  return links_->UnlinkClusters(cluster_ids, timeout_ms, force);
+}
+
+std::vector<uint64_t> DataDistEngine::LinkedClusters() const {
+  return links_ ? links_->linked_clusters() : std::vector<uint64_t>{};
+}
+
+std::string DataDistEngine::ListenAddress() const { return links_ ? links_->listen_address() : ""; }
+
+std::optional<LinkInfo> DataDistEngine::GetLinkInfo(uint64_t cluster_id) const {
+  if (!links_) return std::nullopt;
+  std::shared_ptr<Link> link = links_->Find(cluster_id);
+  if (!link) return std::nullopt;
+  LinkInfo info;
+  info.cluster_id = cluster_id;
+  info.transport = TransportName(link->transport);
+  info.reason = link->transport_reason;
+  info.state = link->state() == Link::State::kActive ? "active" : "broken";
+  info.broken_reason = link->state() == Link::State::kActive ? "" : link->close_reason();
+  info.remote_address = link->remote_address;
+  info.peer_pid = link->peer_pid;
+  for (const RemoteRegion &r : link->remote_regions) info.cuda_ipc = info.cuda_ipc || (r.has_ipc && link->same_host);
+  info.millis_since_rx = link->millis_since_rx();
+  info.bytes_pulled = link->counters.bytes_pulled.load();
+  info.bytes_pushed = link->counters.bytes_pushed.load();
+  info.bytes_served = link->counters.bytes_served.load();
+  info.pulls = link->counters.pulls.load();
+  info.pushes = link->counters.pushes.load();
+  info.errors = link->counters.errors.load();
+  return info;
+}
+
+// ---- requester side -------------------------------------------------------------------------
+
+DetailedStatus DataDistEngine::CheckTransfer(const TransferArgs &args, const char *operation, std::shared_ptr<Link> *link,
+                                             std::shared_ptr<CacheEntry> *local) const {
+  LLMDD_RETURN_IF_ERROR(CheckInitialized(operation));
+  LLMDD_CHECK(args.remote_cluster_id != cluster_id_, LLM_PARAM_INVALID, "the key names cluster ",
+              args.remote_cluster_id, ", which is this cluster; ", operation, " moves data between clusters");
+  *local = registry_.Find(args.local_cache_id);
+  LLMDD_CHECK(*local != nullptr, LLM_KV_CACHE_NOT_EXIST, "local cache ", args.local_cache_id, " does not exist");
+  *link = links_->Find(args.remote_cluster_id);
+  LLMDD_CHECK(*link != nullptr, LLM_NOT_YET_LINK, "cluster ", args.remote_cluster_id,
+              " is not linked; call link_clusters first");
+  return (*link)->Usable();
+}
+
+namespace {
+
+// The local half of a transfer: which local tensors, and the chunk list inside each.
+struct LocalPlan {
+  Layout layout = Layout::kSlotToSlot;
+  uint32_t tensor_begin = 0, tensor_count = 0;
+  std::vector<Chunk> chunks;
+  WireRequest wire;
+};
+
+DetailedStatus TensorRange(int64_t begin, int64_t end, uint32_t num_tensors, const char *which, uint32_t *out_begin,
+                           uint32_t *out_count) {
+  if (begin < 0 && end < 0) {
+    *out_begin = 0;
+    *out_count = num_tensors;
+    return DetailedStatus::Ok();
+  }
+  LLMDD_CHECK(begin >= 0 && end > begin && end <= num_tensors, LLM_PARAM_INVALID, which, " tensors [", begin, ", ",
+              end, ") are out of range for a cache of ", num_tensors, " tensors");
+  *out_begin = static_cast<uint32_t>(begin);
+  *out_count = static_cast<uint32_t>(end - begin);
+  return DetailedStatus::Ok();
+}
+
+// Builds the plan for the local cache (the destination of a pull, the source of a push) and
+// the owner-side request.
+DetailedStatus PlanTransfer(const TransferArgs &args, const CacheEntry &local, bool push, LocalPlan *plan) {
+  const char *op = push ? (args.blocks_api ? "push_blocks" : "push_cache") : (args.blocks_api ? "pull_blocks" : "pull_cache");
+  WireRequest &w = plan->wire;
+  w.key_kind = static_cast<uint8_t>(args.key_kind);
+  w.req_id = args.key.req_id;
+  w.prefix_id = args.key.prefix_id;
+  w.model_id = args.key_kind == RemoteKeyKind::kBlocksKey ? args.blocks_model_id : args.key.model_id;
+  w.cache_id = args.remote_cache_id;
+  w.batch_index = args.remote_batch_index;
+  if (args.key_kind == RemoteKeyKind::kCacheKey) {
+    const bool req = args.key.req_id != kInvalidId, prefix = args.key.prefix_id != kInvalidId;
+    LLMDD_CHECK(req != prefix, LLM_PARAM_INVALID, "a CacheKey used to ", push ? "push" : "pull",
+                " needs exactly one of req_id and prefix_id set, got req_id ", args.key.req_id, " and prefix_id ",
+                args.key.prefix_id);
+  }
+  LLMDD_RETURN_IF_ERROR(TensorRange(args.local_tensor_begin, args.local_tensor_end, local.desc.num_tensors, "local",
+                                    &plan->tensor_begin, &plan->tensor_count));
+  if (args.remote_tensor_begin < 0 && args.remote_tensor_end < 0) {
+    w.all_tensors = 1;
+    w.tensor_begin = 0;
+    w.tensor_count = plan->tensor_count;
+  } else {
+    LLMDD_CHECK(args.remote_tensor_begin >= 0 && args.remote_tensor_end > args.remote_tensor_begin, LLM_PARAM_INVALID,
+                "remote tensors [", args.remote_tensor_begin, ", ", args.remote_tensor_end, ") are not a valid range");
+    w.all_tensors = 0;
+    w.tensor_begin = static_cast<uint32_t>(args.remote_tensor_begin);
+    w.tensor_count = static_cast<uint32_t>(args.remote_tensor_end - args.remote_tensor_begin);
+  }
+  LLMDD_CHECK(w.tensor_count == plan->tensor_count, LLM_PARAM_INVALID, "the remote selection has ", w.tensor_count,
+              " tensors and the local one ", plan->tensor_count);
+  const uint64_t local_slots = static_cast<uint64_t>(local.desc.shape[0]);
+  if (!args.blocks_api) {
+    LLMDD_CHECK(!local.is_blocks || local.is_registered || local.mixed, LLM_PARAM_INVALID, op, " needs a contiguous local cache, but cache ",
+                local.cache_id, " is a blocks cache (use ", push ? "push_blocks" : "pull_blocks", ")");
+    LLMDD_CHECK(args.key_kind != RemoteKeyKind::kBlocksKey, LLM_PARAM_INVALID, op,
+                " takes a CacheKey or CacheKeyByIdAndIndex, not a BlocksCacheKey");
+    LLMDD_CHECK(args.local_batch_index < local_slots, LLM_PARAM_INVALID, "batch_index ", args.local_batch_index,
+                " is out of range [0, ", local_slots, ") of local cache ", local.cache_id);
+    LLMDD_CHECK(args.size == -1 || args.size > 0, LLM_PARAM_INVALID, "size must be -1 or > 0, got ", args.size);
+    const uint64_t size = args.size == -1 ? local.stride : static_cast<uint64_t>(args.size);
+    LLMDD_CHECK(size <= local.stride, LLM_PARAM_INVALID, "size ", size, " is larger than a batch slot of ", local.stride,
+                " bytes of local cache ", local.cache_id);
+    plan->layout = Layout::kSlotToSlot;
+    w.size = size;
+    w.whole_slot = args.size == -1;
+    plan->chunks = {{uint64_t{args.local_batch_index} * local.stride, size}};
+  } else {
+    LLMDD_CHECK(local.is_blocks || local.mixed, LLM_PARAM_INVALID, op, " needs a local blocks cache, but cache ", local.cache_id,
+                " is contiguous (use ", push ? "push_cache" : "pull_cache", ")");
+    LLMDD_CHECK(!args.local_blocks.empty(), LLM_PARAM_INVALID, push ? "src_blocks" : "dst_blocks", " must not be empty");
+    for (size_t i = 0; i < args.local_blocks.size(); ++i)
+      LLMDD_CHECK(args.local_blocks[i] < local_slots, LLM_PARAM_INVALID, push ? "src_blocks[" : "dst_blocks[", i,
+                  "] = ", args.local_blocks[i], " is out of range [0, ", local_slots, ") of local cache ", local.cache_id);
+    // A BlocksCacheKey, or (upstream C++ PullKvBlocks) a remote blocks cache named by its id.
+    const bool remote_blocks = args.key_kind == RemoteKeyKind::kBlocksKey ||
+                               (args.key_kind == RemoteKeyKind::kCacheIdAndIndex && !args.remote_blocks.empty());
+    if (remote_blocks) {
+      LLMDD_CHECK(!args.remote_blocks.empty(), LLM_PARAM_INVALID, push ? "dst_blocks" : "src_blocks",
+                  " must not be empty with a BlocksCacheKey");
+      LLMDD_CHECK(args.remote_blocks.size() == args.local_blocks.size(), LLM_PARAM_INVALID, "src_blocks has ",
+                  push ? args.local_blocks.size() : args.remote_blocks.size(), " entries and dst_blocks ",
+                  push ? args.remote_blocks.size() : args.local_blocks.size(), "; they must be equal");
+      plan->layout = Layout::kBlocksToBlocks;
+      w.blocks = args.remote_blocks;
+      w.chunk_bytes = local.stride;
+    } else {
+      LLMDD_CHECK(!push, LLM_PARAM_INVALID, "push_blocks takes a BlocksCacheKey");
+      LLMDD_CHECK(args.remote_blocks.empty(), LLM_PARAM_INVALID,
+                  "src_blocks must be empty when pulling a remote contiguous cache into blocks, got ",
+                  args.remote_blocks.size(), " entries");
+      plan->layout = Layout::kSlotToBlocks;
+      w.chunk_bytes = local.stride;
+      w.chunk_count = static_cast<uint32_t>(args.local_blocks.size());
+    }
+    plan->chunks.reserve(args.local_blocks.size());
+    for (uint64_t b : args.local_blocks) plan->chunks.push_back({b * local.stride, local.stride});
+  }
+  w.layout = static_cast<uint8_t>(plan->layout);
+  return DetailedStatus::Ok();
+}
+
+// The owner-side checks of a blocks selection, shared by the owner (two-sided) and by a
+// requester resolving through the published table (one-sided), so both fail the same way.
+DetailedStatus CheckTensorSelection(const WireRequest &w, const std::string &key, uint32_t num_tensors) {
+  if (w.all_tensors) {
+    LLMDD_CHECK(w.tensor_count == num_tensors, LLM_PARAM_INVALID, "num_tensors differ: the remote cache (", key, ") has ",
+                num_tensors, " tensors, the local one ", w.tensor_count);
+  } else {
+    LLMDD_CHECK(uint64_t{w.tensor_begin} + w.tensor_count <= num_tensors, LLM_PARAM_INVALID, "remote tensors [",
+                w.tensor_begin, ", ", uint64_t{w.tensor_begin} + w.tensor_count, ") are out of range: ", key, " has ",
+                num_tensors, " tensors");
+  }
+  return DetailedStatus::Ok();
+}
+
+DetailedStatus CheckBlocksSelection(const WireRequest &w, const std::string &key, uint32_t num_tensors, uint64_t stride,
+                                    uint64_t num_blocks) {
+  LLMDD_RETURN_IF_ERROR(CheckTensorSelection(w, key, num_tensors));
+  LLMDD_CHECK(w.chunk_bytes == stride, LLM_PARAM_INVALID, "block bytes differ: remote ", stride, ", local ", w.chunk_bytes);
+  for (size_t i = 0; i < w.blocks.size(); ++i)
+    LLMDD_CHECK(w.blocks[i] < num_blocks, LLM_PARAM_INVALID, "remote block index ", w.blocks[i], " (position ", i,
+                ") is out of range [0, ", num_blocks, ") of ", key);
+  return DetailedStatus::Ok();
+}
+
+struct ReplyInfo {
+  DetailedStatus status;
+  uint64_t owner_stride = 0;
+  uint32_t slot = 0;
+  std::vector<Location> locations;
+  std::vector<uint8_t> region_ids;
+  std::vector<uint64_t> values;
+};
+
+bool DecodePullReply(const std::vector<uint8_t> &payload, ReplyInfo *out) {
+  ByteReader r(payload);
+  if (!DecodeStatus(r, &out->status)) return false;
+  if (!out->status.ok()) return true;
+  uint32_t n = 0;
+  if (!r.Get(&out->owner_stride) || !r.Get(&out->slot) || !r.Get(&n) || n > (1u << 20)) return false;
+  out->locations.resize(n);
+  out->region_ids.resize(n);
+  out->values.resize(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    uint8_t loc = 0;
+    if (!r.Get(&loc) || !r.Get(&out->region_ids[i]) || !r.Get(&out->values[i]) || loc > 2) return false;
+    out->locations[i] = static_cast<Location>(loc);
+  }
+  return true;
+}
+
+// A peer heard from within this long is alive enough for one-sided reads (heartbeats come
+// every kHeartbeatIntervalMs).
+constexpr int64_t kPeerSilentMs = 4 * kHeartbeatIntervalMs;
+
+// Copies the plan's chunks from where the owner's selected tensors live (its answer, or its
+// published table): a pool mapped read-only (shm), a CUDA pool opened over IPC (cuda_ipc), or
+// registered host memory (CMA). LLM_FEATURE_NOT_ENABLED when some tensor is not readable from
+// here (the caller streams instead); LLM_LINK_FAILED (and the link broken) when the owner
+// described memory outside what it shared.
+DetailedStatus ReadDescribed(Link &link, const CacheEntry &local, const LocalPlan &plan,
+                             const std::vector<Location> &locations, const std::vector<uint8_t> &region_ids,
+                             const std::vector<uint64_t> &values, uint64_t owner_stride, uint32_t slot,
+                             int device_ordinal) {
+  LLMDD_CHECK(locations.size() == plan.tensor_count, LLM_FEATURE_NOT_ENABLED, "owner described ", locations.size(),
+              " tensors, expected ", plan.tensor_count);
+  const std::vector<Chunk> src_chunks = ChunksOf(plan.layout, slot, owner_stride, plan.wire.size, plan.wire.blocks,
+                                                 plan.wire.chunk_bytes, plan.wire.chunk_count);
+  uint64_t extent = 0;
+  for (const Chunk &c : src_chunks) extent = std::max(extent, c.offset + c.bytes);
+  std::vector<CopyRegion> from_host, from_cuda, from_cma;
+  for (uint32_t t = 0; t < plan.tensor_count; ++t) {
+    const uint8_t *src_base = nullptr;
+    std::vector<CopyRegion> *bucket = nullptr;
+    if (locations[t] == Location::kRegion) {
+      RemoteRegion *region = nullptr;
+      for (RemoteRegion &r : link.remote_regions)
+        if (r.id == region_ids[t] && r.kind != RegionKind::kCacheTable) region = &r;
+      if (region == nullptr || values[t] > region->size || extent > region->size - values[t]) {
+        link.Break("the peer described memory outside its pools");
+        return DetailedStatus(LLM_LINK_FAILED, "the peer described memory outside its pools; the link is broken");
+      }
+      if (region->mapped != nullptr) {
+        src_base = region->mapped + values[t];
+        bucket = &from_host;
+      } else if (region->has_ipc && link.same_host && cuda::Driver() != nullptr) {
+        std::lock_guard<std::mutex> lock(link.ipc_mutex);
+        if (region->ipc_ptr == nullptr && !region->ipc_failed) {
+          std::optional<cuda::ScopedDeviceContext> ctx;
+          cuda::CUdeviceptr ptr = 0;
+          DetailedStatus opened = cuda::ScopedDeviceContext::Enter(std::max(0, device_ordinal), &ctx);
+          if (opened.ok())
+            opened = cuda::CheckCu(cuda::Driver()->cuIpcOpenMemHandle_v2(&ptr, region->ipc_handle,
+                                                                          cuda::CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS),
+                                   "cuIpcOpenMemHandle_v2");
+          if (opened.ok()) {
+            region->ipc_ptr = reinterpret_cast<void *>(static_cast<uintptr_t>(ptr));
+          } else {
+            region->ipc_failed = true;
+            LLMDD_LOG(kWarning, "cuda_ipc to cluster ", link.peer_cluster_id(), " unavailable (", opened.message(),
+                      "); device memory goes over tcp");
+          }
+        }
+        if (region->ipc_ptr != nullptr) {
+          src_base = static_cast<const uint8_t *>(region->ipc_ptr) + values[t];
+          bucket = &from_cuda;
+        }
+      }
+    } else if (locations[t] == Location::kRawHost && link.same_host && link.peer_pid > 0 &&
+               IsHostAddressable(local.memory_kind)) {
+      src_base = reinterpret_cast<const uint8_t *>(static_cast<uintptr_t>(values[t]));
+      bucket = &from_cma;
+    }
+    LLMDD_CHECK(bucket != nullptr, LLM_FEATURE_NOT_ENABLED, "tensor ", t, " of the owner is not readable from here");
+    uint8_t *dst_base = reinterpret_cast<uint8_t *>(local.tensor_addrs[plan.tensor_begin + t]);
+    for (size_t c = 0; c < plan.chunks.size(); ++c)
+      bucket->push_back({dst_base + plan.chunks[c].offset, src_base + src_chunks[c].offset, plan.chunks[c].bytes});
+  }
+  if (!from_host.empty()) LLMDD_RETURN_IF_ERROR(CopyRegions(from_host, local.memory_kind, MemoryKind::kHost));
+  if (!from_cuda.empty()) LLMDD_RETURN_IF_ERROR(CopyRegions(from_cuda, local.memory_kind, MemoryKind::kCudaDevice));
+  if (!from_cma.empty()) return CmaRead(link.peer_pid, from_cma);
+  return DetailedStatus::Ok();
+}
+
+}  // namespace
+
+DetailedStatus DataDistEngine::Pull(const TransferArgs &args) {
+  const char *op = args.blocks_api ? "pull_blocks" : "pull_cache";
+  const Deadline deadline = DeadlineIn(options_.sync_kv_timeout_ms);
+  std::shared_ptr<Link> link;
+  std::shared_ptr<CacheEntry> local;
+  LLMDD_RETURN_IF_ERROR(CheckTransfer(args, op, &link, &local));
+  LocalPlan plan;
+  LLMDD_RETURN_IF_ERROR(PlanTransfer(args, *local, false, &plan));
+  const uint64_t chunk_total = [&] {
+    uint64_t t = 0;
+    for (const Chunk &c : plan.chunks) t += c.bytes;
+    return t * plan.tensor_count;
+  }();
+  auto fail = [&](DetailedStatus status) {
+    link->counters.errors.fetch_add(1);
+    return status.With("remote_cluster_id", args.remote_cluster_id);
+  };
+
+  bool stream = link->transport == TransportKind::kTcp;
+  // One-sided: a BlocksCacheKey resolved through the owner's published table, read straight
+  // from its pools, no round trip. Only while the owner is alive and talking (a frozen owner
+  // falls through to the two-sided path, which reports LLM_TIMEOUT).
+  if (!stream && plan.layout == Layout::kBlocksToBlocks && args.key_kind == RemoteKeyKind::kBlocksKey &&
+      link->millis_since_rx() < kPeerSilentMs) {
+    const RemoteRegion *table = nullptr;
+    for (const RemoteRegion &r : link->remote_regions)
+      if (r.kind == RegionKind::kCacheTable && r.mapped != nullptr) table = &r;
+    std::optional<TableEntry> entry =
+        table ? LookupCacheTable(table->mapped, table->size, args.blocks_model_id) : std::nullopt;
+    if (entry) {
+      const std::string key = DescribeRemoteKey(plan.wire);
+      DetailedStatus checked = CheckBlocksSelection(plan.wire, key, static_cast<uint32_t>(entry->tensors.size()),
+                                                    entry->stride, entry->num_blocks);
+      if (!checked.ok()) return fail(checked);
+      std::vector<Location> locations(plan.tensor_count, entry->location == TableLocation::kRegion ? Location::kRegion
+                                                                                                 : Location::kRawHost);
+      std::vector<uint8_t> regions(plan.tensor_count, entry->region_id);
+      std::vector<uint64_t> values(entry->tensors.begin() + plan.wire.tensor_begin,
+                                   entry->tensors.begin() + plan.wire.tensor_begin + plan.tensor_count);
+      DetailedStatus copied =
+          ReadDescribed(*link, *local, plan, locations, regions, values, entry->stride, 0, options_.device_id);
+      if (copied.ok()) {
+        link->counters.bytes_pulled.fetch_add(chunk_total);
+        link->counters.pulls.fetch_add(1);
+        return DetailedStatus::Ok();
+      }
+      if (copied.code() != LLM_FEATURE_NOT_ENABLED) return fail(copied.With("operation", op));
+      // Not readable one-sided (e.g. CMA refused): ask the owner.
+    }
+  }
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    plan.wire.delivery = static_cast<uint8_t>(stream ? Delivery::kStream : Delivery::kDescribe);
+    auto call = std::make_shared<PendingCall>();
+    std::vector<uint8_t> staging;
+    std::vector<CopyRegion> unstage;  // staging -> CUDA destination after a streamed receive
+    if (stream) {
+      const bool dst_host = IsHostAddressable(local->memory_kind);
+      if (!dst_host) staging.resize(chunk_total);
+      uint64_t staged = 0;
+      for (uint32_t t = 0; t < plan.tensor_count; ++t) {
+        uint8_t *base = reinterpret_cast<uint8_t *>(local->tensor_addrs[plan.tensor_begin + t]);
+        for (const Chunk &c : plan.chunks) {
+          if (dst_host) {
+            call->recv_spans.push_back({base + c.offset, c.bytes});
+          } else {
+            call->recv_spans.push_back({staging.data() + staged, c.bytes});
+            unstage.push_back({base + c.offset, staging.data() + staged, c.bytes});
+            staged += c.bytes;
+          }
+        }
+      }
+      call->recv_bytes = chunk_total;
+    }
+    DetailedStatus called = link->Call(FrameType::kPullRequest, plan.wire.Encode(), {}, call, deadline);
+    if (!called.ok()) return fail(called);
+    const uint64_t request_id = call->reply_header.request_id;
+    ReplyInfo reply;
+    if (!DecodePullReply(call->reply, &reply)) {
+      link->Break("malformed pull reply");
+      return fail(DetailedStatus(LLM_LINK_FAILED, "malformed pull reply from the peer; the link is broken"));
+    }
+    if (!reply.status.ok()) return fail(reply.status);
+    auto release = [&](bool success) {
+      ByteWriter w;
+      w.Put<uint8_t>(success);
+      link->Send(FrameType::kRelease, request_id, w.bytes(), {}, 0, deadline);
+    };
+    if (stream) {
+      DetailedStatus copied = CopyRegions(unstage, local->memory_kind, MemoryKind::kHost);
+      release(copied.ok());
+      if (!copied.ok()) return fail(copied);
+      link->counters.bytes_pulled.fetch_add(chunk_total);
+      link->counters.pulls.fetch_add(1);
+      return DetailedStatus::Ok();
+    }
+    // Describe mode: check the owner's answer against what we mapped, then copy.
+    if (plan.layout == Layout::kSlotToBlocks &&
+        uint64_t{plan.wire.chunk_count} * plan.wire.chunk_bytes > reply.owner_stride) {
+      release(false);
+      return fail(DetailedStatus(LLM_PARAM_INVALID, "remote slot is smaller than the destination blocks"));
+    }
+    DetailedStatus copied = ReadDescribed(*link, *local, plan, reply.locations, reply.region_ids, reply.values,
+                                          reply.owner_stride, reply.slot, options_.device_id);
+    if (copied.code() == LLM_FEATURE_NOT_ENABLED) {  // not readable from here: stream it instead
+      LLMDD_LOG(kDebug, "pull from cluster ", args.remote_cluster_id, ": ", copied.message(), "; streaming");
+      release(false);
+      stream = true;
+      continue;
+    }
+    release(copied.ok());
+    if (!copied.ok()) return fail(copied.With("operation", op));
+    link->counters.bytes_pulled.fetch_add(chunk_total);
+    link->counters.pulls.fetch_add(1);
+    return DetailedStatus::Ok();
+  }
+  return fail(DetailedStatus(LLM_FAILED, "internal: pull did not settle on a transport"));
+}
+
+DetailedStatus DataDistEngine::Push(const TransferArgs &args) {
+  const char *op = args.blocks_api ? "push_blocks" : "push_cache";
+  const Deadline deadline = DeadlineIn(options_.sync_kv_timeout_ms);
+  std::shared_ptr<Link> link;
+  std::shared_ptr<CacheEntry> local;
+  LLMDD_RETURN_IF_ERROR(CheckTransfer(args, op, &link, &local));
+  LLMDD_CHECK(args.key_kind != RemoteKeyKind::kCacheKey, LLM_PARAM_INVALID, op,
+              " addresses the remote cache by CacheKeyByIdAndIndex or BlocksCacheKey, not CacheKey");
+  LocalPlan plan;
+  LLMDD_RETURN_IF_ERROR(PlanTransfer(args, *local, true, &plan));
+  plan.wire.delivery = static_cast<uint8_t>(Delivery::kStream);
+  // The data always streams: the owner of the destination writes it into its own memory.
+  std::vector<IoSpan> data;
+  std::vector<uint8_t> staging;
+  std::vector<CopyRegion> stage;
+  uint64_t total = 0;
+  for (uint32_t t = 0; t < plan.tensor_count; ++t)
+    for (const Chunk &c : plan.chunks) total += c.bytes;
+  if (!IsHostAddressable(local->memory_kind)) staging.resize(total);
+  uint64_t staged = 0;
+  for (uint32_t t = 0; t < plan.tensor_count; ++t) {
+    uint8_t *base = reinterpret_cast<uint8_t *>(local->tensor_addrs[plan.tensor_begin + t]);
+    for (const Chunk &c : plan.chunks) {
+      if (staging.empty()) {
+        data.push_back({base + c.offset, c.bytes});
+      } else {
+        stage.push_back({staging.data() + staged, base + c.offset, c.bytes});
+        data.push_back({staging.data() + staged, c.bytes});
+        staged += c.bytes;
+      }
+    }
+  }
+  LLMDD_RETURN_IF_ERROR(CopyRegions(stage, MemoryKind::kHost, local->memory_kind));
+  auto call = std::make_shared<PendingCall>();
+  DetailedStatus called = link->Call(FrameType::kPushRequest, plan.wire.Encode(), data, call, deadline);
+  if (!called.ok()) {
+    link->counters.errors.fetch_add(1);
+    return called.With("remote_cluster_id", args.remote_cluster_id);
+  }
+  ByteReader r(call->reply);
+  DetailedStatus status;
+  if (!DecodeStatus(r, &status)) {
+    link->Break("malformed push reply");
+    return DetailedStatus(LLM_LINK_FAILED, "malformed push reply from the peer; the link is broken");
+  }
+  if (!status.ok()) {
+    link->counters.errors.fetch_add(1);
+    return status.With("remote_cluster_id", args.remote_cluster_id);
+  }
+  link->counters.bytes_pushed.fetch_add(total);
+  link->counters.pushes.fetch_add(1);
+  return DetailedStatus::Ok();
+}
+
+// ---- owner side -----------------------------------------------------------------------------
+
+namespace {
+
+struct Resolved {
+  std::shared_ptr<CacheEntry> entry;
+  uint32_t slot = 0;
+  std::vector<Chunk> chunks;
+  bool consumes = false;
+};
+
+}  // namespace
+
+DetailedStatus DataDistEngine::OnPeerFrame(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload) {
+  switch (static_cast<FrameType>(header.type)) {
+    case FrameType::kPullRequest: return ServePull(link, header, payload);
+    case FrameType::kPushRequest: return ServePush(link, header, payload);
+    case FrameType::kRelease: return ServeRelease(link, header, payload);
+    default:
+      return DetailedStatus(LLM_LINK_FAILED, detail::Concat("unexpected frame type ", header.type, " from the peer"));
+  }
+}
+
+namespace {
+
+// Resolves and checks an owner-side request against the registry. Every failure names values.
+DetailedStatus ResolveRequest(const CacheRegistry &registry, uint64_t cluster_id, const WireRequest &w, Resolved *out) {
+  const std::string key = DescribeRemoteKey(w);
+  std::shared_ptr<CacheEntry> entry;
+  uint32_t slot = 0;
+  switch (static_cast<RemoteKeyKind>(w.key_kind)) {
+    case RemoteKeyKind::kCacheKey: {
+      CacheKeySpec spec{cluster_id, w.req_id, w.model_id, w.prefix_id};
+      std::optional<KeySlot> found = registry.FindKey(spec);
+      LLMDD_CHECK(found.has_value(), LLM_KV_CACHE_NOT_EXIST, "cluster ", cluster_id, " has no ", key,
+                  " (never bound, already pulled, or removed)");
+      entry = registry.Find(found->cache_id);
+      slot = found->batch_index;
+      break;
+    }
+    case RemoteKeyKind::kCacheIdAndIndex:
+      entry = registry.Find(w.cache_id);
+      LLMDD_CHECK(entry != nullptr, LLM_KV_CACHE_NOT_EXIST, "cluster ", cluster_id, " has no cache ", w.cache_id);
+      LLMDD_CHECK(w.batch_index < static_cast<uint64_t>(entry->desc.shape[0]), LLM_KV_CACHE_NOT_EXIST, "cache ",
+                  w.cache_id, " of cluster ", cluster_id, " has ", entry->desc.shape[0], " slots, no batch_index ",
+                  w.batch_index);
+      slot = w.batch_index;
+      break;
+    case RemoteKeyKind::kBlocksKey: {
+      std::optional<int64_t> id = registry.FindBlocksKey(w.model_id);
+      LLMDD_CHECK(id.has_value(), LLM_KV_CACHE_NOT_EXIST, "cluster ", cluster_id, " has no ", key);
+      entry = registry.Find(*id);
+      break;
+    }
+  }
+  LLMDD_CHECK(entry != nullptr, LLM_KV_CACHE_NOT_EXIST, "cluster ", cluster_id, " has no cache for ", key);
+  const uint32_t num_tensors = entry->desc.num_tensors;
+  const auto layout = static_cast<Layout>(w.layout);
+  const uint64_t slots = static_cast<uint64_t>(entry->desc.shape[0]);
+  if (layout == Layout::kBlocksToBlocks) {
+    LLMDD_CHECK(entry->is_blocks || entry->is_registered || entry->mixed, LLM_PARAM_INVALID, key, " is a contiguous cache");
+    LLMDD_RETURN_IF_ERROR(CheckBlocksSelection(w, key, num_tensors, entry->stride, slots));
+  } else {
+    LLMDD_RETURN_IF_ERROR(CheckTensorSelection(w, key, num_tensors));
+    LLMDD_CHECK(!entry->is_blocks || entry->is_registered || entry->mixed, LLM_PARAM_INVALID, key,
+                " is a blocks cache; address it with a BlocksCacheKey and src_blocks");
+    if (layout == Layout::kSlotToSlot) {
+      LLMDD_CHECK(w.size <= entry->stride, LLM_PARAM_INVALID, "size ", w.size, " is larger than the remote slot of ",
+                  entry->stride, " bytes (", key, ")");
+      LLMDD_CHECK(!w.whole_slot || w.size == entry->stride, LLM_PARAM_INVALID, "slot sizes differ: remote ", entry->stride,
+                  " bytes, local ", w.size, " bytes; pass an explicit size");
+    } else {
+      LLMDD_CHECK(uint64_t{w.chunk_count} * w.chunk_bytes <= entry->stride, LLM_PARAM_INVALID, w.chunk_count,
+                  " blocks of ", w.chunk_bytes, " bytes do not fit the remote slot of ", entry->stride, " bytes (", key, ")");
+    }
+  }
+  out->chunks = ChunksOf(layout, slot, entry->stride, w.size, w.blocks, w.chunk_bytes, w.chunk_count);
+  const bool prefix_key = w.key_kind == 0 && w.prefix_id != kInvalidId;  // prefix keys persist
+  out->consumes = layout != Layout::kBlocksToBlocks && !entry->is_registered && w.key_kind != 2 && !prefix_key &&
+                  (layout == Layout::kSlotToSlot ? w.size == entry->stride
+                                                 : uint64_t{w.chunk_count} * w.chunk_bytes == entry->stride);
+  out->slot = slot;
+  out->entry = std::move(entry);
+  return DetailedStatus::Ok();
+}
+
+}  // namespace
+
+DetailedStatus DataDistEngine::ServePull(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload) {
+  const Deadline deadline = DeadlineIn(std::max<int64_t>(options_.sync_kv_timeout_ms, 1000));
+  WireRequest w;
+  if (!w.Decode(payload)) return DetailedStatus(LLM_LINK_FAILED, "malformed pull request from the peer");
+  Resolved resolved;
+  DetailedStatus status = ResolveRequest(registry_, cluster_id_, w, &resolved);
+  if (!status.ok()) {
+    LLMDD_LOG(kInfo, "pull from cluster ", link.peer_cluster_id(), " refused: ", status.message());
+    return link.Send(FrameType::kPullReply, header.request_id, EncodeStatus(status), {}, 0, deadline);
+  }
+  const CacheEntry &entry = *resolved.entry;
+  ByteWriter reply;
+  reply.PutBytes(EncodeStatus(DetailedStatus::Ok()).data(), EncodeStatus(DetailedStatus::Ok()).size());
+  reply.Put<uint64_t>(entry.stride).Put<uint32_t>(resolved.slot);
+  std::vector<IoSpan> data;
+  std::vector<uint8_t> staging;
+  uint64_t data_bytes = 0;
+  if (static_cast<Delivery>(w.delivery) == Delivery::kDescribe) {
+    reply.Put<uint32_t>(w.tensor_count);
+    for (uint32_t t = w.tensor_begin; t < w.tensor_begin + w.tensor_count; ++t) {
+      const uintptr_t addr = entry.tensor_addrs[t];
+      const std::shared_ptr<MemoryPool> &pool = entry.memory_kind == MemoryKind::kHost ? host_pool_ : device_pool_;
+      if (!entry.is_registered && pool != nullptr) {
+        reply.Put<uint8_t>(static_cast<uint8_t>(Location::kRegion))
+            .Put<uint8_t>(entry.memory_kind == MemoryKind::kHost ? 0 : 1)
+            .Put<uint64_t>(addr - reinterpret_cast<uintptr_t>(pool->base()));
+      } else if (IsHostAddressable(entry.memory_kind)) {
+        reply.Put<uint8_t>(static_cast<uint8_t>(Location::kRawHost)).Put<uint8_t>(0).Put<uint64_t>(addr);
+      } else {
+        reply.Put<uint8_t>(static_cast<uint8_t>(Location::kUnreadable)).Put<uint8_t>(0).Put<uint64_t>(0);
+      }
+    }
+  } else {
+    reply.Put<uint32_t>(0);
+    std::vector<CopyRegion> stage;
+    for (const Chunk &c : resolved.chunks) data_bytes += c.bytes;
+    data_bytes *= w.tensor_count;
+    if (!IsHostAddressable(entry.memory_kind)) staging.resize(data_bytes);
+    uint64_t staged = 0;
+    for (uint32_t t = w.tensor_begin; t < w.tensor_begin + w.tensor_count; ++t) {
+      uint8_t *base = reinterpret_cast<uint8_t *>(entry.tensor_addrs[t]);
+      for (const Chunk &c : resolved.chunks) {
+        if (staging.empty()) {
+          data.push_back({base + c.offset, c.bytes});
+        } else {
+          stage.push_back({staging.data() + staged, base + c.offset, c.bytes});
+          data.push_back({staging.data() + staged, c.bytes});
+          staged += c.bytes;
+        }
+      }
+    }
+    DetailedStatus staged_ok = CopyRegions(stage, MemoryKind::kHost, entry.memory_kind);
+    if (!staged_ok.ok())
+      return link.Send(FrameType::kPullReply, header.request_id, EncodeStatus(staged_ok), {}, 0, deadline);
+  }
+  {
+    std::lock_guard<std::mutex> lock(link.served_mutex);
+    ServedTransfer &served = link.served[header.request_id];
+    served.pin = resolved.entry;
+    served.cache_id = entry.cache_id;
+    served.slot = resolved.slot;
+    served.tensor_begin = w.tensor_begin;
+    served.tensor_end = w.tensor_begin + w.tensor_count;
+    served.consumes = resolved.consumes;
+  }
+  link.counters.bytes_served.fetch_add(data_bytes);
+  return link.Send(FrameType::kPullReply, header.request_id, reply.bytes(), data, data_bytes, deadline);
+}
+
+DetailedStatus DataDistEngine::ServeRelease(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload) {
+  ByteReader r(payload);
+  uint8_t success = 0;
+  if (!r.Get(&success)) return DetailedStatus(LLM_LINK_FAILED, "malformed release from the peer");
+  ServedTransfer served;
+  {
+    std::lock_guard<std::mutex> lock(link.served_mutex);
+    auto it = link.served.find(header.request_id);
+    if (it == link.served.end()) return DetailedStatus::Ok();
+    served = std::move(it->second);
+    link.served.erase(it);
+  }
+  if (success && served.consumes) registry_.OnSlotPulled(served.cache_id, served.slot, served.tensor_begin, served.tensor_end);
+  return DetailedStatus::Ok();
+}
+
+DetailedStatus DataDistEngine::ServePush(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload) {
+  const Deadline deadline = DeadlineIn(std::max<int64_t>(options_.sync_kv_timeout_ms, 1000));
+  WireRequest w;
+  if (!w.Decode(payload)) return DetailedStatus(LLM_LINK_FAILED, "malformed push request from the peer");
+  Resolved resolved;
+  DetailedStatus status = ResolveRequest(registry_, cluster_id_, w, &resolved);
+  uint64_t expected = 0;
+  if (status.ok()) {
+    for (const Chunk &c : resolved.chunks) expected += c.bytes;
+    expected *= w.tensor_count;
+    if (expected != header.data_bytes)
+      status = DetailedStatus(LLM_PARAM_INVALID, detail::Concat("push carries ", header.data_bytes, " bytes, the destination takes ",
+                                                                expected));
+  }
+  if (!status.ok()) {
+    LLMDD_RETURN_IF_ERROR(link.DrainData(header.data_bytes, deadline));
+    return link.Send(FrameType::kPushReply, header.request_id, EncodeStatus(status), {}, 0, deadline);
+  }
+  const CacheEntry &entry = *resolved.entry;
+  std::vector<IoSpan> spans;
+  std::vector<uint8_t> staging;
+  std::vector<CopyRegion> unstage;
+  if (!IsHostAddressable(entry.memory_kind)) staging.resize(expected);
+  uint64_t staged = 0;
+  for (uint32_t t = w.tensor_begin; t < w.tensor_begin + w.tensor_count; ++t) {
+    uint8_t *base = reinterpret_cast<uint8_t *>(entry.tensor_addrs[t]);
+    for (const Chunk &c : resolved.chunks) {
+      if (staging.empty()) {
+        spans.push_back({base + c.offset, c.bytes});
+      } else {
+        spans.push_back({staging.data() + staged, c.bytes});
+        unstage.push_back({base + c.offset, staging.data() + staged, c.bytes});
+        staged += c.bytes;
+      }
+    }
+  }
+  LLMDD_RETURN_IF_ERROR(link.ReceiveData(spans, deadline));
+  status = CopyRegions(unstage, entry.memory_kind, MemoryKind::kHost);
+  link.counters.bytes_served.fetch_add(expected);
+  return link.Send(FrameType::kPushReply, header.request_id, EncodeStatus(status), {}, 0, deadline);
+}
+
+}  // namespace llm_datadist

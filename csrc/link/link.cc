@@ -1,0 +1,273 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "link/link.h"
+
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/logging.h"
+
+namespace llm_datadist {
+
+namespace {
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+}
+// Once a frame has started arriving, the rest of it must come within this long.
+constexpr int64_t kFrameBodyTimeoutMs = 60000;
+}  // namespace
+
+const char *TransportName(TransportKind kind) { return kind == TransportKind::kShm ? "shm" : "tcp"; }
+
+Link::Link(uint64_t local_cluster_id, uint64_t peer_cluster_id, int fd, LinkHandler *handler)
+    : local_cluster_id_(local_cluster_id),
+      peer_cluster_id_(peer_cluster_id),
+      fd_(fd),
+      handler_(handler),
+      last_rx_ns_(NowNs()),
+      last_tx_ns_(NowNs()) {}
+
+Link::~Link() {
+  Close(State::kClosed, "link closed");
+  if (reader_.joinable()) {
+    if (reader_.get_id() == std::this_thread::get_id()) {
+      reader_.detach();  // cannot happen with the manager's reaping; never join oneself
+    } else {
+      reader_.join();
+    }
+  }
+  close(fd_);
+  for (RemoteRegion &region : remote_regions) {
+    if (region.mapped != nullptr) munmap(const_cast<uint8_t *>(region.mapped), region.size);
+    if (region.ipc_ptr != nullptr && cuda::Driver() != nullptr)
+      cuda::Driver()->cuIpcCloseMemHandle(static_cast<cuda::CUdeviceptr>(reinterpret_cast<uintptr_t>(region.ipc_ptr)));
+  }
+}
+
+void Link::Start() { reader_ = std::thread([this] { ReaderLoop(); }); }
+
+std::string Link::close_reason() const {
+  std::lock_guard<std::mutex> lock(reason_mutex_);
+  return close_reason_;
+}
+
+int64_t Link::millis_since_rx() const { return (NowNs() - last_rx_ns_.load()) / 1000000; }
+
+DetailedStatus Link::Usable() const {
+  State s = state();
+  if (s == State::kActive) return DetailedStatus::Ok();
+  return DetailedStatus(LLM_LINK_FAILED, detail::Concat("the link to cluster ", peer_cluster_id_, " is ",
+                                                        s == State::kBroken ? "broken" : "closed", " (",
+                                                        close_reason(), "); unlink it and link again"))
+      .With("remote_cluster_id", peer_cluster_id_)
+      .With("action", "relink");
+}
+
+void Link::Close(State state, const std::string &reason) {
+  int expected = static_cast<int>(State::kActive);
+  if (!state_.compare_exchange_strong(expected, static_cast<int>(state))) {
+    // Already broken or closed; a later close still upgrades broken -> closed.
+    if (state == State::kClosed) state_.store(static_cast<int>(State::kClosed));
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(reason_mutex_);
+    close_reason_ = reason;
+  }
+  shutdown(fd_, SHUT_RDWR);  // wakes the reader and any sender
+  FailPending(Usable());
+  LLMDD_LOG(kInfo, "link ", local_cluster_id_, " -> ", peer_cluster_id_, ": ", reason);
+}
+
+void Link::FailPending(const DetailedStatus &status) {
+  std::map<uint64_t, std::shared_ptr<PendingCall>> pending;
+  {
+    std::lock_guard<std::mutex> lock(pending_mutex_);
+    pending.swap(pending_);
+  }
+  for (auto &entry : pending) {
+    std::lock_guard<std::mutex> lock(entry.second->mutex);
+    if (!entry.second->done) {
+      entry.second->done = true;
+      entry.second->status = status;
+      entry.second->cv.notify_all();
+    }
+  }
+}
+
+DetailedStatus Link::Send(FrameType type, uint64_t request_id, const std::vector<uint8_t> &payload,
+                          const std::vector<IoSpan> &data, uint64_t data_bytes, Deadline deadline) {
+  FrameHeader header;
+  header.type = static_cast<uint16_t>(type);
+  header.request_id = request_id;
+  header.payload_bytes = payload.size();
+  header.data_bytes = data_bytes;
+  std::vector<IoSpan> spans;
+  spans.reserve(2 + data.size());
+  spans.push_back({&header, sizeof(header)});
+  if (!payload.empty()) spans.push_back({const_cast<uint8_t *>(payload.data()), payload.size()});
+  spans.insert(spans.end(), data.begin(), data.end());
+  std::lock_guard<std::mutex> lock(write_mutex_);
+  DetailedStatus status = SendSpans(fd_, spans, deadline);
+  last_tx_ns_.store(NowNs());
+  return status;
+}
+
+DetailedStatus Link::Call(FrameType type, const std::vector<uint8_t> &payload, const std::vector<IoSpan> &data,
+                          const std::shared_ptr<PendingCall> &call, Deadline deadline) {
+  LLMDD_RETURN_IF_ERROR(Usable());
+  const uint64_t id = NextRequestId();
+  call->deadline = deadline;
+  {
+    std::lock_guard<std::mutex> lock(pending_mutex_);
+    pending_[id] = call;
+  }
+  uint64_t data_bytes = 0;
+  for (const IoSpan &span : data) data_bytes += span.bytes;
+  DetailedStatus sent = Send(type, id, payload, data, data_bytes, deadline);
+  if (!sent.ok()) {
+    {
+      std::lock_guard<std::mutex> lock(pending_mutex_);
+      pending_.erase(id);
+    }
+    if (sent.code() == LLM_TIMEOUT) {
+      Break(detail::Concat("a request to the peer timed out while sending"));
+      return DetailedStatus(LLM_TIMEOUT, detail::Concat("sending to cluster ", peer_cluster_id_,
+                                                        " did not finish within the deadline; the link is now broken"))
+          .With("remote_cluster_id", peer_cluster_id_);
+    }
+    Break(sent.message());
+    return Usable();
+  }
+  std::unique_lock<std::mutex> lock(call->mutex);
+  if (!call->cv.wait_until(lock, deadline, [&] { return call->done; })) {
+    lock.unlock();
+    {
+      std::lock_guard<std::mutex> plock(pending_mutex_);
+      pending_.erase(id);
+    }
+    // The reply may be half-received; the connection cannot be trusted any more.
+    Break("a transfer timed out");
+    std::lock_guard<std::mutex> relock(call->mutex);
+    if (call->done && call->status.ok()) return call->status;  // completed in the race
+    return DetailedStatus(LLM_TIMEOUT, detail::Concat("cluster ", peer_cluster_id_,
+                                                      " did not answer within the deadline (sync_kv_timeout); the "
+                                                      "link is broken until unlinked and linked again"))
+        .With("remote_cluster_id", peer_cluster_id_);
+  }
+  return call->status;
+}
+
+DetailedStatus Link::ReceiveData(const std::vector<IoSpan> &spans, Deadline deadline) {
+  return RecvSpans(fd_, spans, deadline);
+}
+
+DetailedStatus Link::DrainData(uint64_t bytes, Deadline deadline) {
+  std::vector<uint8_t> sink(std::min<uint64_t>(bytes, 1 << 20));
+  while (bytes > 0) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(bytes, sink.size()));
+    LLMDD_RETURN_IF_ERROR(RecvAll(fd_, sink.data(), n, deadline));
+    bytes -= n;
+  }
+  return DetailedStatus::Ok();
+}
+
+void Link::SendHeartbeatIfIdle(int64_t idle_ms) {
+  if (state() != State::kActive) return;
+  if ((NowNs() - last_tx_ns_.load()) / 1000000 < idle_ms) return;
+  // Never wait on a stuck peer here: skip the beat when another sender holds the connection.
+  std::unique_lock<std::mutex> lock(write_mutex_, std::try_to_lock);
+  if (!lock.owns_lock()) return;
+  FrameHeader header;
+  header.type = static_cast<uint16_t>(FrameType::kHeartbeat);
+  ssize_t n = send(fd_, &header, sizeof(header), MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (n == static_cast<ssize_t>(sizeof(header))) {
+    last_tx_ns_.store(NowNs());
+  } else if (n > 0) {
+    // A partial header would corrupt the stream: finish it within a short deadline or give up.
+    DetailedStatus rest = SendAll(fd_, reinterpret_cast<uint8_t *>(&header) + n, sizeof(header) - n, DeadlineIn(1000));
+    if (!rest.ok()) {
+      lock.unlock();
+      Break("heartbeat could not be sent");
+    }
+  }
+}
+
+void Link::ReaderLoop() {
+  DetailedStatus failure;
+  while (state() == State::kActive) {
+    pollfd p{fd_, POLLIN, 0};
+    int rc = poll(&p, 1, 100);
+    if (rc == 0) continue;
+    if (rc < 0) {
+      if (errno == EINTR) continue;
+      failure = DetailedStatus(LLM_LINK_FAILED, "poll failed on the link");
+      break;
+    }
+    FrameHeader header;
+    std::vector<uint8_t> payload;
+    failure = RecvFrame(fd_, &header, &payload, DeadlineIn(kFrameBodyTimeoutMs));
+    if (!failure.ok()) break;
+    last_rx_ns_.store(NowNs());
+    const auto type = static_cast<FrameType>(header.type);
+    if (type == FrameType::kHeartbeat) continue;
+    if (type == FrameType::kPullReply || type == FrameType::kPushReply || type == FrameType::kUnlinkReply) {
+      std::shared_ptr<PendingCall> call;
+      {
+        std::lock_guard<std::mutex> lock(pending_mutex_);
+        auto it = pending_.find(header.request_id);
+        if (it != pending_.end()) {
+          call = it->second;
+          pending_.erase(it);
+        }
+      }
+      DetailedStatus data_status;
+      if (call == nullptr) {
+        data_status = DrainData(header.data_bytes, DeadlineIn(kFrameBodyTimeoutMs));
+      } else if (header.data_bytes > 0) {
+        if (header.data_bytes != call->recv_bytes) {
+          failure = DetailedStatus(LLM_LINK_FAILED, detail::Concat("peer sent ", header.data_bytes,
+                                                                   " data bytes, expected ", call->recv_bytes));
+          break;
+        }
+        data_status = ReceiveData(call->recv_spans, call->deadline);
+      }
+      if (!data_status.ok()) {
+        failure = data_status;
+        if (call != nullptr) {
+          std::lock_guard<std::mutex> lock(call->mutex);
+          call->done = true;
+          call->status = data_status;
+          call->cv.notify_all();
+        }
+        break;
+      }
+      if (call != nullptr) {
+        std::lock_guard<std::mutex> lock(call->mutex);
+        call->reply_header = header;
+        call->reply = std::move(payload);
+        call->done = true;
+        call->cv.notify_all();
+      }
+      continue;
+    }
+    if (type == FrameType::kUnlinkRequest) {
+      Send(FrameType::kUnlinkReply, header.request_id, {}, {}, 0, DeadlineIn(1000));
+      Close(State::kClosed, "the peer unlinked");
+      break;
+    }
+    failure = handler_->OnPeerFrame(*this, header, payload);
+    if (!failure.ok()) break;
+  }
+  if (state() == State::kActive) {
+    std::string reason = failure.ok() ? "peer closed the link" : failure.message();
+    if (reason.find("peer closed the connection") != std::string::npos) reason = "peer closed the link";
+    Close(State::kBroken, reason);
+  }
+  // Owner-side pins die with the connection.
+  std::lock_guard<std::mutex> lock(served_mutex);
+  served.clear();
+}
+
+}  // namespace llm_datadist

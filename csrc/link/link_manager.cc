@@ -1,0 +1,647 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "link/link_manager.h"
+
+#include <arpa/inet.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <future>
+
+#include "common/logging.h"
+#include "common/sha256.h"
+
+namespace llm_datadist {
+
+namespace {
+
+// Server-side limit before the client said how long it is willing to wait.
+constexpr int64_t kServerHelloTimeoutMs = 10000;
+
+std::string Hex(const std::vector<uint8_t> &bytes) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string s;
+  for (uint8_t b : bytes) {
+    s.push_back(kHex[b >> 4]);
+    s.push_back(kHex[b & 15]);
+  }
+  return s;
+}
+
+Sha256Digest Mac(const std::string &secret, const char *role, const std::vector<uint8_t> &first,
+                 const std::vector<uint8_t> &second, uint64_t id_a, uint64_t id_b) {
+  ByteWriter w;
+  w.PutBytes(role, std::strlen(role)).PutBytes(first.data(), first.size()).PutBytes(second.data(), second.size());
+  w.Put(id_a).Put(id_b);
+  return HmacSha256(secret, w.bytes().data(), w.bytes().size());
+}
+
+void PutRegions(ByteWriter &w, const std::vector<LocalRegion> &regions) {
+  w.Put<uint32_t>(static_cast<uint32_t>(regions.size()));
+  for (const LocalRegion &r : regions) {
+    w.Put(r.id).Put(static_cast<uint8_t>(r.kind)).Put(r.size).Put<uint8_t>(r.memfd >= 0).Put<uint8_t>(r.has_ipc);
+    w.PutBytes(&r.ipc_handle, sizeof(r.ipc_handle));
+  }
+}
+
+struct WireRegion {
+  RemoteRegion region;
+  bool has_memfd = false;
+};
+
+bool GetRegions(ByteReader &r, std::vector<WireRegion> *out) {
+  uint32_t n = 0;
+  if (!r.Get(&n) || n > 16) return false;
+  out->resize(n);
+  for (WireRegion &wr : *out) {
+    uint8_t kind = 0, has_memfd = 0, has_ipc = 0;
+    if (!r.Get(&wr.region.id) || !r.Get(&kind) || !r.Get(&wr.region.size) || !r.Get(&has_memfd) ||
+        !r.Get(&has_ipc) || !r.GetBytes(&wr.region.ipc_handle, sizeof(wr.region.ipc_handle)) || kind > 3)
+      return false;
+    wr.region.kind = static_cast<RegionKind>(kind);
+    wr.has_memfd = has_memfd != 0;
+    wr.region.has_ipc = has_ipc != 0;
+  }
+  return true;
+}
+
+std::vector<int> MemFds(const std::vector<LocalRegion> &regions) {
+  std::vector<int> fds;
+  for (const LocalRegion &r : regions)
+    if (r.memfd >= 0) fds.push_back(r.memfd);
+  return fds;
+}
+
+size_t CountMemfds(const std::vector<WireRegion> &regions) {
+  size_t n = 0;
+  for (const WireRegion &r : regions) n += r.has_memfd ? 1 : 0;
+  return n;
+}
+
+// Maps the peer's memfds (in region order) read-only; closes the fds.
+DetailedStatus MapRegions(std::vector<WireRegion> &regions, const std::vector<int> &fds) {
+  DetailedStatus status;
+  size_t next = 0;
+  for (WireRegion &wr : regions) {
+    if (!wr.has_memfd) continue;
+    if (next >= fds.size()) {
+      status = DetailedStatus(LLM_LINK_FAILED, "peer sent fewer pool descriptors than it announced");
+      break;
+    }
+    void *p = mmap(nullptr, wr.region.size, PROT_READ, MAP_SHARED, fds[next++], 0);
+    if (p == MAP_FAILED) {
+      status = DetailedStatus(LLM_LINK_FAILED, detail::Concat("cannot map the peer's pool: ", std::strerror(errno)));
+      break;
+    }
+    wr.region.mapped = static_cast<const uint8_t *>(p);
+  }
+  for (int fd : fds) close(fd);
+  if (!status.ok()) {
+    for (WireRegion &wr : regions) {
+      if (wr.region.mapped != nullptr) munmap(const_cast<uint8_t *>(wr.region.mapped), wr.region.size);
+      wr.region.mapped = nullptr;
+    }
+  }
+  return status;
+}
+
+std::vector<RemoteRegion> ToRemote(const std::vector<WireRegion> &regions) {
+  std::vector<RemoteRegion> out;
+  for (const WireRegion &wr : regions) out.push_back(wr.region);
+  return out;
+}
+
+DetailedStatus Malformed(const char *what) {
+  return DetailedStatus(LLM_LINK_FAILED, detail::Concat("malformed ", what, " from the peer"));
+}
+
+}  // namespace
+
+LinkManager::LinkManager(uint64_t cluster_id, LinkHandler *handler, RegionProvider regions, LinkOptions options)
+    : cluster_id_(cluster_id), handler_(handler), regions_(std::move(regions)), options_(std::move(options)) {
+  maintenance_ = std::thread([this] { MaintenanceLoop(); });
+}
+
+LinkManager::~LinkManager() {
+  StopListener();
+  stop_.store(true);
+  if (maintenance_.joinable()) maintenance_.join();
+  {
+    std::lock_guard<std::mutex> lock(handshakes_mutex_);
+    for (std::thread &t : handshakes_)
+      if (t.joinable()) t.join();
+    handshakes_.clear();
+  }
+  CloseAll();
+}
+
+// ---- listener -------------------------------------------------------------------------------
+
+DetailedStatus LinkManager::StartListener(const std::string &ip, uint16_t port) {
+  std::lock_guard<std::mutex> lock(listener_mutex_);
+  if (listen_fd_ >= 0 && ip == listen_ip_ && port == listen_port_) return DetailedStatus::Ok();
+  int fd = -1;
+  uint16_t bound = 0;
+  LLMDD_RETURN_IF_ERROR(ListenTcp(ip, port, &fd, &bound));
+  if (listen_fd_ >= 0) {
+    listener_stop_.store(true);
+    if (listener_.joinable()) listener_.join();
+    close(listen_fd_);
+  }
+  listen_fd_ = fd;
+  listen_ip_ = ip;
+  listen_port_ = port == 0 ? bound : port;
+  listener_stop_.store(false);
+  listener_ = std::thread([this] { ListenerLoop(); });
+  LLMDD_LOG(kInfo, "cluster ", cluster_id_, " listening on ", ip, ":", listen_port_);
+  return DetailedStatus::Ok();
+}
+
+void LinkManager::StopListener() {
+  std::lock_guard<std::mutex> lock(listener_mutex_);
+  if (listen_fd_ < 0) return;
+  listener_stop_.store(true);
+  if (listener_.joinable()) listener_.join();
+  close(listen_fd_);
+  listen_fd_ = -1;
+  listen_ip_.clear();
+  listen_port_ = 0;
+}
+
+bool LinkManager::listening() const {
+  std::lock_guard<std::mutex> lock(listener_mutex_);
+  return listen_fd_ >= 0;
+}
+
+std::string LinkManager::listen_address() const {
+  std::lock_guard<std::mutex> lock(listener_mutex_);
+  if (listen_fd_ < 0) return "";
+  return detail::Concat(listen_ip_, ":", listen_port_);
+}
+
+void LinkManager::ListenerLoop() {
+  while (!listener_stop_.load()) {
+    pollfd p{listen_fd_, POLLIN, 0};
+    int rc = poll(&p, 1, 100);
+    if (rc <= 0) continue;
+    sockaddr_storage addr;
+    socklen_t len = sizeof(addr);
+    int fd = accept4(listen_fd_, reinterpret_cast<sockaddr *>(&addr), &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) continue;
+    char host[128] = {0};
+    if (addr.ss_family == AF_INET) {
+      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in *>(&addr)->sin_addr, host, sizeof(host));
+    } else if (addr.ss_family == AF_INET6) {
+      inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6 *>(&addr)->sin6_addr, host, sizeof(host));
+    }
+    std::lock_guard<std::mutex> lock(handshakes_mutex_);
+    handshakes_running_.fetch_add(1);
+    handshakes_.emplace_back([this, fd, remote = std::string(host)] {
+      ServerHandshake(fd, remote);
+      handshakes_running_.fetch_sub(1);
+    });
+  }
+}
+
+void LinkManager::MaintenanceLoop() {
+  while (!stop_.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(kHeartbeatIntervalMs / 2));
+    std::vector<std::shared_ptr<Link>> reaped;
+    std::vector<std::shared_ptr<Link>> active;
+    {
+      std::lock_guard<std::mutex> lock(links_mutex_);
+      for (auto it = links_.begin(); it != links_.end();) {
+        if (it->second->state() == Link::State::kClosed) {
+          reaped.push_back(it->second);
+          it = links_.erase(it);
+        } else {
+          active.push_back(it->second);
+          ++it;
+        }
+      }
+    }
+    for (auto &link : active) link->SendHeartbeatIfIdle(kHeartbeatIntervalMs);
+    reaped.clear();  // joins their readers outside the lock
+    // Join handshake threads that finished (when none is running, all of them did).
+    if (handshakes_running_.load() == 0) {
+      std::vector<std::thread> done;
+      {
+        std::lock_guard<std::mutex> lock(handshakes_mutex_);
+        if (handshakes_running_.load() == 0) done.swap(handshakes_);
+      }
+      for (std::thread &t : done)
+        if (t.joinable()) t.join();
+    }
+  }
+}
+
+// ---- link / unlink --------------------------------------------------------------------------
+
+std::shared_ptr<std::timed_mutex> LinkManager::PeerLock(uint64_t cluster_id) {
+  std::lock_guard<std::mutex> lock(peer_locks_mutex_);
+  auto &slot = peer_locks_[cluster_id];
+  if (!slot) slot = std::make_shared<std::timed_mutex>();
+  return slot;
+}
+
+std::shared_ptr<Link> LinkManager::Find(uint64_t cluster_id) const {
+  std::lock_guard<std::mutex> lock(links_mutex_);
+  auto it = links_.find(cluster_id);
+  if (it == links_.end() || it->second->state() == Link::State::kClosed) return nullptr;
+  return it->second;
+}
+
+size_t LinkManager::link_count() const {
+  std::lock_guard<std::mutex> lock(links_mutex_);
+  size_t n = 0;
+  for (const auto &entry : links_) n += entry.second->state() != Link::State::kClosed;
+  return n;
+}
+
+std::vector<uint64_t> LinkManager::linked_clusters() const {
+  std::lock_guard<std::mutex> lock(links_mutex_);
+  std::vector<uint64_t> ids;
+  for (const auto &entry : links_)
+    if (entry.second->state() != Link::State::kClosed) ids.push_back(entry.first);
+  return ids;
+}
+
+void LinkManager::Install(const std::shared_ptr<Link> &link) {
+  std::shared_ptr<Link> old;
+  {
+    std::lock_guard<std::mutex> lock(links_mutex_);
+    auto &slot = links_[link->peer_cluster_id()];
+    old = slot;
+    slot = link;
+  }
+  if (old) old->Close(Link::State::kClosed, "replaced by a new link from the same cluster");
+}
+
+void LinkManager::CloseAll() {
+  std::map<uint64_t, std::shared_ptr<Link>> links;
+  {
+    std::lock_guard<std::mutex> lock(links_mutex_);
+    links.swap(links_);
+  }
+  for (auto &entry : links) entry.second->Close(Link::State::kClosed, "finalized");
+}
+
+std::vector<DetailedStatus> LinkManager::LinkClusters(const std::vector<LinkTarget> &targets, int32_t timeout_ms) {
+  std::vector<std::future<DetailedStatus>> futures;
+  for (const LinkTarget &target : targets)
+    futures.push_back(std::async(std::launch::async, [this, target, timeout_ms] { return LinkOne(target, timeout_ms); }));
+  std::vector<DetailedStatus> results;
+  for (auto &f : futures) results.push_back(f.get());
+  return results;
+}
+
+std::vector<DetailedStatus> LinkManager::UnlinkClusters(const std::vector<uint64_t> &cluster_ids, int32_t timeout_ms,
+                                                        bool force) {
+  std::vector<std::future<DetailedStatus>> futures;
+  for (uint64_t id : cluster_ids)
+    futures.push_back(std::async(std::launch::async, [this, id, timeout_ms, force] { return UnlinkOne(id, timeout_ms, force); }));
+  std::vector<DetailedStatus> results;
+  for (auto &f : futures) results.push_back(f.get());
+  return results;
+}
+
+DetailedStatus LinkManager::LinkOne(const LinkTarget &target, int32_t timeout_ms) {
+  const Deadline deadline = DeadlineIn(timeout_ms);
+  LLMDD_CHECK(target.cluster_id != cluster_id_, LLM_PARAM_INVALID, "cannot link to our own cluster id ",
+              target.cluster_id);
+  auto peer_lock = PeerLock(target.cluster_id);
+  std::unique_lock<std::timed_mutex> guard(*peer_lock, std::defer_lock);
+  LLMDD_CHECK(guard.try_lock_until(deadline), LLM_PROCESSING_LINK, "another link/unlink of cluster ",
+              target.cluster_id, " is in progress and held it past the timeout of ", timeout_ms, " ms");
+  if (std::shared_ptr<Link> existing = Find(target.cluster_id)) {
+    LLMDD_CHECK(existing->state() != Link::State::kActive, LLM_ALREADY_LINK, "cluster ", target.cluster_id,
+                " is already linked (", TransportName(existing->transport), ")");
+  }
+  int fd = -1;
+  DetailedStatus connected = ConnectTcp(target.ip, target.port, deadline, &fd);
+  if (!connected.ok()) {
+    return DetailedStatus(connected.code() == LLM_PARAM_INVALID ? LLM_PARAM_INVALID : LLM_LINK_FAILED,
+                          detail::Concat("cannot link cluster ", target.cluster_id, ": ", connected.message()))
+        .With("remote_cluster_id", target.cluster_id);
+  }
+  std::shared_ptr<Link> link;
+  DetailedStatus status = ClientHandshake(target, fd, deadline, &link);
+  if (!status.ok()) {
+    close(fd);
+    DetailedStatus failed(LLM_LINK_FAILED, detail::Concat("cannot link cluster ", target.cluster_id, " at ",
+                                                          target.ip, ":", target.port, ": ", status.message()));
+    return failed.With("remote_cluster_id", target.cluster_id);
+  }
+  Install(link);
+  link->Start();
+  LLMDD_LOG(kInfo, "cluster ", cluster_id_, " linked to ", target.cluster_id, " at ", target.ip, ":", target.port,
+            " over ", TransportName(link->transport), " (", link->transport_reason, ")");
+  return DetailedStatus::Ok();
+}
+
+DetailedStatus LinkManager::UnlinkOne(uint64_t cluster_id, int32_t timeout_ms, bool force) {
+  const Deadline deadline = DeadlineIn(timeout_ms);
+  auto peer_lock = PeerLock(cluster_id);
+  std::unique_lock<std::timed_mutex> guard(*peer_lock, std::defer_lock);
+  LLMDD_CHECK(guard.try_lock_until(deadline), LLM_PROCESSING_LINK, "another link/unlink of cluster ", cluster_id,
+              " is in progress and held it past the timeout of ", timeout_ms, " ms");
+  std::shared_ptr<Link> link;
+  {
+    std::lock_guard<std::mutex> lock(links_mutex_);
+    auto it = links_.find(cluster_id);
+    if (it != links_.end()) {
+      link = it->second;
+      links_.erase(it);
+    }
+  }
+  LLMDD_CHECK(link != nullptr, LLM_NOT_YET_LINK, "cluster ", cluster_id, " is not linked");
+  DetailedStatus told;
+  if (!force) {
+    if (link->state() == Link::State::kActive) {
+      auto call = std::make_shared<PendingCall>();
+      told = link->Call(FrameType::kUnlinkRequest, {}, {}, call, deadline);
+    } else {
+      told = link->Usable();
+    }
+  }
+  link->Close(Link::State::kClosed, force ? "unlinked (force)" : "unlinked");
+  if (!told.ok()) {
+    return DetailedStatus(LLM_UNLINK_FAILED, detail::Concat("cluster ", cluster_id, " did not confirm the unlink (",
+                                                            told.message(), "); the local end is torn down"))
+        .With("remote_cluster_id", cluster_id);
+  }
+  return DetailedStatus::Ok();
+}
+
+// ---- handshake ------------------------------------------------------------------------------
+
+DetailedStatus LinkManager::ClientHandshake(const LinkTarget &target, int fd, Deadline deadline,
+                                            std::shared_ptr<Link> *out) {
+  const std::vector<LocalRegion> local_regions = regions_ ? regions_() : std::vector<LocalRegion>{};
+  const std::vector<uint8_t> nonce_c = RandomNonce();
+  const bool has_secret = !options_.secret.empty();
+  const std::string boot_id = BootId();
+  {
+    ByteWriter w;
+    w.Put(cluster_id_).Put(target.cluster_id).PutBytes(nonce_c.data(), nonce_c.size()).Put<uint8_t>(has_secret);
+    w.PutString(boot_id).Put<int32_t>(getpid()).Put<int32_t>(static_cast<int32_t>(std::max<int64_t>(1, MillisLeft(deadline))));
+    LLMDD_RETURN_IF_ERROR(SendFrame(fd, FrameType::kHello, 0, w.bytes(), 0, deadline));
+  }
+  FrameHeader header;
+  std::vector<uint8_t> payload;
+  LLMDD_RETURN_IF_ERROR(RecvFrame(fd, &header, &payload, deadline));
+  LLMDD_CHECK(header.type == static_cast<uint16_t>(FrameType::kHelloReply), LLM_LINK_FAILED,
+              "unexpected frame type ", header.type, " instead of a handshake reply");
+  ByteReader r(payload);
+  uint32_t status = 0;
+  std::string message;
+  if (!r.Get(&status) || !r.GetString(&message)) return Malformed("handshake reply");
+  if (status != LLM_SUCCESS) return DetailedStatus(status == LLM_SUCCESS ? LLM_LINK_FAILED : status, message);
+  uint64_t server_id = 0;
+  std::vector<uint8_t> nonce_s(16);
+  uint8_t server_has_secret = 0;
+  Sha256Digest mac_s{};
+  std::string server_boot, unix_name;
+  int32_t server_pid = -1;
+  std::vector<WireRegion> server_regions;
+  if (!r.Get(&server_id) || !r.GetBytes(nonce_s.data(), nonce_s.size()) || !r.Get(&server_has_secret) ||
+      !r.GetBytes(mac_s.data(), mac_s.size()) || !r.GetString(&server_boot) || !r.Get(&server_pid) ||
+      !r.GetString(&unix_name) || !GetRegions(r, &server_regions))
+    return Malformed("handshake reply");
+  LLMDD_CHECK(server_id == target.cluster_id, LLM_LINK_FAILED, "the peer is cluster ", server_id, ", not ",
+              target.cluster_id);
+  LLMDD_CHECK(has_secret == (server_has_secret != 0), LLM_LINK_FAILED,
+              has_secret ? "this process has a link secret but the peer has none"
+                         : "the peer requires a link secret (llmdd.LinkSecret / LLMDD_LINK_SECRET) and this process has none");
+  if (has_secret) {
+    LLMDD_CHECK(DigestEqual(mac_s, Mac(options_.secret, "llmdd-server", nonce_c, nonce_s, server_id, cluster_id_)),
+                LLM_LINK_FAILED, "the peer's link secret differs from ours");
+  }
+  const bool same_host = !boot_id.empty() && boot_id == server_boot;
+  bool will_do_shm = !options_.force_tcp && same_host && !unix_name.empty();
+  std::string reason;
+  if (options_.force_tcp) reason = "tcp forced by option";
+  else if (!same_host) reason = "peer is on another host";
+  else if (unix_name.empty()) reason = "peer offers no shared pools";
+  {
+    ByteWriter w;
+    Sha256Digest mac_c{};
+    if (has_secret) mac_c = Mac(options_.secret, "llmdd-client", nonce_s, nonce_c, cluster_id_, server_id);
+    w.PutBytes(mac_c.data(), mac_c.size());
+    PutRegions(w, local_regions);
+    w.Put<uint8_t>(will_do_shm);
+    LLMDD_RETURN_IF_ERROR(SendFrame(fd, FrameType::kAuth, 0, w.bytes(), 0, deadline));
+  }
+  TransportKind transport = TransportKind::kTcp;
+  if (will_do_shm) {
+    int unix_fd = -1;
+    DetailedStatus shm = ConnectUnixAbstract(unix_name, deadline, &unix_fd);
+    if (shm.ok()) {
+      std::vector<int> fds;
+      std::vector<uint8_t> echo;
+      shm = SendFds(unix_fd, MemFds(local_regions), nonce_s, deadline);
+      if (shm.ok()) shm = RecvFds(unix_fd, &fds, &echo, 16, deadline);
+      if (shm.ok() && fds.size() != CountMemfds(server_regions)) {
+        for (int f : fds) close(f);
+        shm = DetailedStatus(LLM_LINK_FAILED, "peer sent a different number of pool descriptors than announced");
+      } else if (shm.ok()) {
+        shm = MapRegions(server_regions, fds);
+      }
+      close(unix_fd);
+    } else {
+      SendFrame(fd, FrameType::kShmAbort, 0, {}, 0, deadline);
+    }
+    if (shm.ok()) {
+      transport = TransportKind::kShm;
+      reason = "same host: pools shared through memfd";
+    } else {
+      reason = "same host, but sharing pools failed: " + shm.message();
+    }
+  }
+  LLMDD_RETURN_IF_ERROR(RecvFrame(fd, &header, &payload, deadline));
+  ByteReader ack(payload);
+  uint8_t server_transport = 0;
+  std::string server_reason;
+  if (header.type != static_cast<uint16_t>(FrameType::kLinkAck) || !ack.Get(&status) || !ack.GetString(&message) ||
+      !ack.Get(&server_transport) || !ack.GetString(&server_reason))
+    return Malformed("link acknowledgement");
+  if (status != LLM_SUCCESS) return DetailedStatus(LLM_LINK_FAILED, message);
+  if (server_transport != static_cast<uint8_t>(TransportKind::kShm) && transport == TransportKind::kShm) {
+    transport = TransportKind::kTcp;
+    reason = "peer could not map our pools: " + server_reason;
+  }
+  auto link = std::make_shared<Link>(cluster_id_, target.cluster_id, fd, handler_);
+  link->transport = transport;
+  link->transport_reason = reason;
+  link->peer_pid = server_pid;
+  link->same_host = same_host;
+  link->remote_address = detail::Concat(target.ip, ":", target.port);
+  link->remote_regions = ToRemote(server_regions);
+  *out = std::move(link);
+  return DetailedStatus::Ok();
+}
+
+void LinkManager::ServerHandshake(int fd, std::string remote_address) {
+  Deadline deadline = DeadlineIn(kServerHelloTimeoutMs);
+  auto reject = [&](Status code, const std::string &message, FrameType type) {
+    ByteWriter w;
+    w.Put<uint32_t>(code).PutString(message);
+    if (type == FrameType::kLinkAck) w.Put<uint8_t>(0).PutString("");
+    SendFrame(fd, type, 0, w.bytes(), 0, DeadlineIn(1000));
+    LLMDD_LOG(kWarning, "refused a link from ", remote_address, ": ", message);
+    close(fd);
+  };
+  FrameHeader header;
+  std::vector<uint8_t> payload;
+  DetailedStatus got = RecvFrame(fd, &header, &payload, deadline);
+  if (!got.ok() || header.type != static_cast<uint16_t>(FrameType::kHello)) {
+    if (got.ok()) got = DetailedStatus(LLM_LINK_FAILED, "first frame is not a hello");
+    LLMDD_LOG(kWarning, "refused a connection from ", remote_address, ": ", got.message());
+    if (got.message().find("incompatible link protocol") != std::string::npos) {
+      reject(LLM_LINK_FAILED, got.message(), FrameType::kHelloReply);
+    } else {
+      close(fd);
+    }
+    return;
+  }
+  ByteReader r(payload);
+  uint64_t client_id = 0, expected_id = 0;
+  std::vector<uint8_t> nonce_c(16);
+  uint8_t client_has_secret = 0;
+  std::string client_boot;
+  int32_t client_pid = -1, client_timeout_ms = 0;
+  if (!r.Get(&client_id) || !r.Get(&expected_id) || !r.GetBytes(nonce_c.data(), nonce_c.size()) ||
+      !r.Get(&client_has_secret) || !r.GetString(&client_boot) || !r.Get(&client_pid) || !r.Get(&client_timeout_ms)) {
+    close(fd);
+    return;
+  }
+  deadline = DeadlineIn(std::max<int32_t>(client_timeout_ms, 1));
+  if (expected_id != cluster_id_) {
+    reject(LLM_LINK_FAILED, detail::Concat("this listener is cluster ", cluster_id_, ", not ", expected_id),
+           FrameType::kHelloReply);
+    return;
+  }
+  if (client_id == cluster_id_) {
+    reject(LLM_LINK_FAILED, detail::Concat("the peer uses our own cluster id ", cluster_id_), FrameType::kHelloReply);
+    return;
+  }
+  const bool has_secret = !options_.secret.empty();
+  if (has_secret != (client_has_secret != 0)) {
+    reject(LLM_LINK_FAILED,
+           has_secret ? "this cluster requires a link secret (llmdd.LinkSecret / LLMDD_LINK_SECRET) and the peer has none"
+                      : "the peer has a link secret but this cluster has none",
+           FrameType::kHelloReply);
+    return;
+  }
+  const std::vector<LocalRegion> local_regions = regions_ ? regions_() : std::vector<LocalRegion>{};
+  const std::vector<uint8_t> nonce_s = RandomNonce();
+  const std::string boot_id = BootId();
+  const bool same_host = !boot_id.empty() && boot_id == client_boot;
+  int unix_listen = -1;
+  std::string unix_name;
+  if (!options_.force_tcp && same_host) {
+    unix_name = detail::Concat("llmdd-", getpid(), "-", Hex(nonce_s));
+    if (!ListenUnixAbstract(unix_name, &unix_listen).ok()) unix_name.clear();
+  }
+  {
+    ByteWriter w;
+    Sha256Digest mac_s{};
+    if (has_secret) mac_s = Mac(options_.secret, "llmdd-server", nonce_c, nonce_s, cluster_id_, client_id);
+    w.Put<uint32_t>(LLM_SUCCESS).PutString("").Put(cluster_id_).PutBytes(nonce_s.data(), nonce_s.size());
+    w.Put<uint8_t>(has_secret).PutBytes(mac_s.data(), mac_s.size()).PutString(boot_id).Put<int32_t>(getpid());
+    w.PutString(unix_name);
+    PutRegions(w, local_regions);
+    if (!SendFrame(fd, FrameType::kHelloReply, 0, w.bytes(), 0, deadline).ok()) {
+      if (unix_listen >= 0) close(unix_listen);
+      close(fd);
+      return;
+    }
+  }
+  auto fail = [&](const std::string &message) {
+    if (unix_listen >= 0) close(unix_listen);
+    reject(LLM_LINK_FAILED, message, FrameType::kLinkAck);
+  };
+  got = RecvFrame(fd, &header, &payload, deadline);
+  if (!got.ok() || header.type != static_cast<uint16_t>(FrameType::kAuth)) {
+    fail(got.ok() ? "expected the authentication frame" : got.message());
+    return;
+  }
+  ByteReader a(payload);
+  Sha256Digest mac_c{};
+  std::vector<WireRegion> client_regions;
+  uint8_t will_do_shm = 0;
+  if (!a.GetBytes(mac_c.data(), mac_c.size()) || !GetRegions(a, &client_regions) || !a.Get(&will_do_shm)) {
+    fail("malformed authentication frame");
+    return;
+  }
+  if (has_secret && !DigestEqual(mac_c, Mac(options_.secret, "llmdd-client", nonce_s, nonce_c, client_id, cluster_id_))) {
+    fail("the peer's link secret differs from ours");
+    return;
+  }
+  TransportKind transport = TransportKind::kTcp;
+  std::string reason = options_.force_tcp ? "tcp forced by option" : same_host ? "peer chose tcp" : "peer is on another host";
+  if (will_do_shm && unix_listen >= 0) {
+    // Wait for the client's Unix connection, or for it to tell us over TCP that it gave up.
+    DetailedStatus shm(LLM_LINK_FAILED, "the peer did not connect its pool channel in time");
+    pollfd fds[2] = {{unix_listen, POLLIN, 0}, {fd, POLLIN, 0}};
+    int64_t left = std::max<int64_t>(0, MillisLeft(deadline));
+    if (poll(fds, 2, static_cast<int>(left)) > 0) {
+      if (fds[0].revents & POLLIN) {
+        int conn = accept4(unix_listen, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (conn >= 0) {
+          std::vector<int> received;
+          std::vector<uint8_t> echo;
+          shm = RecvFds(conn, &received, &echo, 16, deadline);
+          if (shm.ok() && echo != nonce_s) {
+            for (int f : received) close(f);
+            shm = DetailedStatus(LLM_LINK_FAILED, "pool channel opened by a process that is not the peer");
+          } else if (shm.ok() && received.size() != CountMemfds(client_regions)) {
+            for (int f : received) close(f);
+            shm = DetailedStatus(LLM_LINK_FAILED, "peer sent a different number of pool descriptors than announced");
+          } else if (shm.ok()) {
+            shm = MapRegions(client_regions, received);
+            if (shm.ok()) shm = SendFds(conn, MemFds(local_regions), {}, deadline);
+          }
+          close(conn);
+        }
+      } else {
+        FrameHeader abort_header;
+        std::vector<uint8_t> ignored;
+        RecvFrame(fd, &abort_header, &ignored, deadline);
+        shm = DetailedStatus(LLM_LINK_FAILED, "the peer could not reach our pool channel");
+      }
+    }
+    if (shm.ok()) {
+      transport = TransportKind::kShm;
+      reason = "same host: pools shared through memfd";
+    } else {
+      reason = shm.message();
+      for (WireRegion &wr : client_regions) {
+        if (wr.region.mapped != nullptr) munmap(const_cast<uint8_t *>(wr.region.mapped), wr.region.size);
+        wr.region.mapped = nullptr;
+      }
+    }
+  }
+  if (unix_listen >= 0) close(unix_listen);
+  auto link = std::make_shared<Link>(cluster_id_, client_id, fd, handler_);
+  link->transport = transport;
+  link->transport_reason = reason;
+  link->peer_pid = client_pid;
+  link->same_host = same_host;
+  link->remote_address = remote_address;
+  link->remote_regions = ToRemote(client_regions);
+  ByteWriter w;
+  w.Put<uint32_t>(LLM_SUCCESS).PutString("").Put<uint8_t>(static_cast<uint8_t>(transport)).PutString(reason);
+  if (!SendFrame(fd, FrameType::kLinkAck, 0, w.bytes(), 0, deadline).ok()) {
+    // The client gave up; the Link owns fd and mappings now and releases them.
+    return;
+  }
+  Install(link);
+  link->Start();
+  LLMDD_LOG(kInfo, "cluster ", cluster_id_, " accepted a link from cluster ", client_id, " (", remote_address,
+            ") over ", TransportName(transport));
+}
+
+}  // namespace llm_datadist

@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: Apache-2.0
+// The link protocol's framing and encoding, and socket I/O that is always bounded by a deadline.
+//
+// Every message is a 32-byte FrameHeader followed by `payload_bytes` of payload. Payloads are
+// little-endian fields written by ByteWriter and read by ByteReader, which refuses to read
+// past the end (a malformed frame is an error, never an out-of-bounds read).
+//
+// Protocol versions (kProtocolVersion): bump on any incompatible change, and say what changed.
+//   1: first version (handshake, pull/push describe+stream, release, unlink, heartbeat).
+#ifndef LLM_DATADIST_LINK_WIRE_H_
+#define LLM_DATADIST_LINK_WIRE_H_
+
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "llm_datadist/status.h"
+
+namespace llm_datadist {
+
+constexpr uint32_t kFrameMagic = 0x4C4C4444;  // "LLDD"
+constexpr uint16_t kProtocolVersion = 1;
+// A control payload larger than this is malformed (data follows frames, not inside them).
+constexpr uint64_t kMaxControlPayload = 64ull << 20;
+
+enum class FrameType : uint16_t {
+  kHello = 1,
+  kHelloReply = 2,
+  kAuth = 3,
+  kLinkAck = 4,
+  kShmAbort = 5,
+  kPullRequest = 10,
+  kPullReply = 11,
+  kPushRequest = 12,
+  kPushReply = 13,
+  kRelease = 14,
+  kUnlinkRequest = 20,
+  kUnlinkReply = 21,
+  kHeartbeat = 30,
+};
+
+struct FrameHeader {
+  uint32_t magic = kFrameMagic;
+  uint16_t version = kProtocolVersion;
+  uint16_t type = 0;
+  uint64_t request_id = 0;
+  uint64_t payload_bytes = 0;
+  // Bytes of raw data that follow the payload (streamed transfers); 0 for control frames.
+  uint64_t data_bytes = 0;
+};
+static_assert(sizeof(FrameHeader) == 32, "FrameHeader is a wire format");
+
+using Clock = std::chrono::steady_clock;
+using Deadline = Clock::time_point;
+inline Deadline DeadlineIn(int64_t ms) { return Clock::now() + std::chrono::milliseconds(ms); }
+inline int64_t MillisLeft(Deadline d) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(d - Clock::now()).count();
+}
+
+class ByteWriter {
+ public:
+  template <typename T>
+  ByteWriter &Put(T value) {
+    static_assert(std::is_trivially_copyable<T>::value, "plain values only");
+    const auto *p = reinterpret_cast<const uint8_t *>(&value);
+    bytes_.insert(bytes_.end(), p, p + sizeof(T));
+    return *this;
+  }
+  ByteWriter &PutString(const std::string &s) {
+    Put<uint32_t>(static_cast<uint32_t>(s.size()));
+    bytes_.insert(bytes_.end(), s.begin(), s.end());
+    return *this;
+  }
+  ByteWriter &PutBytes(const void *data, size_t n) {
+    const auto *p = static_cast<const uint8_t *>(data);
+    bytes_.insert(bytes_.end(), p, p + n);
+    return *this;
+  }
+  template <typename T>
+  ByteWriter &PutVector(const std::vector<T> &v) {
+    Put<uint32_t>(static_cast<uint32_t>(v.size()));
+    if (!v.empty()) PutBytes(v.data(), v.size() * sizeof(T));
+    return *this;
+  }
+  const std::vector<uint8_t> &bytes() const { return bytes_; }
+
+ private:
+  std::vector<uint8_t> bytes_;
+};
+
+class ByteReader {
+ public:
+  ByteReader(const uint8_t *data, size_t size) : data_(data), size_(size) {}
+  explicit ByteReader(const std::vector<uint8_t> &v) : ByteReader(v.data(), v.size()) {}
+  template <typename T>
+  bool Get(T *out) {
+    if (size_ - pos_ < sizeof(T)) return fail();
+    std::memcpy(out, data_ + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return true;
+  }
+  bool GetString(std::string *out, uint32_t max_len = 1 << 20) {
+    uint32_t n = 0;
+    if (!Get(&n) || n > max_len || size_ - pos_ < n) return fail();
+    out->assign(reinterpret_cast<const char *>(data_ + pos_), n);
+    pos_ += n;
+    return true;
+  }
+  bool GetBytes(void *out, size_t n) {
+    if (size_ - pos_ < n) return fail();
+    std::memcpy(out, data_ + pos_, n);
+    pos_ += n;
+    return true;
+  }
+  template <typename T>
+  bool GetVector(std::vector<T> *out, uint32_t max_count = 1 << 24) {
+    uint32_t n = 0;
+    if (!Get(&n) || n > max_count || (size_ - pos_) / sizeof(T) < n) return fail();
+    out->resize(n);
+    if (n) std::memcpy(out->data(), data_ + pos_, n * sizeof(T));
+    pos_ += n * sizeof(T);
+    return true;
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  bool fail() {
+    ok_ = false;
+    return false;
+  }
+  const uint8_t *data_;
+  size_t size_;
+  size_t pos_ = 0;
+  bool ok_ = true;
+};
+
+// Socket helpers. All sockets are non-blocking; these wait with poll() until `deadline`.
+// Errors: LLM_TIMEOUT when the deadline passes, LLM_LINK_FAILED for a closed or failed socket.
+DetailedStatus SetNonBlocking(int fd);
+DetailedStatus SendAll(int fd, const void *data, size_t n, Deadline deadline);
+DetailedStatus RecvAll(int fd, void *data, size_t n, Deadline deadline);
+// Sends/receives many buffers with writev/readv (in batches of IOV_MAX).
+struct IoSpan {
+  void *data;
+  size_t bytes;
+};
+DetailedStatus SendSpans(int fd, const std::vector<IoSpan> &spans, Deadline deadline);
+DetailedStatus RecvSpans(int fd, const std::vector<IoSpan> &spans, Deadline deadline);
+
+DetailedStatus SendFrame(int fd, FrameType type, uint64_t request_id, const std::vector<uint8_t> &payload,
+                         uint64_t data_bytes, Deadline deadline);
+// Reads one header and its payload (at most kMaxControlPayload). Data bytes are left unread.
+DetailedStatus RecvFrame(int fd, FrameHeader *header, std::vector<uint8_t> *payload, Deadline deadline);
+
+// Connects a TCP socket to ip:port (IPv4 or IPv6 text) within the deadline.
+DetailedStatus ConnectTcp(const std::string &ip, uint16_t port, Deadline deadline, int *out_fd);
+// Listens on ip:port; `bound_port` reports the actual port.
+DetailedStatus ListenTcp(const std::string &ip, uint16_t port, int *out_fd, uint16_t *bound_port);
+
+// Abstract-namespace Unix sockets (no file on disk; reachable only inside this network
+// namespace), used to pass memfds with SCM_RIGHTS between processes on one host.
+DetailedStatus ListenUnixAbstract(const std::string &name, int *out_fd);
+DetailedStatus ConnectUnixAbstract(const std::string &name, Deadline deadline, int *out_fd);
+DetailedStatus SendFds(int sock, const std::vector<int> &fds, const std::vector<uint8_t> &payload, Deadline deadline);
+DetailedStatus RecvFds(int sock, std::vector<int> *fds, std::vector<uint8_t> *payload, size_t max_fds,
+                       Deadline deadline);
+
+// This boot's identity (/proc/sys/kernel/random/boot_id): equal on two ends means one host.
+std::string BootId();
+// 16 random bytes from the kernel.
+std::vector<uint8_t> RandomNonce();
+
+}  // namespace llm_datadist
+
+#endif  // LLM_DATADIST_LINK_WIRE_H_
