@@ -184,6 +184,8 @@ DetailedStatus DataDistEngine::Initialize(const std::map<std::string, std::strin
     std::string ip;
     uint16_t port = 0;
     LLMDD_RETURN_IF_ERROR(ParseIpPort(parsed.listen_ip_info, &ip, &port));
+    LLMDD_CHECK(port != 0, LLM_PARAM_INVALID, "listen ip info \"", parsed.listen_ip_info,
+                "\" has port 0; give the port peers link to");
     LLMDD_RETURN_IF_ERROR(links->StartListener(ip, port));
   }
   local_regions_ = std::move(regions);

@@ -180,6 +180,7 @@ DetailedStatus DataDistEngine::SwitchRole(LlmRole role, const std::string &liste
     std::string ip;
     uint16_t port = 0;
     LLMDD_RETURN_IF_ERROR(ParseIpPort(listen_ip_info, &ip, &port));
+    LLMDD_CHECK(port != 0, LLM_PARAM_INVALID, "listen ip info \"", listen_ip_info, "\" has port 0; give the port peers link to");
     LLMDD_RETURN_IF_ERROR(links_->StartListener(ip, port));
   }
   options_.listen_ip_info = listen_ip_info;

@@ -194,6 +194,17 @@ void Link::SendHeartbeatIfIdle(int64_t idle_ms) {
   }
 }
 
+void Link::NotifyClosing() {
+  if (state() != State::kActive) return;
+  std::unique_lock<std::mutex> lock(write_mutex_, std::try_to_lock);
+  if (!lock.owns_lock()) return;  // a sender is mid-frame: the closed connection will do
+  FrameHeader header;
+  header.type = static_cast<uint16_t>(FrameType::kUnlinkRequest);
+  header.request_id = NextRequestId();
+  // One non-blocking send: a frozen peer with a full buffer just sees the connection close.
+  send(fd_, &header, sizeof(header), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
 void Link::ReaderLoop() {
   DetailedStatus failure;
   while (state() == State::kActive) {

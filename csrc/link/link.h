@@ -121,6 +121,9 @@ class Link {
   DetailedStatus ReceiveData(const std::vector<IoSpan> &spans, Deadline deadline);
   DetailedStatus DrainData(uint64_t bytes, Deadline deadline);
   void SendHeartbeatIfIdle(int64_t idle_ms);
+  // Best effort, never blocking on a stuck peer: tells the peer this end is going away, so it
+  // tears its end down too (force unlink, finalize).
+  void NotifyClosing();
 
   // Why calls on this link fail now (ok while active).
   DetailedStatus Usable() const;

@@ -285,7 +285,10 @@ void LinkManager::CloseAll() {
     std::lock_guard<std::mutex> lock(links_mutex_);
     links.swap(links_);
   }
-  for (auto &entry : links) entry.second->Close(Link::State::kClosed, "finalized");
+  for (auto &entry : links) {
+    entry.second->NotifyClosing();
+    entry.second->Close(Link::State::kClosed, "finalized");
+  }
 }
 
 std::vector<DetailedStatus> LinkManager::LinkClusters(const std::vector<LinkTarget> &targets, int32_t timeout_ms) {
@@ -357,19 +360,28 @@ DetailedStatus LinkManager::UnlinkOne(uint64_t cluster_id, int32_t timeout_ms, b
     }
   }
   LLMDD_CHECK(link != nullptr, LLM_NOT_YET_LINK, "cluster ", cluster_id, " is not linked");
-  DetailedStatus told;
-  if (!force) {
-    if (link->state() == Link::State::kActive) {
-      auto call = std::make_shared<PendingCall>();
-      told = link->Call(FrameType::kUnlinkRequest, {}, {}, call, deadline);
-    } else {
-      told = link->Usable();
-    }
+  if (force) {
+    link->NotifyClosing();
+    link->Close(Link::State::kClosed, "unlinked (force)");
+    return DetailedStatus::Ok();
   }
-  link->Close(Link::State::kClosed, force ? "unlinked (force)" : "unlinked");
+  // Not telling the peer at all is LLM_NOTIFY_PROMPT_UNLINK_FAILED; telling it without its
+  // confirmation in time is LLM_UNLINK_FAILED. Either way the local end goes.
+  DetailedStatus told = link->Usable();
+  if (told.ok()) {
+    auto call = std::make_shared<PendingCall>();
+    told = link->Call(FrameType::kUnlinkRequest, {}, {}, call, deadline);
+  }
+  link->Close(Link::State::kClosed, "unlinked");
+  if (told.code() == LLM_TIMEOUT) {
+    return DetailedStatus(LLM_UNLINK_FAILED, detail::Concat("cluster ", cluster_id, " did not confirm the unlink within ",
+                                                            timeout_ms, " ms; the local end is torn down"))
+        .With("remote_cluster_id", cluster_id);
+  }
   if (!told.ok()) {
-    return DetailedStatus(LLM_UNLINK_FAILED, detail::Concat("cluster ", cluster_id, " did not confirm the unlink (",
-                                                            told.message(), "); the local end is torn down"))
+    return DetailedStatus(LLM_NOTIFY_PROMPT_UNLINK_FAILED,
+                          detail::Concat("cluster ", cluster_id, " could not be told about the unlink (", told.message(),
+                                         "); the local end is torn down"))
         .With("remote_cluster_id", cluster_id);
   }
   return DetailedStatus::Ok();
@@ -422,7 +434,7 @@ DetailedStatus LinkManager::ClientHandshake(const LinkTarget &target, int fd, De
   const bool same_host = !boot_id.empty() && boot_id == server_boot;
   bool will_do_shm = !options_.force_tcp && same_host && !unix_name.empty();
   std::string reason;
-  if (options_.force_tcp) reason = "tcp forced by option";
+  if (options_.force_tcp) reason = "tcp forced (llmdd.Transport / LLMDD_TRANSPORT)";
   else if (!same_host) reason = "peer is on another host";
   else if (unix_name.empty()) reason = "peer offers no shared pools";
   {
@@ -581,7 +593,9 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address) {
     return;
   }
   TransportKind transport = TransportKind::kTcp;
-  std::string reason = options_.force_tcp ? "tcp forced by option" : same_host ? "peer chose tcp" : "peer is on another host";
+  std::string reason = options_.force_tcp ? "tcp forced (llmdd.Transport / LLMDD_TRANSPORT)"
+                       : same_host        ? "peer chose tcp"
+                                          : "peer is on another host";
   if (will_do_shm && unix_listen >= 0) {
     // Wait for the client's Unix connection, or for it to tell us over TCP that it gave up.
     DetailedStatus shm(LLM_LINK_FAILED, "the peer did not connect its pool channel in time");
@@ -632,14 +646,17 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address) {
   link->same_host = same_host;
   link->remote_address = remote_address;
   link->remote_regions = ToRemote(client_regions);
-  ByteWriter w;
-  w.Put<uint32_t>(LLM_SUCCESS).PutString("").Put<uint8_t>(static_cast<uint8_t>(transport)).PutString(reason);
-  if (!SendFrame(fd, FrameType::kLinkAck, 0, w.bytes(), 0, deadline).ok()) {
-    // The client gave up; the Link owns fd and mappings now and releases them.
-    return;
-  }
+  // Installed before the acknowledgement, so that when the client's link_clusters returns,
+  // this end already exists (a pull from either side may follow at once). The client sends
+  // nothing before the acknowledgement, so starting the reader first is safe.
   Install(link);
   link->Start();
+  ByteWriter w;
+  w.Put<uint32_t>(LLM_SUCCESS).PutString("").Put<uint8_t>(static_cast<uint8_t>(transport)).PutString(reason);
+  if (!link->Send(FrameType::kLinkAck, 0, w.bytes(), {}, 0, deadline).ok()) {
+    link->Close(Link::State::kClosed, "the peer gave up during the handshake");  // reaped by maintenance
+    return;
+  }
   LLMDD_LOG(kInfo, "cluster ", cluster_id_, " accepted a link from cluster ", client_id, " (", remote_address,
             ") over ", TransportName(transport));
 }

@@ -236,8 +236,9 @@ class CacheManager:
     @staticmethod
     def _tensor_ranges(cache: Cache, src_layer_range: Optional[range], dst_layer_range: Optional[range],
                        tensor_num_per_layer: Any) -> Tuple[int, int, int, int]:
-        """Layer ranges -> (remote_begin, remote_end, local_begin, local_end) tensor indices,
-        -1 for "all". A range missing on one side defaults to the other side's."""
+        """Layer ranges -> (remote_begin, remote_end, local_begin, local_end) tensor indices.
+        A missing range means every layer of that side (-1, -1 for the remote side, whose
+        size the owner checks); given ranges must have equal lengths."""
         check_range(src_layer_range, "src_layer_range", allow_none=True)
         check_range(dst_layer_range, "dst_layer_range", allow_none=True)
         check_int(tensor_num_per_layer, "tensor_num_per_layer", "uint32")
@@ -246,15 +247,16 @@ class CacheManager:
             raise param_invalid(f"tensor_num_per_layer must be in [1, {num_tensors}], but got {tensor_num_per_layer}.")
         if src_layer_range is None and dst_layer_range is None:
             return -1, -1, -1, -1
-        src = src_layer_range if src_layer_range is not None else dst_layer_range
-        dst = dst_layer_range if dst_layer_range is not None else src_layer_range
-        if len(src) != len(dst):
-            raise param_invalid(f"src_layer_range {src!r} and dst_layer_range {dst!r} have different lengths.")
         n = tensor_num_per_layer
-        if dst.stop * n > num_tensors:
-            raise param_invalid(f"dst_layer_range {dst!r} x tensor_num_per_layer {n} exceeds the cache's "
+        local = dst_layer_range if dst_layer_range is not None else range(0, num_tensors // n)
+        if local.stop * n > num_tensors:
+            raise param_invalid(f"dst_layer_range {local!r} x tensor_num_per_layer {n} exceeds the cache's "
                                 f"{num_tensors} tensors.")
-        return src.start * n, src.stop * n, dst.start * n, dst.stop * n
+        if src_layer_range is not None and len(src_layer_range) != len(local):
+            raise param_invalid(f"src_layer_range {src_layer_range!r} and dst_layer_range {local!r} have different "
+                                f"lengths.")
+        remote = (-1, -1) if src_layer_range is None else (src_layer_range.start * n, src_layer_range.stop * n)
+        return remote[0], remote[1], local.start * n, local.stop * n
 
     @staticmethod
     def _layer_kwargs(kwargs: Dict[str, Any]) -> Tuple[Optional[range], Optional[range], Any]:

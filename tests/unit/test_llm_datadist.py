@@ -214,14 +214,26 @@ def test_doctor_and_build_info():
     assert out.returncode == 0 and "CUDA:" in out.stdout and "Placement.DEVICE means" in out.stdout
 
 
-@pytest.mark.parametrize("listen, ip, port", [("127.0.0.1:26000", "127.0.0.1", "26000"), ("[::1]:0", "::1", "0")])
-def test_listen_ip_info_is_split_for_the_engine(listen, ip, port):
+def _free_port(family=None):
+    import socket
+    s = socket.socket(family or socket.AF_INET)
+    s.bind(("::1" if family else "127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.mark.parametrize("host, ip", [("127.0.0.1", "127.0.0.1"), ("[::1]", "::1")])
+def test_listen_ip_info_is_split_for_the_engine(host, ip):
+    import socket
+    port = str(_free_port(socket.AF_INET6 if host.startswith("[") else None))
     dd = ld.LLMDataDist(LLMRole.PROMPT, 1)
     cfg = make_config()
-    cfg.listen_ip_info = listen
+    cfg.listen_ip_info = f"{host}:{port}"
     dd.init(cfg.generate_options())
     try:
         assert dd._options["llm.ListenIp"] == ip and dd._options["llm.ListenPort"] == port
+        assert dd.listen_address == f"{ip}:{port}"
         assert dd._options["llm.Role"] == "Prompt"
     finally:
         dd.finalize()
