@@ -2,6 +2,7 @@
 #include "common/cuda_driver.h"
 
 #include <dlfcn.h>
+#include <link.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -169,17 +170,19 @@ void Load(LoadState *state) {
 #undef LLMDD_RESOLVE
   Resolve(handle, "cuMemGetAddressRange_v2", &api.cuMemGetAddressRange_v2);
 
-  // Name the library we loaded by its own cuInit (a shim may define cuInit too).
-  void *own_init = dlsym(handle, "cuInit");
-  Dl_info info{};
-  if (own_init != nullptr && dladdr(own_init, &info) != 0 && info.dli_fname != nullptr) {
-    state->library_path = info.dli_fname;
+  // Name the library by its link map, not by a symbol lookup: a preloaded shim intercepts
+  // dlsym(handle, ...) too, and would be reported as the driver.
+  struct link_map *map = nullptr;
+  if (dlinfo(handle, RTLD_DI_LINKMAP, &map) == 0 && map != nullptr && map->l_name != nullptr && *map->l_name) {
+    state->library_path = map->l_name;
   } else {
     state->library_path = candidates.size() == 1 ? candidates[0] : "libcuda";
   }
-  void *own_alloc = dlsym(handle, "cuMemAlloc_v2");
-  state->interposed = api.cuMemAlloc_v2 != nullptr && own_alloc != nullptr &&
-                      reinterpret_cast<void *>(api.cuMemAlloc_v2) != own_alloc;
+  // Interposed: the cuMemAlloc_v2 our calls reach lives in another object than the driver.
+  Dl_info info{};
+  state->interposed = api.cuMemAlloc_v2 != nullptr &&
+                      dladdr(reinterpret_cast<void *>(api.cuMemAlloc_v2), &info) != 0 && info.dli_fname != nullptr &&
+                      map != nullptr && map->l_name != nullptr && std::string(info.dli_fname) != map->l_name;
 
   if (!missing.empty()) {
     state->why_not = detail::Concat("the CUDA driver ", state->library_path,
@@ -373,11 +376,59 @@ DetailedStatus CheckCu(CUresult result, const char *call) {
   // into its call_once here. Names come from the driver when it loaded, else from the table.
   const LoadState &state = State();
   const DriverApi *api = state.symbols_ok ? &state.api : nullptr;
-  DetailedStatus status(row != nullptr ? row->status : LLM_FAILED,
-                        detail::Concat(call, " failed: ", DescribeCuResult(api, result)));
+
+  // Under the CUDA fault-injection shim (fault_injection/, LD_PRELOAD) the error may be one it
+  // injected: it exports what it last injected, found once through the global scope. The XID is
+  // named only when the shim's last injected code is this very error.
+  using FaultQuery = int (*)();
+  static const FaultQuery fault_last_xid =
+      reinterpret_cast<FaultQuery>(dlsym(RTLD_DEFAULT, "llmdd_fault_last_xid"));
+  static const FaultQuery fault_last_code =
+      reinterpret_cast<FaultQuery>(dlsym(RTLD_DEFAULT, "llmdd_fault_last_code"));
+  int xid = 0;
+  if (fault_last_xid != nullptr && fault_last_code != nullptr && fault_last_code() == result) {
+    xid = fault_last_xid();
+  }
+  std::string message = detail::Concat(call, " failed: ", DescribeCuResult(api, result));
+  if (xid != 0) message += detail::Concat(" [XID ", xid, ", injected by the CUDA fault shim]");
+
+  DetailedStatus status(row != nullptr ? row->status : LLM_FAILED, std::move(message));
   status.With("cuda_call", call).With("cuda_error", ErrorName(api, result)).With("cuda_code",
                                                                                   result);
   if (row != nullptr && row->sticky) status.With("cuda_sticky", "true");
+  if (xid != 0) status.With("xid", xid).With("fault_injected", "true");
+
+  // What the caller can do, by the kind of CUDA error; the context keys override the status
+  // row's `recoverable`/`action` (LLMException honours them). A lost context (sticky codes), an
+  // uncorrectable memory or NVLink error, a vanished or unknown-state device: fatal, restart the
+  // process. A non-sticky failure that a later attempt can get past (busy device, launch out of
+  // resources, system not ready yet, timeout): retry later. Not listed: the status row decides
+  // (out of memory: free memory; anything else: LLM_FAILED, fatal).
+  struct CudaRecovery {
+    CUresult code;
+    bool recoverable;
+    const char *action;
+  };
+  static constexpr CudaRecovery kCudaRecovery[] = {
+      {46, true, "retry_later"},   // CUDA_ERROR_DEVICE_UNAVAILABLE (busy, exclusive mode)
+      {701, true, "retry_later"},  // CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES (not sticky)
+      {802, true, "retry_later"},  // CUDA_ERROR_SYSTEM_NOT_READY (fabric manager starting)
+      {909, true, "retry_later"},  // CUDA_ERROR_TIMEOUT
+      {100, false, "fatal"},       // CUDA_ERROR_NO_DEVICE (the GPU is gone: XID 79)
+      {214, false, "fatal"},       // CUDA_ERROR_ECC_UNCORRECTABLE (XID 48, 94, 95, 140)
+      {220, false, "fatal"},       // CUDA_ERROR_NVLINK_UNCORRECTABLE (XID 74)
+      {999, false, "fatal"},       // CUDA_ERROR_UNKNOWN (XID 79 while running, GSP errors)
+  };
+  if (row != nullptr && row->sticky) {
+    status.With("recoverable", "false").With("action", "fatal");
+  } else {
+    for (const CudaRecovery &recovery : kCudaRecovery) {
+      if (recovery.code != result) continue;
+      status.With("recoverable", recovery.recoverable ? "true" : "false")
+          .With("action", recovery.action);
+      break;
+    }
+  }
   return status;
 }
 

@@ -771,3 +771,317 @@ EXPORT CUresult cuIpcCloseMemHandle(CUdeviceptr dptr) {
   munmap((void *)a.base, a.size);
   return CUDA_SUCCESS;
 }
+
+// ---- Added for the fault-injection tests (fault_injection/cuda_fault_shim.c) ----
+// The entry points the shim intercepts that the core does not use, so that every hook can be
+// exercised on a CPU-only machine, plus cuGetProcAddress, through which a CUDA runtime reaches
+// the driver. Fake semantics:
+//   * a CUfunction is a host function `void fn(void **kernelParams)` and a launch runs it once,
+//     synchronously (the fake has no kernels); a CUgraphExec is a host function `void fn(void)`
+//     and cuGraphLaunch runs it once (a graph replay);
+//   * events are any non-NULL pointer and are always complete; a push makes the context
+//     current (no context stack);
+//   * cuGetProcAddress[_v2] maps a base name ("cuMemAlloc") to the newest exported version
+//     (cuMemAlloc_v2) and, with CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, to its
+//     _ptsz/_ptds twin. It returns the exported functions' own addresses, taken through hidden
+//     aliases: like a real driver it cannot hand out an LD_PRELOAD shim's definitions itself,
+//     so a shim has to intercept cuGetProcAddress to see calls made through it.
+typedef struct CUevent_st *CUevent;
+typedef struct CUfunc_st *CUfunction;
+typedef struct CUgraphExec_st *CUgraphExec;
+typedef unsigned long long cuuint64_t;
+typedef void (*FakeKernel)(void **params);
+typedef void (*FakeGraph)(void);
+
+enum { CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM = 1 << 1 };
+enum {
+  CU_GET_PROC_ADDRESS_SUCCESS = 0,
+  CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND = 1,
+};
+
+static CUresult create_context(CUcontext *pctx, CUdevice dev) {
+  REQUIRE_INIT();
+  if (pctx == NULL) return CUDA_ERROR_INVALID_VALUE;
+  if (dev < 0 || dev >= g_device_count) return CUDA_ERROR_INVALID_DEVICE;
+  *pctx = &g_contexts[dev];
+  t_current = *pctx;
+  return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev) {
+  (void)flags;
+  return create_context(pctx, dev);
+}
+
+EXPORT CUresult cuCtxCreate_v3(CUcontext *pctx, void *paramsArray, int numParams,
+                               unsigned int flags, CUdevice dev) {
+  (void)paramsArray;
+  (void)numParams;
+  (void)flags;
+  return create_context(pctx, dev);
+}
+
+EXPORT CUresult cuCtxCreate_v4(CUcontext *pctx, void *ctxCreateParams, unsigned int flags,
+                               CUdevice dev) {
+  (void)ctxCreateParams;
+  (void)flags;
+  return create_context(pctx, dev);
+}
+
+EXPORT CUresult cuCtxPushCurrent_v2(CUcontext ctx) {
+  REQUIRE_INIT();
+  if (ctx == NULL || !valid_context(ctx)) return CUDA_ERROR_INVALID_CONTEXT;
+  t_current = ctx;
+  return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytesize, CUstream hStream) {
+  if (!g_initialized) return CUDA_ERROR_NOT_INITIALIZED;
+  if (!valid_stream(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+  return cuMemAlloc_v2(dptr, bytesize);
+}
+
+EXPORT CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream hStream) {
+  if (!g_initialized) return CUDA_ERROR_NOT_INITIALIZED;
+  if (!valid_stream(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+  return cuMemFree_v2(dptr);
+}
+
+EXPORT CUresult cuMemcpyPeer(CUdeviceptr dstDevice, CUcontext dstContext, CUdeviceptr srcDevice,
+                             CUcontext srcContext, size_t ByteCount) {
+  REQUIRE_INIT();
+  if (!valid_context(dstContext) || !valid_context(srcContext)) return CUDA_ERROR_INVALID_CONTEXT;
+  if (ByteCount == 0) return CUDA_SUCCESS;
+  if (!is_device_range(dstDevice, ByteCount) || !is_device_range(srcDevice, ByteCount)) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  memmove((void *)(uintptr_t)dstDevice, (const void *)(uintptr_t)srcDevice, ByteCount);
+  return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemcpyPeerAsync(CUdeviceptr dstDevice, CUcontext dstContext,
+                                  CUdeviceptr srcDevice, CUcontext srcContext, size_t ByteCount,
+                                  CUstream hStream) {
+  if (!g_initialized) return CUDA_ERROR_NOT_INITIALIZED;
+  if (!valid_stream(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+  return cuMemcpyPeer(dstDevice, dstContext, srcDevice, srcContext, ByteCount);
+}
+
+EXPORT CUresult cuMemsetD8Async(CUdeviceptr dstDevice, unsigned char uc, size_t N,
+                                CUstream hStream) {
+  if (!g_initialized) return CUDA_ERROR_NOT_INITIALIZED;
+  if (!valid_stream(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+  return cuMemsetD8_v2(dstDevice, uc, N);
+}
+
+EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY,
+                               unsigned int gridDimZ, unsigned int blockDimX,
+                               unsigned int blockDimY, unsigned int blockDimZ,
+                               unsigned int sharedMemBytes, CUstream hStream, void **kernelParams,
+                               void **extra) {
+  REQUIRE_CONTEXT(dev);
+  (void)dev;
+  (void)sharedMemBytes;
+  (void)extra;
+  if (f == NULL) return CUDA_ERROR_INVALID_HANDLE;
+  if (!valid_stream(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+  if ((unsigned long long)gridDimX * gridDimY * gridDimZ * blockDimX * blockDimY * blockDimZ == 0) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  ((FakeKernel)(void *)f)(kernelParams);
+  return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuLaunchKernelEx(const void *config, CUfunction f, void **kernelParams,
+                                 void **extra) {
+  REQUIRE_CONTEXT(dev);
+  (void)dev;
+  (void)extra;
+  if (config == NULL) return CUDA_ERROR_INVALID_VALUE;
+  if (f == NULL) return CUDA_ERROR_INVALID_HANDLE;
+  ((FakeKernel)(void *)f)(kernelParams);
+  return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuGraphLaunch(CUgraphExec hGraphExec, CUstream hStream) {
+  REQUIRE_CONTEXT(dev);
+  (void)dev;
+  if (hGraphExec == NULL) return CUDA_ERROR_INVALID_VALUE;
+  if (!valid_stream(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+  ((FakeGraph)(void *)hGraphExec)();
+  return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned int Flags) {
+  REQUIRE_INIT();
+  (void)Flags;
+  if (!valid_stream(hStream) || hEvent == NULL) return CUDA_ERROR_INVALID_HANDLE;
+  return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuEventRecord(CUevent hEvent, CUstream hStream) {
+  REQUIRE_INIT();
+  if (!valid_stream(hStream) || hEvent == NULL) return CUDA_ERROR_INVALID_HANDLE;
+  return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuEventSynchronize(CUevent hEvent) {
+  REQUIRE_INIT();
+  return hEvent != NULL ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+}
+
+EXPORT CUresult cuEventQuery(CUevent hEvent) {
+  REQUIRE_INIT();
+  return hEvent != NULL ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+}
+
+// Per-thread-default-stream twins: the fake has no default stream semantics to differ in.
+#define FAKE_TWIN(twin, base, params, args) \
+  EXPORT CUresult twin params { return base args; }
+FAKE_TWIN(cuMemAllocAsync_ptsz, cuMemAllocAsync, (CUdeviceptr *p, size_t n, CUstream s), (p, n, s))
+FAKE_TWIN(cuMemFreeAsync_ptsz, cuMemFreeAsync, (CUdeviceptr p, CUstream s), (p, s))
+FAKE_TWIN(cuMemcpy_ptds, cuMemcpy, (CUdeviceptr d, CUdeviceptr s, size_t n), (d, s, n))
+FAKE_TWIN(cuMemcpyAsync_ptsz, cuMemcpyAsync, (CUdeviceptr d, CUdeviceptr s, size_t n, CUstream h),
+          (d, s, n, h))
+FAKE_TWIN(cuMemcpyPeer_ptds, cuMemcpyPeer,
+          (CUdeviceptr d, CUcontext dc, CUdeviceptr s, CUcontext sc, size_t n), (d, dc, s, sc, n))
+FAKE_TWIN(cuMemcpyPeerAsync_ptsz, cuMemcpyPeerAsync,
+          (CUdeviceptr d, CUcontext dc, CUdeviceptr s, CUcontext sc, size_t n, CUstream h),
+          (d, dc, s, sc, n, h))
+FAKE_TWIN(cuMemcpyHtoD_v2_ptds, cuMemcpyHtoD_v2, (CUdeviceptr d, const void *s, size_t n), (d, s, n))
+FAKE_TWIN(cuMemcpyDtoH_v2_ptds, cuMemcpyDtoH_v2, (void *d, CUdeviceptr s, size_t n), (d, s, n))
+FAKE_TWIN(cuMemcpyDtoD_v2_ptds, cuMemcpyDtoD_v2, (CUdeviceptr d, CUdeviceptr s, size_t n), (d, s, n))
+FAKE_TWIN(cuMemcpyHtoDAsync_v2_ptsz, cuMemcpyHtoDAsync_v2,
+          (CUdeviceptr d, const void *s, size_t n, CUstream h), (d, s, n, h))
+FAKE_TWIN(cuMemcpyDtoHAsync_v2_ptsz, cuMemcpyDtoHAsync_v2,
+          (void *d, CUdeviceptr s, size_t n, CUstream h), (d, s, n, h))
+FAKE_TWIN(cuMemcpyDtoDAsync_v2_ptsz, cuMemcpyDtoDAsync_v2,
+          (CUdeviceptr d, CUdeviceptr s, size_t n, CUstream h), (d, s, n, h))
+FAKE_TWIN(cuMemsetD8_v2_ptds, cuMemsetD8_v2, (CUdeviceptr d, unsigned char v, size_t n), (d, v, n))
+FAKE_TWIN(cuMemsetD8Async_ptsz, cuMemsetD8Async, (CUdeviceptr d, unsigned char v, size_t n, CUstream h),
+          (d, v, n, h))
+FAKE_TWIN(cuLaunchKernel_ptsz, cuLaunchKernel,
+          (CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
+           unsigned int by, unsigned int bz, unsigned int sh, CUstream s, void **p, void **e),
+          (f, gx, gy, gz, bx, by, bz, sh, s, p, e))
+FAKE_TWIN(cuLaunchKernelEx_ptsz, cuLaunchKernelEx,
+          (const void *c, CUfunction f, void **p, void **e), (c, f, p, e))
+FAKE_TWIN(cuGraphLaunch_ptsz, cuGraphLaunch, (CUgraphExec g, CUstream s), (g, s))
+FAKE_TWIN(cuStreamSynchronize_ptsz, cuStreamSynchronize, (CUstream s), (s))
+FAKE_TWIN(cuStreamQuery_ptsz, cuStreamQuery, (CUstream s), (s))
+FAKE_TWIN(cuStreamWaitEvent_ptsz, cuStreamWaitEvent, (CUstream s, CUevent e, unsigned int f), (s, e, f))
+FAKE_TWIN(cuEventRecord_ptsz, cuEventRecord, (CUevent e, CUstream s), (e, s))
+
+// ---- cuGetProcAddress ----
+EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cudaVersion,
+                                    cuuint64_t flags, int *symbolStatus);
+EXPORT CUresult cuGetProcAddress(const char *symbol, void **pfn, int cudaVersion,
+                                 cuuint64_t flags) {
+  return cuGetProcAddress_v2(symbol, pfn, cudaVersion, flags, NULL);
+}
+
+// Addresses of the exported functions that an LD_PRELOAD library cannot replace.
+#define FAKE_EXPORTS(X)                                                                          \
+  X(cuGetErrorName) X(cuGetErrorString) X(cuInit) X(cuDriverGetVersion) X(cuDeviceGetCount)      \
+  X(cuDeviceGet) X(cuDeviceGetName) X(cuDeviceTotalMem_v2) X(cuDevicePrimaryCtxRetain)           \
+  X(cuDevicePrimaryCtxRelease_v2) X(cuCtxCreate_v4) X(cuCtxSetCurrent) X(cuCtxGetCurrent)        \
+  X(cuCtxGetDevice) X(cuCtxPushCurrent_v2) X(cuCtxSynchronize) X(cuMemAlloc_v2)                  \
+  X(cuMemAllocAsync) X(cuMemAllocAsync_ptsz) X(cuMemFree_v2) X(cuMemFreeAsync)                   \
+  X(cuMemFreeAsync_ptsz) X(cuMemGetInfo_v2) X(cuMemGetAddressRange_v2) X(cuPointerGetAttribute)  \
+  X(cuMemcpy) X(cuMemcpy_ptds) X(cuMemcpyAsync) X(cuMemcpyAsync_ptsz) X(cuMemcpyPeer)            \
+  X(cuMemcpyPeer_ptds) X(cuMemcpyPeerAsync) X(cuMemcpyPeerAsync_ptsz) X(cuMemcpyHtoD_v2)         \
+  X(cuMemcpyHtoD_v2_ptds) X(cuMemcpyDtoH_v2) X(cuMemcpyDtoH_v2_ptds) X(cuMemcpyDtoD_v2)          \
+  X(cuMemcpyDtoD_v2_ptds) X(cuMemcpyHtoDAsync_v2) X(cuMemcpyHtoDAsync_v2_ptsz)                   \
+  X(cuMemcpyDtoHAsync_v2) X(cuMemcpyDtoHAsync_v2_ptsz) X(cuMemcpyDtoDAsync_v2)                   \
+  X(cuMemcpyDtoDAsync_v2_ptsz) X(cuMemsetD8_v2) X(cuMemsetD8_v2_ptds) X(cuMemsetD8Async)         \
+  X(cuMemsetD8Async_ptsz) X(cuStreamCreate) X(cuStreamDestroy_v2) X(cuStreamSynchronize)         \
+  X(cuStreamSynchronize_ptsz) X(cuStreamQuery) X(cuStreamQuery_ptsz) X(cuStreamWaitEvent)        \
+  X(cuStreamWaitEvent_ptsz) X(cuEventRecord) X(cuEventRecord_ptsz) X(cuEventSynchronize)         \
+  X(cuEventQuery) X(cuLaunchKernel) X(cuLaunchKernel_ptsz) X(cuLaunchKernelEx)                   \
+  X(cuLaunchKernelEx_ptsz) X(cuGraphLaunch) X(cuGraphLaunch_ptsz) X(cuIpcGetMemHandle)           \
+  X(cuIpcOpenMemHandle_v2) X(cuIpcCloseMemHandle) X(cuGetProcAddress_v2)
+#define FAKE_LOCAL(name) \
+  extern __typeof__(name) fake_local_##name __attribute__((alias(#name), visibility("hidden")));
+FAKE_EXPORTS(FAKE_LOCAL)
+#undef FAKE_LOCAL
+
+typedef struct {
+  const char *symbol;  // what callers ask for: the base name
+  void *fn;
+  void *per_thread;  // with CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, when it differs
+} ProcRow;
+
+#define PROC(sym, fn) {sym, (void *)&fake_local_##fn, NULL}
+#define PROC_PT(sym, fn, pt) {sym, (void *)&fake_local_##fn, (void *)&fake_local_##pt}
+static const ProcRow kProcs[] = {
+    PROC("cuGetErrorName", cuGetErrorName),
+    PROC("cuGetErrorString", cuGetErrorString),
+    PROC("cuInit", cuInit),
+    PROC("cuDriverGetVersion", cuDriverGetVersion),
+    PROC("cuDeviceGetCount", cuDeviceGetCount),
+    PROC("cuDeviceGet", cuDeviceGet),
+    PROC("cuDeviceGetName", cuDeviceGetName),
+    PROC("cuDeviceTotalMem", cuDeviceTotalMem_v2),
+    PROC("cuDevicePrimaryCtxRetain", cuDevicePrimaryCtxRetain),
+    PROC("cuDevicePrimaryCtxRelease", cuDevicePrimaryCtxRelease_v2),
+    PROC("cuCtxCreate", cuCtxCreate_v4),
+    PROC("cuCtxSetCurrent", cuCtxSetCurrent),
+    PROC("cuCtxGetCurrent", cuCtxGetCurrent),
+    PROC("cuCtxGetDevice", cuCtxGetDevice),
+    PROC("cuCtxPushCurrent", cuCtxPushCurrent_v2),
+    PROC("cuCtxSynchronize", cuCtxSynchronize),
+    PROC("cuMemAlloc", cuMemAlloc_v2),
+    PROC_PT("cuMemAllocAsync", cuMemAllocAsync, cuMemAllocAsync_ptsz),
+    PROC("cuMemFree", cuMemFree_v2),
+    PROC_PT("cuMemFreeAsync", cuMemFreeAsync, cuMemFreeAsync_ptsz),
+    PROC("cuMemGetInfo", cuMemGetInfo_v2),
+    PROC("cuMemGetAddressRange", cuMemGetAddressRange_v2),
+    PROC("cuPointerGetAttribute", cuPointerGetAttribute),
+    PROC_PT("cuMemcpy", cuMemcpy, cuMemcpy_ptds),
+    PROC_PT("cuMemcpyAsync", cuMemcpyAsync, cuMemcpyAsync_ptsz),
+    PROC_PT("cuMemcpyPeer", cuMemcpyPeer, cuMemcpyPeer_ptds),
+    PROC_PT("cuMemcpyPeerAsync", cuMemcpyPeerAsync, cuMemcpyPeerAsync_ptsz),
+    PROC_PT("cuMemcpyHtoD", cuMemcpyHtoD_v2, cuMemcpyHtoD_v2_ptds),
+    PROC_PT("cuMemcpyDtoH", cuMemcpyDtoH_v2, cuMemcpyDtoH_v2_ptds),
+    PROC_PT("cuMemcpyDtoD", cuMemcpyDtoD_v2, cuMemcpyDtoD_v2_ptds),
+    PROC_PT("cuMemcpyHtoDAsync", cuMemcpyHtoDAsync_v2, cuMemcpyHtoDAsync_v2_ptsz),
+    PROC_PT("cuMemcpyDtoHAsync", cuMemcpyDtoHAsync_v2, cuMemcpyDtoHAsync_v2_ptsz),
+    PROC_PT("cuMemcpyDtoDAsync", cuMemcpyDtoDAsync_v2, cuMemcpyDtoDAsync_v2_ptsz),
+    PROC_PT("cuMemsetD8", cuMemsetD8_v2, cuMemsetD8_v2_ptds),
+    PROC_PT("cuMemsetD8Async", cuMemsetD8Async, cuMemsetD8Async_ptsz),
+    PROC("cuStreamCreate", cuStreamCreate),
+    PROC("cuStreamDestroy", cuStreamDestroy_v2),
+    PROC_PT("cuStreamSynchronize", cuStreamSynchronize, cuStreamSynchronize_ptsz),
+    PROC_PT("cuStreamQuery", cuStreamQuery, cuStreamQuery_ptsz),
+    PROC_PT("cuStreamWaitEvent", cuStreamWaitEvent, cuStreamWaitEvent_ptsz),
+    PROC_PT("cuEventRecord", cuEventRecord, cuEventRecord_ptsz),
+    PROC("cuEventSynchronize", cuEventSynchronize),
+    PROC("cuEventQuery", cuEventQuery),
+    PROC_PT("cuLaunchKernel", cuLaunchKernel, cuLaunchKernel_ptsz),
+    PROC_PT("cuLaunchKernelEx", cuLaunchKernelEx, cuLaunchKernelEx_ptsz),
+    PROC_PT("cuGraphLaunch", cuGraphLaunch, cuGraphLaunch_ptsz),
+    PROC("cuIpcGetMemHandle", cuIpcGetMemHandle),
+    PROC("cuIpcOpenMemHandle", cuIpcOpenMemHandle_v2),
+    PROC("cuIpcCloseMemHandle", cuIpcCloseMemHandle),
+    PROC("cuGetProcAddress", cuGetProcAddress_v2),
+};
+#undef PROC
+#undef PROC_PT
+
+// The version argument is not modelled: every symbol resolves to its newest version.
+EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cudaVersion,
+                                    cuuint64_t flags, int *symbolStatus) {
+  (void)cudaVersion;
+  if (symbol == NULL || pfn == NULL) return CUDA_ERROR_INVALID_VALUE;
+  for (size_t i = 0; i < sizeof(kProcs) / sizeof(kProcs[0]); ++i) {
+    if (strcmp(kProcs[i].symbol, symbol) != 0) continue;
+    *pfn = (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) && kProcs[i].per_thread != NULL
+               ? kProcs[i].per_thread
+               : kProcs[i].fn;
+    if (symbolStatus != NULL) *symbolStatus = CU_GET_PROC_ADDRESS_SUCCESS;
+    return CUDA_SUCCESS;
+  }
+  *pfn = NULL;
+  if (symbolStatus != NULL) *symbolStatus = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
+  return CUDA_ERROR_NOT_FOUND;
+}

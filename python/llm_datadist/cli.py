@@ -57,125 +57,67 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    import numpy as np
+    from ._demo import run_demo
+    return run_demo(args)
 
-    from . import (BlocksCacheKey, Cache, CacheDesc, CacheKey, DataType, LLMConfig, LLMDataDist, LLMRole,
-                   Placement)
 
-    rng = np.random.default_rng(args.seed)
-    cfg = LLMConfig()
-    cfg.device_id = 0
-    cfg.enable_cache_manager = True
-    cfg.mem_pool_cfg = json.dumps({"memory_size": 256 << 20})
-    cfg.host_mem_pool_cfg = json.dumps({"memory_size": 256 << 20})
-    if args.device_backend:
-        cfg.device_backend = args.device_backend
-    dd = LLMDataDist(LLMRole.PROMPT, 1)
-    dd.init(cfg.generate_options())
-    cm = dd.cache_manager
-    print(f"llm-datadist demo: single-process cache round trip (device backend: {dd.device_backend})")
-    failures = 0
+def _cmd_fault(args: argparse.Namespace) -> int:
+    import subprocess
 
-    def check(label: str, ok: bool, nbytes: int, seconds: float) -> None:
-        nonlocal failures
-        failures += 0 if ok else 1
-        rate = nbytes / seconds / 1e9 if seconds > 0 else float("inf")
-        print(f"  {'OK  ' if ok else 'FAIL'} {label:<44} {nbytes / 2**20:8.2f} MiB  {rate:7.2f} GB/s")
-
+    from . import fault_injection as fi
     try:
-        # 1. contiguous caches with keys: copy one batch slot, every byte checked
-        layers, batch, seq, hidden = 4, 4, 256, 512
-        desc = CacheDesc(2 * layers, [batch, seq, hidden], DataType.DT_FLOAT16, Placement.DEVICE)
-        src = cm.allocate_cache(desc, [CacheKey(1, req_id=i) for i in range(batch)])
-        dst = cm.allocate_cache(CacheDesc(2 * layers, [batch, seq, hidden], DataType.DT_FLOAT16, Placement.DEVICE))
-        host_readable = dd.device_backend == "cpu"
-        src_views = src.torch() if not host_readable else src.numpy()
-        payload = [rng.integers(0, 2**16, size=(batch, seq, hidden), dtype=np.uint16) for _ in src_views]
-        for view, data in zip(src_views, payload):
-            _fill(view, data)
-        t0 = time.perf_counter()
-        cm.copy_cache(dst, src, dst_batch_index=2, src_batch_index=1)
-        dt = time.perf_counter() - t0
-        got = [_read(v) for v in (dst.torch() if not host_readable else dst.numpy())]
-        ok = all(np.array_equal(g[2], p[1]) for g, p in zip(got, payload))
-        check("copy_cache slot 1 -> slot 2", ok, 2 * layers * seq * hidden * 2, dt)
-
-        # 2. blocks cache on the device, swapped out to host and back in
-        num_blocks, block_tokens, heads, dim = 64, 16, 8, 128
-        bdesc = CacheDesc(2 * layers, [num_blocks, block_tokens, heads, dim], DataType.DT_BF16, Placement.DEVICE)
-        dev = cm.allocate_blocks_cache(bdesc, BlocksCacheKey(1, 0))
-        host = cm.allocate_blocks_cache(CacheDesc(2 * layers, [num_blocks, block_tokens, heads, dim],
-                                                  DataType.DT_BF16, Placement.HOST))
-        dev_views = dev.torch() if not host_readable else dev.numpy()
-        blocks_payload = [rng.integers(0, 2**16, size=(num_blocks, block_tokens, heads, dim), dtype=np.uint16)
-                          for _ in dev_views]
-        for view, data in zip(dev_views, blocks_payload):
-            _fill(view, data)
-        mapping = {int(s): int(d) for s, d in zip(rng.permutation(num_blocks)[:32], rng.permutation(num_blocks)[:32])}
-        block_bytes = block_tokens * heads * dim * 2
-        t0 = time.perf_counter()
-        cm.swap_blocks(dev, host, mapping)
-        dt = time.perf_counter() - t0
-        host_arrays = host.numpy()
-        ok = all(np.array_equal(h[d], p[s]) for h, p in zip(host_arrays, blocks_payload) for s, d in mapping.items())
-        check(f"swap_blocks device -> host ({len(mapping)} blocks)", ok, len(mapping) * block_bytes * 2 * layers, dt)
-
-        t0 = time.perf_counter()
-        cm.copy_blocks(dev, {0: [1, 2]})
-        dt = time.perf_counter() - t0
-        got = [_read(v) for v in (dev.torch() if not host_readable else dev.numpy())]
-        ok = all(np.array_equal(g[1], p[0]) and np.array_equal(g[2], p[0]) for g, p in zip(got, blocks_payload))
-        check("copy_blocks 0 -> [1, 2]", ok, 2 * block_bytes * 2 * layers, dt)
-
-        back = {d: s for s, d in mapping.items()}
-        cpu_cache = Cache.create_cpu_cache(host.cache_desc, host.tensor_addrs)
-        t0 = time.perf_counter()
-        cm.swap_blocks(cpu_cache, dev, back)
-        dt = time.perf_counter() - t0
-        got = [_read(v) for v in (dev.torch() if not host_readable else dev.numpy())]
-        ok = all(np.array_equal(g[s], p[s]) for g, p in zip(got, blocks_payload) for s in back.values())
-        check("swap_blocks host -> device (create_cpu_cache)", ok, len(back) * block_bytes * 2 * layers, dt)
-
-        # Views pin their memory (it stays valid after deallocation): drop them first.
-        del src_views, dev_views, host_arrays, got, view
-        for key in range(batch):
-            cm.remove_cache_key(CacheKey(1, req_id=key))
-        cm.deallocate_cache(src)
-        cm.deallocate_cache(dst)
-        cm.deallocate_blocks_cache(dev)
-        cm.deallocate_blocks_cache(host)
-        stats = cm.pool_stats(Placement.DEVICE)
-        leak_free = stats["used_bytes"] == 0 and stats["free_range_count"] == 1
-        print(f"  {'OK  ' if leak_free else 'FAIL'} pools back to one free range after deallocation")
-        failures += 0 if leak_free else 1
-    finally:
-        dd.finalize()
-    print("demo " + ("passed" if failures == 0 else f"FAILED ({failures} checks)"))
-    return 0 if failures == 0 else 1
-
-
-def _fill(view, data) -> None:
-    if hasattr(view, "copy_"):  # torch tensor (device memory)
-        import torch
-        view.view(torch.uint16).copy_(torch.from_numpy(data).to(view.device))
-    else:
-        view[...] = data.view(view.dtype)
-
-
-def _read(view):
-    import numpy as np
-    if hasattr(view, "cpu"):
-        import torch
-        return view.view(torch.uint16).cpu().numpy()
-    return np.asarray(view).view(np.uint16)
+        if args.shim_path:
+            print(fi.shim_path())
+            return 0
+        if args.list:
+            rows = fi.xid_table()
+            if args.json:
+                print(json.dumps([vars(r) for r in rows], indent=2))
+                return 0
+            print(f"{'XID':>4} {'code':>5}  {'driver error':<32} {'runtime error':<29} {'init':>4}  "
+                  f"{'catalog action':<20} meaning")
+            for r in rows:
+                init = str(r.init_code) if r.init_code else "-"
+                print(f"{r.xid:>4} {r.code:>5}  {r.error:<32} {r.runtime_error:<29} {init:>4}  "
+                      f"{r.catalog_action:<20} {r.description}")
+            print("init: what cuInit/cuDeviceGetCount/cudaGetDeviceCount return once the fault fired "
+                  "(-: they keep working). Any other CUDA error: --code N.")
+            return 0
+        command = list(args.command)
+        if command and command[0] == "--":
+            command = command[1:]
+        if not command:
+            print("llm-datadist fault: nothing to run (usage: llm-datadist fault --xid 48 -- CMD ...)",
+                  file=sys.stderr)
+            return 2
+        config = fi.FaultConfig(
+            xid=args.xid, code=args.code,
+            enabled=not args.disarmed and (args.xid is not None or args.code is not None),
+            sticky=not args.non_sticky, transient=args.transient, repeat=args.repeat,
+            after_calls=args.after_calls, after_seconds=args.after_seconds, prob=args.prob,
+            seed=args.seed, device=args.device, functions=args.functions, delay_ms=args.delay_ms,
+            control_file=args.control_file, poll_ms=args.poll_ms, log_json=args.log_json,
+            quiet=args.quiet, process=args.process)
+        env = fi.env_for(config)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"llm-datadist fault: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return subprocess.run(command, env=env).returncode
+    except FileNotFoundError:
+        print(f"llm-datadist fault: {command[0]}: command not found", file=sys.stderr)
+        return 127
+    except KeyboardInterrupt:
+        return 130
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="llm-datadist", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="allocate, copy and swap caches, verifying every byte")
-    demo.add_argument("--device-backend", choices=["auto", "cuda", "cpu"], default=None)
-    demo.add_argument("--seed", type=int, default=0)
+    demo = sub.add_parser("demo", help="a prefill and a decode process: link, pull caches and blocks, verify "
+                                       "every byte, report GB/s and transport")
+    from ._demo import add_arguments as _demo_arguments
+    _demo_arguments(demo)
     demo.set_defaults(func=_cmd_demo)
     explain = sub.add_parser("explain", help="what a status code means and what to do about it")
     explain.add_argument("code", help="0x5010B002, 1343270914 or LLM_KV_CACHE_NOT_EXIST")
@@ -184,6 +126,38 @@ def main(argv: Optional[List[str]] = None) -> int:
     doctor = sub.add_parser("doctor", help="what this build found: native library, CUDA, devices")
     doctor.add_argument("--json", action="store_true")
     doctor.set_defaults(func=_cmd_doctor)
+    fault = sub.add_parser(
+        "fault", help="run a command with its CUDA calls failing like a GPU with a given XID",
+        description="Runs COMMAND under the CUDA fault-injection shim (LD_PRELOAD). Example: "
+                    "llm-datadist fault --xid 48 --after-calls 100 -- python decode.py")
+    what = fault.add_mutually_exclusive_group()
+    what.add_argument("--xid", type=int, help="simulate this XID (see --list)")
+    what.add_argument("--code", type=int, help="inject this CUDA error code instead")
+    fault.add_argument("--after-calls", type=int, default=0, metavar="N", help="the first N matching calls pass")
+    fault.add_argument("--after-seconds", type=float, default=0.0, metavar="T", help="no failure before T s")
+    fault.add_argument("--transient", type=int, default=0, metavar="K", help="K failures, then recovery")
+    fault.add_argument("--repeat", action="store_true", help="a transient fault re-arms after recovering")
+    fault.add_argument("--non-sticky", action="store_true",
+                       help="only matching calls fail (default: latched, every call fails once fired)")
+    fault.add_argument("--prob", type=float, default=1.0, metavar="P", help="fire with probability P per call")
+    fault.add_argument("--seed", type=int, default=None, help="seed for --prob")
+    fault.add_argument("--device", type=int, default=None, metavar="D", help="only CUDA device ordinal D")
+    fault.add_argument("--functions", default=None, metavar="GLOBS",
+                       help="comma-separated patterns of the calls that count, e.g. 'cuMemcpy*'")
+    fault.add_argument("--delay-ms", type=int, default=0, help="the firing call blocks this long first")
+    fault.add_argument("--control-file", default=None, metavar="F", help="watch F for live changes")
+    fault.add_argument("--poll-ms", type=int, default=None, help="how often F is checked (default 100)")
+    fault.add_argument("--log-json", default=None, metavar="F", help="append JSON lines to F")
+    fault.add_argument("--process", default=None, metavar="GLOBS",
+                       help="only processes with a matching name stay under the shim")
+    fault.add_argument("--quiet", action="store_true", help="no stderr lines from the shim")
+    fault.add_argument("--disarmed", action="store_true",
+                       help="start disarmed (passthrough); arm through --control-file")
+    fault.add_argument("--list", action="store_true", help="print the XID table and exit")
+    fault.add_argument("--json", action="store_true", help="with --list: JSON")
+    fault.add_argument("--shim-path", action="store_true", help="print the shim's path and exit")
+    fault.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    fault.set_defaults(func=_cmd_fault)
     args = parser.parse_args(argv)
     return args.func(args)
 
