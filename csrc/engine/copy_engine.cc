@@ -2,6 +2,7 @@
 #include "engine/copy_engine.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -14,6 +15,15 @@ namespace {
 constexpr uint64_t kParallelCopyThreshold = 8ull << 20;
 constexpr unsigned kMaxCopyThreads = 4;
 
+// Threads for large host copies: LLMDD_COPY_THREADS if set (1..16), else up to 4 by the CPUs.
+unsigned CopyThreads() {
+  if (const char *env = std::getenv("LLMDD_COPY_THREADS"); env != nullptr) {
+    long n = std::strtol(env, nullptr, 10);
+    if (n >= 1 && n <= 16) return static_cast<unsigned>(n);
+  }
+  return std::min<unsigned>(kMaxCopyThreads, std::max(1u, std::thread::hardware_concurrency()));
+}
+
 void CopyHostRange(const std::vector<CopyRegion> &regions, size_t begin, size_t end) {
   for (size_t i = begin; i < end; ++i) std::memcpy(regions[i].dst, regions[i].src, regions[i].bytes);
 }
@@ -25,8 +35,7 @@ void CopyHostParallel(const std::vector<CopyRegion> &regions, uint64_t total) {
     return;
   }
   // hardware_concurrency() reads /sys on every call (~10 us): ask once.
-  static const unsigned kThreads =
-      std::min<unsigned>(kMaxCopyThreads, std::max(1u, std::thread::hardware_concurrency()));
+  static const unsigned kThreads = CopyThreads();
   const unsigned threads = kThreads;
   if (threads <= 1) {
     CopyHostRange(regions, 0, regions.size());
