@@ -13,6 +13,10 @@ namespace llm_datadist {
 namespace {
 // Below this many bytes one thread copies faster than starting others.
 constexpr uint64_t kParallelCopyThreshold = 8ull << 20;
+// Regions this large are copied with non-temporal stores that saturate memory bandwidth from
+// one thread; splitting them only adds contention (measured: one 256 MiB copy 17 GB/s on one
+// thread, 14.5 on two). Many smaller regions do gain from threads (16 KiB gather: 9.6 -> 14.4).
+constexpr uint64_t kLargeRegionBytes = 4ull << 20;
 constexpr unsigned kMaxCopyThreads = 4;
 
 // Threads for large host copies: LLMDD_COPY_THREADS if set (1..16), else up to 4 by the CPUs.
@@ -30,7 +34,7 @@ void CopyHostRange(const std::vector<CopyRegion> &regions, size_t begin, size_t 
 
 // Splits regions into contiguous chunks of about equal bytes, one per thread.
 void CopyHostParallel(const std::vector<CopyRegion> &regions, uint64_t total) {
-  if (total < kParallelCopyThreshold) {
+  if (total < kParallelCopyThreshold || total / regions.size() >= kLargeRegionBytes) {
     CopyHostRange(regions, 0, regions.size());
     return;
   }
