@@ -453,6 +453,7 @@ void RegisterEngineBindings(py::module_ &m) {
              d["remote_address"] = info->remote_address;
              d["peer_pid"] = info->peer_pid;
              d["cuda_ipc"] = info->cuda_ipc;
+             d["cuda_ipc_opened"] = info->cuda_ipc_opened;
              d["millis_since_rx"] = info->millis_since_rx;
              d["bytes_pulled"] = info->bytes_pulled;
              d["bytes_pushed"] = info->bytes_pushed;

@@ -73,7 +73,8 @@ struct LinkInfo {
   std::string broken_reason;
   std::string remote_address;
   int peer_pid = -1;
-  bool cuda_ipc = false;
+  bool cuda_ipc = false;         // the peer offers its device pool over CUDA IPC, on this host
+  bool cuda_ipc_opened = false;  // ... and this side has opened it (device pulls use it)
   int64_t millis_since_rx = 0;
   uint64_t bytes_pulled = 0, bytes_pushed = 0, bytes_served = 0, pulls = 0, pushes = 0, errors = 0;
 };

@@ -217,7 +217,13 @@ std::optional<LinkInfo> DataDistEngine::GetLinkInfo(uint64_t cluster_id) const {
   info.broken_reason = link->state() == Link::State::kActive ? "" : link->close_reason();
   info.remote_address = link->remote_address;
   info.peer_pid = link->peer_pid;
-  for (const RemoteRegion &r : link->remote_regions) info.cuda_ipc = info.cuda_ipc || (r.has_ipc && link->same_host);
+  {
+    std::lock_guard<std::mutex> lock(link->ipc_mutex);
+    for (const RemoteRegion &r : link->remote_regions) {
+      info.cuda_ipc = info.cuda_ipc || (r.has_ipc && link->same_host);
+      info.cuda_ipc_opened = info.cuda_ipc_opened || r.ipc_ptr != nullptr;
+    }
+  }
   info.millis_since_rx = link->millis_since_rx();
   info.bytes_pulled = link->counters.bytes_pulled.load();
   info.bytes_pushed = link->counters.bytes_pushed.load();

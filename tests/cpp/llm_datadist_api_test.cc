@@ -194,6 +194,9 @@ LLMDD_TEST(LlmDataDistApi, LinkPullPushBetweenInstances) {
                              reinterpret_cast<uint8_t *>(p_cache.tensor_addrs[0]) + 6 * slot, slot) == 0);
     EXPECT_EQ(decoder.PushKvCache(d_cache, CacheIndex{1, p_cache.cache_id, 7}, 0), LLM_SUCCESS);
     EXPECT_TRUE(SameBytes(p_cache, 7 * slot, d_cache, 0, slot));
+    EXPECT_EQ(decoder.PushKvBlocks(d_cache, CacheIndex{1, p_cache.cache_id, 0}, {1}, {4}), LLM_SUCCESS);
+    EXPECT_TRUE(SameBytes(p_cache, 4 * slot, d_cache, 1 * slot, slot));
+    EXPECT_EQ(decoder.PushKvBlocks(d_cache, CacheIndex{1, p_cache.cache_id, 0}, {1}, {8}), LLM_PARAM_INVALID);
     EXPECT_EQ(decoder.PullKvCache(CacheIndex{1, p_cache.cache_id, 8}, d_cache, 0), LLM_KV_CACHE_NOT_EXIST);
     EXPECT_EQ(decoder.PullKvCache(CacheIndex{1, 999, 0}, d_cache, 0), LLM_KV_CACHE_NOT_EXIST);
     EXPECT_EQ(decoder.PullKvBlocks(CacheIndex{1, p_cache.cache_id, 0}, d_cache, {8}, {0}), LLM_PARAM_INVALID);
