@@ -86,6 +86,41 @@ std::vector<Chunk> ChunksOf(Layout layout, uint32_t slot, uint64_t stride, uint6
   return chunks;
 }
 
+// The socket side of a streamed transfer over a cache's chunks (canonical order): spans to send
+// or receive, with CUDA memory staged through host memory, which is all a socket can reach.
+struct StreamSpans {
+  std::vector<IoSpan> spans;
+  std::vector<uint8_t> staging;       // moved with the struct: the spans stay valid
+  std::vector<CopyRegion> to_staging;  // before a send: device -> staging
+  std::vector<CopyRegion> to_device;   // after a receive: staging -> device
+  uint64_t bytes = 0;
+};
+
+StreamSpans MakeStreamSpans(const CacheEntry &cache, uint32_t tensor_begin, uint32_t tensor_count,
+                            const std::vector<Chunk> &chunks) {
+  StreamSpans out;
+  for (const Chunk &c : chunks) out.bytes += c.bytes;
+  out.bytes *= tensor_count;
+  const bool host = IsHostAddressable(cache.memory_kind);
+  if (!host) out.staging.resize(out.bytes);
+  uint64_t staged = 0;
+  for (uint32_t t = tensor_begin; t < tensor_begin + tensor_count; ++t) {
+    uint8_t *base = reinterpret_cast<uint8_t *>(cache.tensor_addrs[t]);
+    for (const Chunk &c : chunks) {
+      if (host) {
+        out.spans.push_back({base + c.offset, c.bytes});
+        continue;
+      }
+      uint8_t *stage = out.staging.data() + staged;
+      out.spans.push_back({stage, c.bytes});
+      out.to_staging.push_back({stage, base + c.offset, c.bytes});
+      out.to_device.push_back({base + c.offset, stage, c.bytes});
+      staged += c.bytes;
+    }
+  }
+  return out;
+}
+
 std::string DescribeRemoteKey(const WireRequest &w) {
   switch (static_cast<RemoteKeyKind>(w.key_kind)) {
     case RemoteKeyKind::kCacheKey:
@@ -534,25 +569,11 @@ DetailedStatus DataDistEngine::Pull(const TransferArgs &args) {
   for (int attempt = 0; attempt < 2; ++attempt) {
     plan.wire.delivery = static_cast<uint8_t>(stream ? Delivery::kStream : Delivery::kDescribe);
     auto call = std::make_shared<PendingCall>();
-    std::vector<uint8_t> staging;
-    std::vector<CopyRegion> unstage;  // staging -> CUDA destination after a streamed receive
+    StreamSpans receive;  // stream mode: where the owner's bytes land
     if (stream) {
-      const bool dst_host = IsHostAddressable(local->memory_kind);
-      if (!dst_host) staging.resize(chunk_total);
-      uint64_t staged = 0;
-      for (uint32_t t = 0; t < plan.tensor_count; ++t) {
-        uint8_t *base = reinterpret_cast<uint8_t *>(local->tensor_addrs[plan.tensor_begin + t]);
-        for (const Chunk &c : plan.chunks) {
-          if (dst_host) {
-            call->recv_spans.push_back({base + c.offset, c.bytes});
-          } else {
-            call->recv_spans.push_back({staging.data() + staged, c.bytes});
-            unstage.push_back({base + c.offset, staging.data() + staged, c.bytes});
-            staged += c.bytes;
-          }
-        }
-      }
-      call->recv_bytes = chunk_total;
+      receive = MakeStreamSpans(*local, plan.tensor_begin, plan.tensor_count, plan.chunks);
+      call->recv_spans = receive.spans;
+      call->recv_bytes = receive.bytes;
     }
     DetailedStatus called = link->Call(FrameType::kPullRequest, plan.wire.Encode(), {}, call, deadline);
     if (!called.ok()) return fail(called);
@@ -569,7 +590,7 @@ DetailedStatus DataDistEngine::Pull(const TransferArgs &args) {
       link->Send(FrameType::kRelease, request_id, w.bytes(), {}, 0, deadline);
     };
     if (stream) {
-      DetailedStatus copied = CopyRegions(unstage, local->memory_kind, MemoryKind::kHost);
+      DetailedStatus copied = CopyRegions(receive.to_device, local->memory_kind, MemoryKind::kHost);
       release(copied.ok());
       if (!copied.ok()) return fail(copied);
       link->counters.bytes_pulled.fetch_add(chunk_total);
@@ -611,29 +632,11 @@ DetailedStatus DataDistEngine::Push(const TransferArgs &args) {
   LLMDD_RETURN_IF_ERROR(PlanTransfer(args, *local, true, &plan));
   plan.wire.delivery = static_cast<uint8_t>(Delivery::kStream);
   // The data always streams: the owner of the destination writes it into its own memory.
-  std::vector<IoSpan> data;
-  std::vector<uint8_t> staging;
-  std::vector<CopyRegion> stage;
-  uint64_t total = 0;
-  for (uint32_t t = 0; t < plan.tensor_count; ++t)
-    for (const Chunk &c : plan.chunks) total += c.bytes;
-  if (!IsHostAddressable(local->memory_kind)) staging.resize(total);
-  uint64_t staged = 0;
-  for (uint32_t t = 0; t < plan.tensor_count; ++t) {
-    uint8_t *base = reinterpret_cast<uint8_t *>(local->tensor_addrs[plan.tensor_begin + t]);
-    for (const Chunk &c : plan.chunks) {
-      if (staging.empty()) {
-        data.push_back({base + c.offset, c.bytes});
-      } else {
-        stage.push_back({staging.data() + staged, base + c.offset, c.bytes});
-        data.push_back({staging.data() + staged, c.bytes});
-        staged += c.bytes;
-      }
-    }
-  }
-  LLMDD_RETURN_IF_ERROR(CopyRegions(stage, MemoryKind::kHost, local->memory_kind));
+  StreamSpans send = MakeStreamSpans(*local, plan.tensor_begin, plan.tensor_count, plan.chunks);
+  const uint64_t total = send.bytes;
+  LLMDD_RETURN_IF_ERROR(CopyRegions(send.to_staging, MemoryKind::kHost, local->memory_kind));
   auto call = std::make_shared<PendingCall>();
-  DetailedStatus called = link->Call(FrameType::kPushRequest, plan.wire.Encode(), data, call, deadline);
+  DetailedStatus called = link->Call(FrameType::kPushRequest, plan.wire.Encode(), send.spans, call, deadline);
   if (!called.ok()) {
     link->counters.errors.fetch_add(1);
     return called.With("remote_cluster_id", args.remote_cluster_id);
@@ -755,8 +758,7 @@ DetailedStatus DataDistEngine::ServePull(Link &link, const FrameHeader &header, 
   ByteWriter reply;
   reply.PutBytes(EncodeStatus(DetailedStatus::Ok()).data(), EncodeStatus(DetailedStatus::Ok()).size());
   reply.Put<uint64_t>(entry.stride).Put<uint32_t>(resolved.slot);
-  std::vector<IoSpan> data;
-  std::vector<uint8_t> staging;
+  StreamSpans send;  // stream mode: the chunks' bytes, staged when in CUDA memory
   uint64_t data_bytes = 0;
   if (static_cast<Delivery>(w.delivery) == Delivery::kDescribe) {
     reply.Put<uint32_t>(w.tensor_count);
@@ -775,24 +777,9 @@ DetailedStatus DataDistEngine::ServePull(Link &link, const FrameHeader &header, 
     }
   } else {
     reply.Put<uint32_t>(0);
-    std::vector<CopyRegion> stage;
-    for (const Chunk &c : resolved.chunks) data_bytes += c.bytes;
-    data_bytes *= w.tensor_count;
-    if (!IsHostAddressable(entry.memory_kind)) staging.resize(data_bytes);
-    uint64_t staged = 0;
-    for (uint32_t t = w.tensor_begin; t < w.tensor_begin + w.tensor_count; ++t) {
-      uint8_t *base = reinterpret_cast<uint8_t *>(entry.tensor_addrs[t]);
-      for (const Chunk &c : resolved.chunks) {
-        if (staging.empty()) {
-          data.push_back({base + c.offset, c.bytes});
-        } else {
-          stage.push_back({staging.data() + staged, base + c.offset, c.bytes});
-          data.push_back({staging.data() + staged, c.bytes});
-          staged += c.bytes;
-        }
-      }
-    }
-    DetailedStatus staged_ok = CopyRegions(stage, MemoryKind::kHost, entry.memory_kind);
+    send = MakeStreamSpans(entry, w.tensor_begin, w.tensor_count, resolved.chunks);
+    data_bytes = send.bytes;
+    DetailedStatus staged_ok = CopyRegions(send.to_staging, MemoryKind::kHost, entry.memory_kind);
     if (!staged_ok.ok())
       return link.Send(FrameType::kPullReply, header.request_id, EncodeStatus(staged_ok), {}, 0, deadline);
   }
@@ -807,7 +794,7 @@ DetailedStatus DataDistEngine::ServePull(Link &link, const FrameHeader &header, 
     served.consumes = resolved.consumes;
   }
   link.counters.bytes_served.fetch_add(data_bytes);
-  return link.Send(FrameType::kPullReply, header.request_id, reply.bytes(), data, data_bytes, deadline);
+  return link.Send(FrameType::kPullReply, header.request_id, reply.bytes(), send.spans, data_bytes, deadline);
 }
 
 DetailedStatus DataDistEngine::ServeRelease(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload) {
@@ -844,26 +831,9 @@ DetailedStatus DataDistEngine::ServePush(Link &link, const FrameHeader &header, 
     LLMDD_RETURN_IF_ERROR(link.DrainData(header.data_bytes, deadline));
     return link.Send(FrameType::kPushReply, header.request_id, EncodeStatus(status), {}, 0, deadline);
   }
-  const CacheEntry &entry = *resolved.entry;
-  std::vector<IoSpan> spans;
-  std::vector<uint8_t> staging;
-  std::vector<CopyRegion> unstage;
-  if (!IsHostAddressable(entry.memory_kind)) staging.resize(expected);
-  uint64_t staged = 0;
-  for (uint32_t t = w.tensor_begin; t < w.tensor_begin + w.tensor_count; ++t) {
-    uint8_t *base = reinterpret_cast<uint8_t *>(entry.tensor_addrs[t]);
-    for (const Chunk &c : resolved.chunks) {
-      if (staging.empty()) {
-        spans.push_back({base + c.offset, c.bytes});
-      } else {
-        spans.push_back({staging.data() + staged, c.bytes});
-        unstage.push_back({base + c.offset, staging.data() + staged, c.bytes});
-        staged += c.bytes;
-      }
-    }
-  }
-  LLMDD_RETURN_IF_ERROR(link.ReceiveData(spans, deadline));
-  status = CopyRegions(unstage, entry.memory_kind, MemoryKind::kHost);
+  StreamSpans receive = MakeStreamSpans(*resolved.entry, w.tensor_begin, w.tensor_count, resolved.chunks);
+  LLMDD_RETURN_IF_ERROR(link.ReceiveData(receive.spans, deadline));
+  status = CopyRegions(receive.to_device, resolved.entry->memory_kind, MemoryKind::kHost);
   link.counters.bytes_served.fetch_add(expected);
   return link.Send(FrameType::kPushReply, header.request_id, EncodeStatus(status), {}, 0, deadline);
 }
