@@ -39,6 +39,13 @@ std::optional<BlocksKeySpec> MakeBlocksKey(const std::optional<BlocksKeyTuple> &
   return BlocksKeySpec{std::get<0>(*key), std::get<1>(*key)};
 }
 
+// Runs a core call with the GIL released (every core call may block or take long).
+template <typename Fn>
+auto WithoutGil(Fn &&fn) {
+  py::gil_scoped_release release;
+  return fn();
+}
+
 py::tuple CacheResult(const std::shared_ptr<CacheEntry> &entry) {
   py::list addrs;
   for (uintptr_t a : entry->tensor_addrs) addrs.append(py::int_(static_cast<uint64_t>(a)));
@@ -209,11 +216,7 @@ void RegisterEngineBindings(py::module_ &m) {
       .def(
           "initialize",
           [](DataDistEngine &e, const std::map<std::string, std::string> &options) {
-            DetailedStatus status;
-            {
-              py::gil_scoped_release release;
-              status = e.Initialize(options);
-            }
+            DetailedStatus status = WithoutGil([&] { return e.Initialize(options); });
             ThrowIfError(status.With("operation", "init"));
           },
           py::arg("options"))
@@ -232,11 +235,7 @@ void RegisterEngineBindings(py::module_ &m) {
           [](DataDistEngine &e, uint32_t num_tensors, const std::vector<int64_t> &shape, int32_t data_type,
              uint32_t placement, const std::vector<KeyTuple> &keys) {
             std::shared_ptr<CacheEntry> entry;
-            DetailedStatus status;
-            {
-              py::gil_scoped_release release;
-              status = e.AllocateCache(MakeDesc(num_tensors, shape, data_type, placement), MakeKeys(keys), &entry);
-            }
+            DetailedStatus status = WithoutGil([&] { return e.AllocateCache(MakeDesc(num_tensors, shape, data_type, placement), MakeKeys(keys), &entry); });
             ThrowIfError(status.With("operation", "allocate_cache"));
             return CacheResult(entry);
           },
@@ -246,12 +245,8 @@ void RegisterEngineBindings(py::module_ &m) {
           [](DataDistEngine &e, uint32_t num_tensors, const std::vector<int64_t> &shape, int32_t data_type,
              uint32_t placement, const std::optional<BlocksKeyTuple> &key) {
             std::shared_ptr<CacheEntry> entry;
-            DetailedStatus status;
-            {
-              py::gil_scoped_release release;
-              status = e.AllocateBlocksCache(MakeDesc(num_tensors, shape, data_type, placement), MakeBlocksKey(key),
-                                             &entry);
-            }
+            DetailedStatus status = WithoutGil([&] { return e.AllocateBlocksCache(MakeDesc(num_tensors, shape, data_type, placement), MakeBlocksKey(key),
+                                             &entry); });
             ThrowIfError(status.With("operation", "allocate_blocks_cache"));
             return CacheResult(entry);
           },
@@ -261,12 +256,8 @@ void RegisterEngineBindings(py::module_ &m) {
           [](DataDistEngine &e, uint32_t num_tensors, const std::vector<int64_t> &shape, int32_t data_type,
              uint32_t placement, const std::vector<uintptr_t> &addrs, const std::vector<KeyTuple> &keys) {
             std::shared_ptr<CacheEntry> entry;
-            DetailedStatus status;
-            {
-              py::gil_scoped_release release;
-              status = e.RegisterCache(MakeDesc(num_tensors, shape, data_type, placement), addrs, MakeKeys(keys),
-                                       &entry);
-            }
+            DetailedStatus status = WithoutGil([&] { return e.RegisterCache(MakeDesc(num_tensors, shape, data_type, placement), addrs, MakeKeys(keys),
+                                       &entry); });
             ThrowIfError(status.With("operation", "register_cache"));
             return CacheResult(entry);
           },
@@ -277,12 +268,8 @@ void RegisterEngineBindings(py::module_ &m) {
           [](DataDistEngine &e, uint32_t num_tensors, const std::vector<int64_t> &shape, int32_t data_type,
              uint32_t placement, const std::vector<uintptr_t> &addrs, const std::optional<BlocksKeyTuple> &key) {
             std::shared_ptr<CacheEntry> entry;
-            DetailedStatus status;
-            {
-              py::gil_scoped_release release;
-              status = e.RegisterBlocksCache(MakeDesc(num_tensors, shape, data_type, placement), addrs,
-                                             MakeBlocksKey(key), &entry);
-            }
+            DetailedStatus status = WithoutGil([&] { return e.RegisterBlocksCache(MakeDesc(num_tensors, shape, data_type, placement), addrs,
+                                             MakeBlocksKey(key), &entry); });
             ThrowIfError(status.With("operation", "register_blocks_cache"));
             return CacheResult(entry);
           },
@@ -312,11 +299,7 @@ void RegisterEngineBindings(py::module_ &m) {
           "copy_cache",
           [](DataDistEngine &e, int64_t dst, int64_t src, uint32_t dst_batch, uint32_t src_batch, uint64_t offset,
              int64_t size) {
-            DetailedStatus status;
-            {
-              py::gil_scoped_release release;
-              status = e.CopyCache(dst, src, dst_batch, src_batch, offset, size);
-            }
+            DetailedStatus status = WithoutGil([&] { return e.CopyCache(dst, src, dst_batch, src_batch, offset, size); });
             ThrowIfError(status.With("operation", "copy_cache"));
           },
           py::arg("dst_cache_id"), py::arg("src_cache_id"), py::arg("dst_batch_index"), py::arg("src_batch_index"),
@@ -324,11 +307,7 @@ void RegisterEngineBindings(py::module_ &m) {
       .def(
           "copy_blocks",
           [](DataDistEngine &e, int64_t id, const std::vector<std::pair<uint64_t, std::vector<uint64_t>>> &pairs) {
-            DetailedStatus status;
-            {
-              py::gil_scoped_release release;
-              status = e.CopyBlocks(id, pairs);
-            }
+            DetailedStatus status = WithoutGil([&] { return e.CopyBlocks(id, pairs); });
             ThrowIfError(status.With("operation", "copy_blocks"));
           },
           py::arg("cache_id"), py::arg("src_to_dsts"))
@@ -341,11 +320,7 @@ void RegisterEngineBindings(py::module_ &m) {
              const std::vector<std::pair<uint64_t, uint64_t>> &pairs) {
             CacheRef src{src_id, MakeDesc(src_num_tensors, src_shape, src_dtype, src_placement), src_addrs, true};
             CacheRef dst{dst_id, MakeDesc(dst_num_tensors, dst_shape, dst_dtype, dst_placement), dst_addrs, true};
-            DetailedStatus status;
-            {
-              py::gil_scoped_release release;
-              status = e.SwapBlocks(src, dst, pairs);
-            }
+            DetailedStatus status = WithoutGil([&] { return e.SwapBlocks(src, dst, pairs); });
             ThrowIfError(status.With("operation", "swap_blocks"));
           })
       .def(
@@ -363,11 +338,7 @@ void RegisterEngineBindings(py::module_ &m) {
       .def(
           "switch_role",
           [](DataDistEngine &e, LlmRole role, const std::string &listen_ip_info) {
-            DetailedStatus status;
-            {
-              py::gil_scoped_release release;
-              status = e.SwitchRole(role, listen_ip_info);
-            }
+            DetailedStatus status = WithoutGil([&] { return e.SwitchRole(role, listen_ip_info); });
             ThrowIfError(status.With("operation", "switch_role"));
           },
           py::arg("role"), py::arg("listen_ip_info"))
@@ -428,11 +399,7 @@ void RegisterEngineBindings(py::module_ &m) {
             args.local_tensor_end = local_tensor_end;
             const char *operation = push ? (blocks_api ? "push_blocks" : "push_cache")
                                          : (blocks_api ? "pull_blocks" : "pull_cache");
-            DetailedStatus status;
-            {
-              py::gil_scoped_release release;
-              status = push ? e.Push(args) : e.Pull(args);
-            }
+            DetailedStatus status = WithoutGil([&] { return push ? e.Push(args) : e.Pull(args); });
             ThrowIfError(status.With("operation", operation));
           },
           py::arg("push"), py::arg("remote_cluster_id"), py::arg("key_kind"), py::arg("req_id"), py::arg("prefix_id"),
