@@ -267,7 +267,24 @@ def _bind_key_args(cls_name: str, args: Tuple[Any, ...], kwargs: Dict[str, Any],
     return values, cluster_key
 
 
-class CacheKey:
+class _ValueKey:
+    """Keys compare and hash by value (their `_fields()`), and only equal keys of one type."""
+
+    __slots__ = ()
+
+    def _fields(self) -> Tuple[int, ...]:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._fields() == other._fields()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__,) + self._fields())
+
+
+class CacheKey(_ValueKey):
     """Names a batch slot of a cache by request (or prefix):
     ``CacheKey(prompt_cluster_id|cluster_id, req_id, model_id=0, prefix_id=2**64-1)``, all
     uint64. `cluster_id` is the cluster that owns the cache (ignored when allocating locally).
@@ -315,20 +332,12 @@ class CacheKey:
     def _fields(self) -> Tuple[int, int, int, int]:
         return (self._cluster_id, self._req_id, self._model_id, self._prefix_id)
 
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not CacheKey:
-            return NotImplemented
-        return self._fields() == other._fields()  # type: ignore[union-attr]
-
-    def __hash__(self) -> int:
-        return hash(("CacheKey",) + self._fields())
-
     def __repr__(self) -> str:
         return (f"CacheKey({self._cluster_key}={self._cluster_id}, req_id={self._req_id}, "
                 f"model_id={self._model_id}, prefix_id={self._prefix_id})")
 
 
-class CacheKeyByIdAndIndex:
+class CacheKeyByIdAndIndex(_ValueKey):
     """Names one batch slot of a remote cache directly: (cluster_id uint64, cache_id int64,
     batch_index uint32)."""
 
@@ -362,20 +371,12 @@ class CacheKeyByIdAndIndex:
     def _fields(self) -> Tuple[int, int, int]:
         return (self._cluster_id, self._cache_id, self._batch_index)
 
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not CacheKeyByIdAndIndex:
-            return NotImplemented
-        return self._fields() == other._fields()  # type: ignore[union-attr]
-
-    def __hash__(self) -> int:
-        return hash(("CacheKeyByIdAndIndex",) + self._fields())
-
     def __repr__(self) -> str:
         return (f"CacheKeyByIdAndIndex(cluster_id={self._cluster_id}, cache_id={self._cache_id}, "
                 f"batch_index={self._batch_index})")
 
 
-class BlocksCacheKey:
+class BlocksCacheKey(_ValueKey):
     """Names a blocks (paged) cache: ``BlocksCacheKey(prompt_cluster_id|cluster_id,
     model_id=0)``, both uint64."""
 
@@ -407,14 +408,6 @@ class BlocksCacheKey:
 
     def _fields(self) -> Tuple[int, int]:
         return (self._cluster_id, self._model_id)
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not BlocksCacheKey:
-            return NotImplemented
-        return self._fields() == other._fields()  # type: ignore[union-attr]
-
-    def __hash__(self) -> int:
-        return hash(("BlocksCacheKey",) + self._fields())
 
     def __repr__(self) -> str:
         return f"BlocksCacheKey({self._cluster_key}={self._cluster_id}, model_id={self._model_id})"
