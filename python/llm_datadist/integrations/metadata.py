@@ -1,0 +1,183 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Typed metadata of the connector (the shape of vLLM's v1 KV connector, ``nixl/metadata.py``).
+
+- ``KVCacheLayout``: what a peer's blocks must look like to be read as ours.
+- ``compute_compatibility_hash(layout)``: a hash of exactly the factors that decide that.
+- ``AgentMetadata`` + ``HandshakePayload``: what a prefill publishes out of band; a decode
+  checks version and hash *before* decoding the rest (two-phase decode), so a mismatch is a
+  clear ``LLMException(LLM_LINK_FAILED)`` naming both sides, never a decoder crash.
+- ``RemoteMeta``/``ReqMeta``/``ConnectorMetadata`` (scheduler -> worker) and
+  ``WorkerMetadata`` (worker -> scheduler, ``aggregate()`` merges across workers).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Set
+
+__all__ = ["CONNECTOR_VERSION", "ReqId", "KVCacheLayout", "compute_compatibility_hash", "AgentMetadata",
+           "HandshakePayload", "encode_handshake", "decode_handshake", "RemoteMeta", "ReqMeta",
+           "ConnectorMetadata", "WorkerMetadata"]
+
+# Connector wire version. Bump it when a field of AgentMetadata/HandshakePayload/RemoteMeta (as
+# carried in kv_transfer_params) is added, removed or changes meaning, or when the tensor order
+# of the blocks cache changes. Changelog:
+#   1: first version: layout (layers, K/V per layer in order K0,V0,K1,V1,..., kv heads, head
+#      dim, block size, dtype), agent (cluster id, host, port, model id, blocks).
+CONNECTOR_VERSION = 1
+
+ReqId = str
+
+
+@dataclass(frozen=True)
+class KVCacheLayout:
+    """One blocks cache holding ``num_layers * tensors_per_layer`` tensors of shape
+    ``[num_blocks, block_size, num_kv_heads, head_dim]``, ordered K0, V0, K1, V1, ..."""
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    block_size: int
+    dtype: str                       # a DataType name, e.g. "DT_FLOAT", "DT_BF16"
+    tensors_per_layer: int = 2
+    tensor_order: str = "layer_major_k_then_v"
+
+    @property
+    def num_tensors(self) -> int:
+        return self.num_layers * self.tensors_per_layer
+
+    def tensor_shape(self, num_blocks: int) -> List[int]:
+        return [num_blocks, self.block_size, self.num_kv_heads, self.head_dim]
+
+    def blocks_for(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+
+def compute_compatibility_hash(layout: KVCacheLayout, version: int = CONNECTOR_VERSION) -> str:
+    """sha256 (hex) of the factors that decide whether a peer's blocks can be read as ours:
+    connector version, layer count, tensors per layer and their order, KV heads, head dim,
+    block size, dtype.
+
+    Left out on purpose: the number of blocks (each side sizes its own pool), memory
+    placement and transport (llm_datadist picks the transport per link), addresses and cluster
+    ids (addressing, not layout), and the model weights (serving one model on both sides is a
+    deployment precondition; put a model id in ``AgentMetadata.model_name`` to check it too)."""
+    factors = {"version": int(version), "num_layers": layout.num_layers,
+               "tensors_per_layer": layout.tensors_per_layer, "tensor_order": layout.tensor_order,
+               "num_kv_heads": layout.num_kv_heads, "head_dim": layout.head_dim,
+               "block_size": layout.block_size, "dtype": layout.dtype}
+    return hashlib.sha256(json.dumps(factors, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class AgentMetadata:
+    """What a decode needs to link to a prefill and read its blocks."""
+    cluster_id: int
+    host: str
+    port: int
+    model_id: int
+    num_blocks: int
+    layout: KVCacheLayout
+    model_name: str = ""
+
+    @staticmethod
+    def from_dict(d: Dict[str, Any]) -> "AgentMetadata":
+        d = dict(d)
+        d["layout"] = KVCacheLayout(**d["layout"])
+        return AgentMetadata(**d)
+
+
+@dataclass(frozen=True)
+class HandshakePayload:
+    """Out-of-band P->D message: version and hash readable without decoding ``agent_metadata``."""
+    version: int
+    compatibility_hash: str
+    agent_metadata: str              # JSON of AgentMetadata, decoded only after the checks
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def encode_handshake(agent: AgentMetadata) -> HandshakePayload:
+    return HandshakePayload(CONNECTOR_VERSION, compute_compatibility_hash(agent.layout),
+                            json.dumps(asdict(agent), sort_keys=True))
+
+
+def decode_handshake(payload: Any, expected_hash: str, expected_model_name: Optional[str] = None) -> AgentMetadata:
+    """Phase 1: version and compatibility hash; phase 2: decode. Raises
+    LLMException(LLM_LINK_FAILED) on any mismatch, naming both values."""
+    from ..status import LLMException, LLMStatusCode
+
+    def refuse(msg: str, **ctx: Any) -> LLMException:
+        return LLMException(msg, status_code=LLMStatusCode.LLM_LINK_FAILED,
+                            context={"operation": "connector_handshake", "action": "fix_call",
+                                     "recoverable": False, **ctx})
+
+    if isinstance(payload, HandshakePayload):
+        payload = payload.to_dict()
+    if not isinstance(payload, dict):
+        raise refuse(f"handshake payload must be a dict, got {type(payload).__name__}")
+    version = payload.get("version")
+    if version != CONNECTOR_VERSION:
+        raise refuse(f"connector version mismatch: peer speaks {version!r}, we speak {CONNECTOR_VERSION}",
+                     peer_version=version, local_version=CONNECTOR_VERSION)
+    got = payload.get("compatibility_hash")
+    if got != expected_hash:
+        raise refuse(f"KV cache layout mismatch: peer compatibility hash {str(got)[:16]}..., ours "
+                     f"{expected_hash[:16]}... (layers, K/V order, kv heads, head dim, block size or dtype differ)",
+                     peer_hash=got, local_hash=expected_hash)
+    try:
+        agent = AgentMetadata.from_dict(json.loads(payload["agent_metadata"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise refuse(f"handshake payload of version {version} could not be decoded: {exc}") from exc
+    if expected_model_name is not None and agent.model_name != expected_model_name:
+        raise refuse(f"model mismatch: peer serves {agent.model_name!r}, we serve {expected_model_name!r}")
+    return agent
+
+
+@dataclass(frozen=True)
+class RemoteMeta:
+    """Where a request's KV lives on the prefill (carried in kv_transfer_params)."""
+    cluster_id: int
+    host: str
+    port: int
+    block_ids: List[int]
+    model_id: int = 0
+
+    def to_params(self) -> Dict[str, Any]:
+        return {"do_remote_prefill": True, "remote_cluster_id": self.cluster_id, "remote_host": self.host,
+                "remote_port": self.port, "remote_block_ids": list(self.block_ids), "remote_model_id": self.model_id}
+
+    @staticmethod
+    def from_params(p: Dict[str, Any]) -> "RemoteMeta":
+        return RemoteMeta(int(p["remote_cluster_id"]), str(p["remote_host"]), int(p["remote_port"]),
+                          [int(b) for b in p["remote_block_ids"]], int(p.get("remote_model_id", 0)))
+
+
+@dataclass
+class ReqMeta:
+    request_id: ReqId
+    local_block_ids: List[int]
+    remote: RemoteMeta
+    num_tokens: int
+
+
+@dataclass
+class ConnectorMetadata:
+    """Scheduler -> worker, once per engine step."""
+    reqs_to_recv: Dict[ReqId, ReqMeta] = field(default_factory=dict)
+    reqs_to_send: Dict[ReqId, float] = field(default_factory=dict)      # request -> free deadline (monotonic)
+    reqs_consumed: Set[ReqId] = field(default_factory=set)              # decode confirmed: free now
+
+
+@dataclass
+class WorkerMetadata:
+    """Worker -> scheduler; aggregate() merges the reports of several workers."""
+    finished_sending: Set[ReqId] = field(default_factory=set)
+    finished_recving: Set[ReqId] = field(default_factory=set)
+    load_error_block_ids: Set[int] = field(default_factory=set)
+
+    def aggregate(self, other: "WorkerMetadata") -> "WorkerMetadata":
+        return WorkerMetadata(self.finished_sending | other.finished_sending,
+                              self.finished_recving | other.finished_recving,
+                              self.load_error_block_ids | other.load_error_block_ids)
