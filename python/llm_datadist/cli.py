@@ -61,6 +61,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _cmd_serve_demo(args: argparse.Namespace) -> int:
+    from ._serve_demo import run_serve_demo
+    return run_serve_demo(args)
+
+
 def _cmd_fault(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -111,6 +116,11 @@ def _cmd_fault(args: argparse.Namespace) -> int:
         return 130
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from ._bench.suite import run
+    return run(args, getattr(args, "bench_argv", None))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="llm-datadist", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +129,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     from ._demo import add_arguments as _demo_arguments
     _demo_arguments(demo)
     demo.set_defaults(func=_cmd_demo)
+    serve_demo = sub.add_parser("serve-demo", help="disaggregated serving of a small transformer: P prefill + D "
+                                                   "decode workers, tokens checked against one process, TTFT split")
+    from ._serve_demo import add_arguments as _serve_demo_arguments
+    _serve_demo_arguments(serve_demo)
+    serve_demo.set_defaults(func=_cmd_serve_demo)
     explain = sub.add_parser("explain", help="what a status code means and what to do about it")
     explain.add_argument("code", help="0x5010B002, 1343270914 or LLM_KV_CACHE_NOT_EXIST")
     explain.add_argument("--json", action="store_true")
@@ -158,6 +173,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     fault.add_argument("--shim-path", action="store_true", help="print the shim's path and exit")
     fault.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     fault.set_defaults(func=_cmd_fault)
+    bench = sub.add_parser("bench", help="transfer benchmarks: every case, the machine's ceilings and the peers "
+                                         "(NIXL, Mooncake) when installed; table, JSON, PNG plot")
+    from ._bench.suite import add_arguments as _bench_arguments
+    _bench_arguments(bench)
+    bench.set_defaults(func=_cmd_bench, bench_argv=None if argv is None else list(argv)[1:])
     args = parser.parse_args(argv)
     return args.func(args)
 

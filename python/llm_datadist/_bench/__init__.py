@@ -1,0 +1,12 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Benchmark code shipped with the package, so `llm-datadist bench` runs from an installed wheel.
+
+- `transfer`: the two-process transfer benchmark (prefill child, ceilings, verification); the
+  runnable code of `benchmarks/bench_transfer.py`.
+- `failures`: peer-failure detection and link costs; the code of `benchmarks/bench_failures.py`.
+- `peers`: NIXL and Mooncake drivers on the same cases (skipped when not importable).
+- `png`: a dependency-free PNG line plot.
+- `suite`: `llm-datadist bench`: every case, ceilings, extras, peers, table, JSON, plot.
+
+Nothing here is imported by `import llm_datadist`.
+"""

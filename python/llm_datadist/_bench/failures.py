@@ -1,0 +1,181 @@
+# SPDX-License-Identifier: Apache-2.0
+"""How fast failures are noticed, and what links cost.
+
+(The code of `benchmarks/bench_failures.py`, a thin script over this module; `llm-datadist bench`
+calls `measure()`.)
+
+    python benchmarks/bench_failures.py [--repeats 5] [--sync-kv-timeout-ms 500] [--out F]
+
+Measured, each `--repeats` times against a real prefill process on loopback:
+  kill_in_flight_ms   SIGKILL of the prefill while a pull waits on it -> LLMException
+  kill_next_call_ms   the next pull after that (the link is broken)
+  freeze_timeout_ms   SIGSTOP'd prefill: the pull ends with LLM_TIMEOUT (should be ~sync_kv_timeout)
+  link_ms / unlink_ms link_clusters / unlink_clusters of one cluster (shm)
+  relink_after_restart_ms   a restarted prefill on the same port linked again
+Medians are printed and every sample recorded with the command line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import llm_datadist as ld
+
+PREFILL = r"""
+import json, sys, time, llm_datadist as ld
+cfg = ld.LLMConfig(); cfg.device_id = 0; cfg.enable_cache_manager = True
+cfg.host_mem_pool_cfg = json.dumps({"memory_size": 16 << 20}); cfg.listen_ip_info = sys.argv[1]
+dd = ld.LLMDataDist(ld.LLMRole.PROMPT, 1); dd.init(cfg.generate_options())
+cm = dd.cache_manager
+cm.allocate_cache(ld.CacheDesc(2, [64, 4096], ld.DataType.DT_UINT8, ld.Placement.HOST),
+                  [ld.CacheKey(1, 2**64 - 1, prefix_id=i) for i in range(64)])
+print("ready", flush=True)
+time.sleep(3600)
+"""
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def start_prefill(port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", PREFILL, f"127.0.0.1:{port}"], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    if proc.stdout.readline().strip() != "ready":
+        raise RuntimeError("prefill did not start")
+    return proc
+
+
+def measure(repeats: int = 5, sync_kv_timeout_ms: int = 500,
+            progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    """Every sample of the measures above, `repeats` times: {"samples_ms", "medians_ms", "codes"}."""
+
+    cfg = ld.LLMConfig()
+    cfg.device_id = 0
+    cfg.enable_cache_manager = True
+    cfg.host_mem_pool_cfg = json.dumps({"memory_size": 16 << 20})
+    cfg.sync_kv_timeout = sync_kv_timeout_ms
+    decode = ld.LLMDataDist(ld.LLMRole.DECODER, 2)
+    decode.init(cfg.generate_options())
+    cm = decode.cache_manager
+    local = cm.allocate_cache(ld.CacheDesc(2, [64, 4096], ld.DataType.DT_UINT8, ld.Placement.HOST))
+    samples = {k: [] for k in ("link_ms", "unlink_ms", "kill_in_flight_ms", "kill_next_call_ms", "freeze_timeout_ms",
+                               "relink_after_restart_ms")}
+    codes = {}
+    for rep in range(repeats):
+        if progress is not None:
+            progress(f"failures: repeat {rep + 1}/{repeats}")
+        port = free_port()
+        cluster = ld.LLMClusterInfo()
+        cluster.remote_cluster_id = 1
+        cluster.append_remote_ip_info("127.0.0.1", port)
+
+        # link / unlink cost, then a fresh link for the kill test
+        prefill = start_prefill(port)
+        t0 = time.perf_counter()
+        assert decode.link_clusters([cluster], 5000)[0] == ld.LLMStatusCode.LLM_SUCCESS
+        samples["link_ms"].append((time.perf_counter() - t0) * 1e3)
+        cm.pull_cache(ld.CacheKey(1, 2**64 - 1, prefix_id=rep), local)
+        t0 = time.perf_counter()
+        assert decode.unlink_clusters([cluster], 5000)[0] == ld.LLMStatusCode.LLM_SUCCESS
+        samples["unlink_ms"].append((time.perf_counter() - t0) * 1e3)
+        decode.link_clusters([cluster], 5000)
+
+        # kill while a pull waits: freeze first so the pull is surely in flight
+        os.kill(prefill.pid, signal.SIGSTOP)
+        result = {}
+
+        def pull() -> None:
+            try:
+                cm.pull_cache(ld.CacheKey(1, 2**64 - 1, prefix_id=0), local)
+                result["code"] = "LLM_SUCCESS"
+            except ld.LLMException as exc:
+                result["code"] = exc.status_code.name
+            result["t"] = time.perf_counter()
+
+        worker = threading.Thread(target=pull)
+        worker.start()
+        time.sleep(0.1)
+        t_kill = time.perf_counter()
+        os.kill(prefill.pid, signal.SIGKILL)
+        worker.join(10)
+        samples["kill_in_flight_ms"].append((result["t"] - t_kill) * 1e3)
+        codes["kill_in_flight"] = result["code"]
+        t0 = time.perf_counter()
+        try:
+            cm.pull_cache(ld.CacheKey(1, 2**64 - 1, prefix_id=0), local)
+        except ld.LLMException as exc:
+            codes["kill_next_call"] = exc.status_code.name
+        samples["kill_next_call_ms"].append((time.perf_counter() - t0) * 1e3)
+        prefill.wait()
+        decode.unlink_clusters([cluster], 1000, force=True)
+
+        # restart on the same port, relink, then freeze: the pull times out at sync_kv_timeout
+        t0 = time.perf_counter()
+        prefill = start_prefill(port)
+        t1 = time.perf_counter()
+        assert decode.link_clusters([cluster], 5000)[0] == ld.LLMStatusCode.LLM_SUCCESS
+        samples["relink_after_restart_ms"].append((time.perf_counter() - t1) * 1e3)
+        os.kill(prefill.pid, signal.SIGSTOP)
+        t0 = time.perf_counter()
+        try:
+            cm.pull_cache(ld.CacheKey(1, 2**64 - 1, prefix_id=0), local)
+        except ld.LLMException as exc:
+            codes["freeze"] = exc.status_code.name
+        samples["freeze_timeout_ms"].append((time.perf_counter() - t0) * 1e3)
+        os.kill(prefill.pid, signal.SIGKILL)
+        prefill.wait()
+        decode.unlink_clusters([cluster], 1000, force=True)
+    decode.finalize()
+    return {"sync_kv_timeout_ms": sync_kv_timeout_ms, "repeats": repeats,
+            "medians_ms": {k: round(statistics.median(v), 3) for k, v in samples.items() if v},
+            "samples_ms": {k: [round(x, 3) for x in v] for k, v in samples.items()}, "codes": codes}
+
+
+def main(argv: Optional[Sequence[str]] = None, script: Optional[str] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sync-kv-timeout-ms", type=int, default=500)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    result = measure(args.repeats, args.sync_kv_timeout_ms)
+    samples, codes = result["samples_ms"], result["codes"]
+    print(f"{'measure':<26} {'median ms':>10} {'min':>8} {'max':>8}")
+    for name, values in samples.items():
+        print(f"{name:<26} {statistics.median(values):>10.2f} {min(values):>8.2f} {max(values):>8.2f}")
+    print(f"codes: {codes} (sync_kv_timeout {args.sync_kv_timeout_ms} ms)")
+    if args.out:
+        record = {
+            "command": " ".join(["python", os.path.relpath(script or __file__)] + list(sys.argv[1:] if argv is None else argv)),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                        "load_average": os.getloadavg()},
+            "llm_datadist": ld.__version__,
+            "sync_kv_timeout_ms": args.sync_kv_timeout_ms,
+            "medians_ms": result["medians_ms"],
+            "samples_ms": samples,
+            "codes": codes,
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"recorded in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
