@@ -107,6 +107,22 @@ def test_check_int_list_and_dict():
         v.check_dict([], "d", str, str)
 
 
+def test_check_int_list_long_lists_name_the_offending_element():
+    # Block lists run to thousands of ints and take a fast path; an error must still name the
+    # first bad element, wherever it is, and the value.
+    ids = list(range(5000))
+    assert v.check_int_list(ids, "src_blocks", "uint64") is ids
+    with value_error("src_blocks[4999]", -1):
+        v.check_int_list(ids[:-1] + [-1], "src_blocks", "uint64")
+    with value_error("src_blocks[3000]", 2**64):
+        v.check_int_list(ids[:3000] + [2**64] + ids[3001:], "src_blocks", "uint64")
+    with type_error("src_blocks[4000]"):
+        v.check_int_list(ids[:4000] + [True] + ids[4001:], "src_blocks", "uint64")
+    with type_error("src_blocks[10]"):
+        v.check_int_list(ids[:10] + [np.uint64(10)] + ids[11:], "src_blocks", "uint64")
+    assert v.check_int_list([], "src_blocks", "uint64") == []
+
+
 def test_check_range_and_param_invalid():
     assert v.check_range(range(0, 3), "r") == range(0, 3)
     assert v.check_range(None, "r", allow_none=True) is None
