@@ -111,14 +111,11 @@ std::optional<int64_t> CacheRegistry::FindBlocksKey(uint64_t model_id) const {
   return it->second;
 }
 
-std::vector<std::pair<uint64_t, std::shared_ptr<CacheEntry>>> CacheRegistry::BlocksKeyEntries() const {
+std::optional<uint64_t> CacheRegistry::BlocksKeyOf(int64_t cache_id) const {
   std::lock_guard<std::mutex> lock(mutex_);
-  std::vector<std::pair<uint64_t, std::shared_ptr<CacheEntry>>> out;
-  for (const auto &kv : blocks_keys_) {
-    auto it = caches_.find(kv.second);
-    if (it != caches_.end()) out.emplace_back(kv.first, it->second.entry);
-  }
-  return out;
+  auto it = caches_.find(cache_id);
+  if (it == caches_.end()) return std::nullopt;
+  return it->second.blocks_model_id;
 }
 
 void CacheRegistry::EraseLocked(std::map<int64_t, Record>::iterator it) {

@@ -97,8 +97,8 @@ class CacheRegistry {
   // The slot a key is bound to, if any.
   std::optional<KeySlot> FindKey(const CacheKeySpec &key) const;
   std::optional<int64_t> FindBlocksKey(uint64_t model_id) const;
-  // Every cache named by a BlocksCacheKey, with its model id (for the published table).
-  std::vector<std::pair<uint64_t, std::shared_ptr<CacheEntry>>> BlocksKeyEntries() const;
+  // The model id of the BlocksCacheKey bound to `cache_id`, if any.
+  std::optional<uint64_t> BlocksKeyOf(int64_t cache_id) const;
 
   // deallocate_cache / deallocate_blocks_cache semantics; unknown ids are a no-op.
   DetailedStatus Deallocate(int64_t cache_id, bool blocks);

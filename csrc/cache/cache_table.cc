@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstddef>
 #include <cerrno>
 #include <cstring>
 
@@ -17,6 +18,8 @@ namespace {
 constexpr uint32_t kTableMagic = 0x4C4C5442;  // "LLTB"
 constexpr uint32_t kTableVersion = 1;
 constexpr uint32_t kMaxTensorsPerEntry = 1 << 16;
+// WireEntry.location of a removed entry. Readers accept only TableLocation values (<= 1).
+constexpr uint8_t kTombstone = 0xFF;
 
 struct TableHeader {
   uint32_t magic;
@@ -42,62 +45,147 @@ static_assert(sizeof(WireEntry) == 40, "table entry layout");
 }  // namespace
 
 CacheTablePublisher::~CacheTablePublisher() {
-  if (base_ != nullptr) munmap(base_, kCacheTableBytes);
+  if (base_ != nullptr) munmap(base_, capacity_);
   if (fd_ >= 0) close(fd_);
 }
 
 DetailedStatus CacheTablePublisher::Create() {
   if (fd_ >= 0) {
-    Publish({});  // a re-initialized engine starts with an empty table
+    Clear();  // a re-initialized engine starts with an empty table
     return DetailedStatus::Ok();
   }
   int fd = memfd_create("llmdd-cache-table", MFD_CLOEXEC);
-  if (fd < 0 || ftruncate(fd, kCacheTableBytes) != 0) {
+  if (fd < 0 || ftruncate(fd, static_cast<off_t>(capacity_)) != 0) {
     int err = errno;
     if (fd >= 0) close(fd);
     return DetailedStatus(LLM_OUT_OF_MEMORY, detail::Concat("cannot create the cache table: ", std::strerror(err)));
   }
-  void *p = mmap(nullptr, kCacheTableBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  void *p = mmap(nullptr, capacity_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) {
     int err = errno;
     close(fd);
     return DetailedStatus(LLM_OUT_OF_MEMORY, detail::Concat("cannot map the cache table: ", std::strerror(err)));
   }
+  std::lock_guard<std::mutex> lock(mutex_);
   fd_ = fd;
   base_ = static_cast<uint8_t *>(p);
   auto *header = reinterpret_cast<TableHeader *>(base_);
   header->magic = kTableMagic;
   header->version = kTableVersion;
+  header->bytes_used = sizeof(TableHeader);
+  header->entry_count = 0;
+  used_ = sizeof(TableHeader);
   __atomic_store_n(&header->seq, 0, __ATOMIC_RELEASE);
   return DetailedStatus::Ok();
 }
 
-void CacheTablePublisher::Publish(const std::vector<TableEntry> &entries) {
-  if (base_ == nullptr) return;
+void CacheTablePublisher::BeginWriteLocked() {
   auto *header = reinterpret_cast<TableHeader *>(base_);
   const uint64_t seq = __atomic_load_n(&header->seq, __ATOMIC_RELAXED);
   __atomic_store_n(&header->seq, seq + 1, __ATOMIC_RELEASE);  // odd: writing
   std::atomic_thread_fence(std::memory_order_release);
-  uint64_t used = sizeof(TableHeader);
-  uint32_t count = 0;
-  for (const TableEntry &e : entries) {
-    const uint64_t need = sizeof(WireEntry) + e.tensors.size() * sizeof(uint64_t);
-    if (e.tensors.size() > kMaxTensorsPerEntry || used + need > kCacheTableBytes) {
-      LLMDD_LOG(kWarning, "cache table full: BlocksCacheKey(model_id=", e.model_id,
-                ") is served without one-sided reads");
-      continue;
-    }
-    WireEntry w{e.model_id, e.cache_id, e.stride, e.num_blocks, static_cast<uint32_t>(e.tensors.size()),
-                static_cast<uint8_t>(e.location), e.region_id, 0};
-    std::memcpy(base_ + used, &w, sizeof(w));
-    if (!e.tensors.empty()) std::memcpy(base_ + used + sizeof(w), e.tensors.data(), e.tensors.size() * sizeof(uint64_t));
-    used += need;
-    ++count;
-  }
-  header->bytes_used = used;
-  header->entry_count = count;
+}
+
+void CacheTablePublisher::EndWriteLocked() {
+  auto *header = reinterpret_cast<TableHeader *>(base_);
+  header->bytes_used = used_;
+  header->entry_count = record_count_;
   std::atomic_thread_fence(std::memory_order_release);
-  __atomic_store_n(&header->seq, seq + 2, __ATOMIC_RELEASE);  // even: stable
+  const uint64_t seq = __atomic_load_n(&header->seq, __ATOMIC_RELAXED);
+  __atomic_store_n(&header->seq, seq + 1, __ATOMIC_RELEASE);  // even: stable
+}
+
+static uint64_t RecordBytes(const TableEntry &e) { return sizeof(WireEntry) + e.tensors.size() * sizeof(uint64_t); }
+
+bool CacheTablePublisher::AppendLocked(Slot &slot) {
+  const TableEntry &e = slot.entry;
+  const uint64_t need = RecordBytes(e);
+  if (e.tensors.size() > kMaxTensorsPerEntry || used_ + need > capacity_) return false;
+  WireEntry w{e.model_id, e.cache_id, e.stride, e.num_blocks, static_cast<uint32_t>(e.tensors.size()),
+              static_cast<uint8_t>(e.location), e.region_id, 0};
+  std::memcpy(base_ + used_, &w, sizeof(w));
+  if (!e.tensors.empty()) std::memcpy(base_ + used_ + sizeof(w), e.tensors.data(), e.tensors.size() * sizeof(uint64_t));
+  slot.offset = used_;
+  used_ += need;
+  ++record_count_;
+  return true;
+}
+
+void CacheTablePublisher::TombstoneLocked(const Slot &slot) {
+  if (!slot.offset) return;
+  base_[*slot.offset + offsetof(WireEntry, location)] = kTombstone;  // readers skip it, sizes stay walkable
+  dead_bytes_ += RecordBytes(slot.entry);
+}
+
+void CacheTablePublisher::CompactLocked() {
+  used_ = sizeof(TableHeader);
+  dead_bytes_ = 0;
+  record_count_ = 0;
+  left_out_ = 0;
+  for (auto &kv : slots_) {
+    kv.second.offset.reset();
+    if (!AppendLocked(kv.second)) {
+      ++left_out_;
+      LLMDD_LOG(kWarning, "cache table full: BlocksCacheKey(model_id=", kv.first,
+                ") is served without one-sided reads");
+    }
+  }
+}
+
+void CacheTablePublisher::Put(TableEntry entry) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (base_ == nullptr) return;
+  const uint64_t model_id = entry.model_id;
+  BeginWriteLocked();
+  auto it = slots_.find(model_id);
+  if (it != slots_.end()) {
+    if (!it->second.offset) --left_out_;
+    TombstoneLocked(it->second);
+    it->second = Slot{std::move(entry), std::nullopt};
+  } else {
+    it = slots_.emplace(model_id, Slot{std::move(entry), std::nullopt}).first;
+  }
+  if (!AppendLocked(it->second)) {
+    CompactLocked();  // places every live entry, this one included, as far as they fit
+  }
+  EndWriteLocked();
+}
+
+void CacheTablePublisher::Remove(uint64_t model_id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = slots_.find(model_id);
+  if (base_ == nullptr || it == slots_.end()) return;
+  BeginWriteLocked();
+  if (!it->second.offset) --left_out_;
+  TombstoneLocked(it->second);
+  slots_.erase(it);
+  // Compact when tombstones are half the table (lookups walk them), or when an entry that did
+  // not fit may fit now.
+  if (slots_.empty() || 2 * dead_bytes_ > used_ || left_out_ > 0) {
+    CompactLocked();
+  }
+  EndWriteLocked();
+}
+
+void CacheTablePublisher::Clear() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  slots_.clear();
+  if (base_ == nullptr) return;
+  BeginWriteLocked();
+  CompactLocked();
+  EndWriteLocked();
+}
+
+size_t CacheTablePublisher::published_count() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  size_t n = 0;
+  for (const auto &kv : slots_) n += kv.second.offset ? 1 : 0;
+  return n;
+}
+
+uint64_t CacheTablePublisher::bytes_used() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return used_;
 }
 
 std::optional<TableEntry> LookupCacheTable(const uint8_t *table, uint64_t size, uint64_t model_id) {

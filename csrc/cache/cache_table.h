@@ -3,15 +3,20 @@
 // that linked peers on the same host map read-only. It lets a peer resolve a pull_blocks by
 // BlocksCacheKey without a round trip to the owner (upstream's remote-cache-accessible reads).
 //
-// The owner rewrites the whole table on every change (blocks caches change rarely) under a
-// sequence lock: seq is odd while writing. Readers copy the entry they need and retry when seq
-// moved. Readers never trust the contents: every size is bounded by the mapping, and the
-// requester checks every offset against the pool it mapped before reading.
+// The owner changes it entry by entry under a sequence lock (seq is odd while writing): a new
+// key is appended, a removed one is overwritten in place with a tombstone, and the live entries
+// are rewritten compactly only when the table is full or half of it is tombstones. So
+// registering n keyed caches costs O(n) in all, not O(n^2) (a whole rewrite per change made
+// 4096 registrations take a second). Readers copy the entry they need and retry when seq moved.
+// Readers never trust the contents: every size is bounded by the mapping, and the requester
+// checks every offset against the pool it mapped before reading.
 #ifndef LLM_DATADIST_CACHE_CACHE_TABLE_H_
 #define LLM_DATADIST_CACHE_CACHE_TABLE_H_
 
 #include <cstdint>
+#include <mutex>
 #include <optional>
+#include <unordered_map>
 #include <vector>
 
 #include "llm_datadist/status.h"
@@ -35,20 +40,51 @@ struct TableEntry {
 
 class CacheTablePublisher {
  public:
-  CacheTablePublisher() = default;
+  // `capacity` is the table's size in bytes (tests make it small to exercise a full table).
+  explicit CacheTablePublisher(uint64_t capacity = kCacheTableBytes) : capacity_(capacity) {}
   ~CacheTablePublisher();
   CacheTablePublisher(const CacheTablePublisher &) = delete;
   CacheTablePublisher &operator=(const CacheTablePublisher &) = delete;
 
+  // Creates the memfd, or empties the table when it exists (a re-initialized engine).
   DetailedStatus Create();
-  // Replaces the table's contents. Entries that do not fit are left out (logged): those keys
-  // are then served by the two-sided path.
-  void Publish(const std::vector<TableEntry> &entries);
+  // Publishes `entry` under entry.model_id, replacing what was there. An entry that does not
+  // fit even after compaction is left out (logged) and retried at the next compaction; its key
+  // is then served by the two-sided path.
+  void Put(TableEntry entry);
+  // Unpublishes `model_id` (absent: no-op).
+  void Remove(uint64_t model_id);
+  // Unpublishes everything.
+  void Clear();
+
   int fd() const { return fd_; }
+  uint64_t capacity() const { return capacity_; }
+  // Entries published in the mapping right now (live ones; tombstones and left-out entries are
+  // not counted), and bytes in use including tombstones. For tests and diagnostics.
+  size_t published_count() const;
+  uint64_t bytes_used() const;
 
  private:
+  struct Slot {
+    TableEntry entry;
+    std::optional<uint64_t> offset;  // where it is in the mapping; nullopt: did not fit
+  };
+  // Each *Locked function runs with mutex_ held and inside one seqlock write section.
+  bool AppendLocked(Slot &slot);
+  void TombstoneLocked(const Slot &slot);
+  void CompactLocked();
+  void BeginWriteLocked();
+  void EndWriteLocked();
+
+  const uint64_t capacity_;
   int fd_ = -1;
   uint8_t *base_ = nullptr;
+  mutable std::mutex mutex_;  // one writer at a time: registrations may come from many threads
+  std::unordered_map<uint64_t, Slot> slots_;  // model id -> entry
+  uint64_t used_ = 0;        // header + entries + tombstones
+  uint64_t dead_bytes_ = 0;  // tombstones
+  uint32_t record_count_ = 0;  // entries + tombstones, as readers walk them
+  size_t left_out_ = 0;        // live entries that did not fit
 };
 
 // Looks `model_id` up in a peer's table mapped at `table` (`size` bytes). nullopt when absent,

@@ -203,6 +203,7 @@ void DataDistEngine::Finalize() {
   links_.reset();  // closes every link and joins its threads before the memory goes
   local_regions_.clear();
   registry_.Clear();
+  table_.Clear();
   device_pool_.reset();
   host_pool_.reset();
   initialized_ = false;
@@ -280,7 +281,7 @@ DetailedStatus DataDistEngine::AllocateCache(const CacheDesc &desc, const std::v
 DetailedStatus DataDistEngine::AllocateBlocksCache(const CacheDesc &desc, const std::optional<BlocksKeySpec> &key,
                                                    std::shared_ptr<CacheEntry> *out) {
   LLMDD_RETURN_IF_ERROR(Allocate(desc, true, {}, key, out));
-  if (key) PublishBlocksTable();
+  if (key) PublishBlocksKey(key->model_id, **out);
   return DetailedStatus::Ok();
 }
 
@@ -291,8 +292,9 @@ DetailedStatus DataDistEngine::DeallocateCache(int64_t cache_id) {
 
 DetailedStatus DataDistEngine::DeallocateBlocksCache(int64_t cache_id) {
   LLMDD_RETURN_IF_ERROR(CheckInitialized("deallocate_blocks_cache"));
+  const std::optional<uint64_t> model_id = registry_.BlocksKeyOf(cache_id);
   LLMDD_RETURN_IF_ERROR(registry_.Deallocate(cache_id, true));
-  PublishBlocksTable();
+  UnpublishBlocksKeyIfGone(model_id);
   return DetailedStatus::Ok();
 }
 
@@ -332,40 +334,45 @@ DetailedStatus DataDistEngine::RegisterBlocksCache(const CacheDesc &desc, const 
                                                    const std::optional<BlocksKeySpec> &key,
                                                    std::shared_ptr<CacheEntry> *out) {
   LLMDD_RETURN_IF_ERROR(Register(desc, true, addrs, {}, key, out));
-  if (key) PublishBlocksTable();
+  if (key) PublishBlocksKey(key->model_id, **out);
   return DetailedStatus::Ok();
 }
 
 DetailedStatus DataDistEngine::UnregisterCache(int64_t cache_id) {
   LLMDD_RETURN_IF_ERROR(CheckInitialized("unregister_cache"));
+  const std::optional<uint64_t> model_id = registry_.BlocksKeyOf(cache_id);
   LLMDD_RETURN_IF_ERROR(registry_.Unregister(cache_id));
-  PublishBlocksTable();
+  UnpublishBlocksKeyIfGone(model_id);
   return DetailedStatus::Ok();
 }
 
-void DataDistEngine::PublishBlocksTable() {
-  std::vector<TableEntry> entries;
-  for (const auto &kv : registry_.BlocksKeyEntries()) {
-    const CacheEntry &cache = *kv.second;
-    TableEntry e;
-    e.model_id = kv.first;
-    e.cache_id = cache.cache_id;
-    e.stride = cache.stride;
-    e.num_blocks = static_cast<uint64_t>(cache.desc.shape[0]);
-    const std::shared_ptr<MemoryPool> &pool = cache.memory_kind == MemoryKind::kHost ? host_pool_ : device_pool_;
-    if (!cache.is_registered && pool != nullptr) {
-      e.location = TableLocation::kRegion;
-      e.region_id = cache.memory_kind == MemoryKind::kHost ? 0 : 1;
-      for (uintptr_t addr : cache.tensor_addrs) e.tensors.push_back(addr - reinterpret_cast<uintptr_t>(pool->base()));
-    } else if (IsHostAddressable(cache.memory_kind)) {
-      e.location = TableLocation::kRawHost;
-      for (uintptr_t addr : cache.tensor_addrs) e.tensors.push_back(addr);
-    } else {
-      continue;  // registered CUDA memory: served two-sided
-    }
-    entries.push_back(std::move(e));
+void DataDistEngine::PublishBlocksKey(uint64_t model_id, const CacheEntry &cache) {
+  std::lock_guard<std::mutex> lock(table_mutex_);
+  if (registry_.FindBlocksKey(model_id) != cache.cache_id) return;  // deallocated meanwhile
+  TableEntry e;
+  e.model_id = model_id;
+  e.cache_id = cache.cache_id;
+  e.stride = cache.stride;
+  e.num_blocks = static_cast<uint64_t>(cache.desc.shape[0]);
+  const std::shared_ptr<MemoryPool> &pool = cache.memory_kind == MemoryKind::kHost ? host_pool_ : device_pool_;
+  if (!cache.is_registered && pool != nullptr) {
+    e.location = TableLocation::kRegion;
+    e.region_id = cache.memory_kind == MemoryKind::kHost ? 0 : 1;
+    for (uintptr_t addr : cache.tensor_addrs) e.tensors.push_back(addr - reinterpret_cast<uintptr_t>(pool->base()));
+  } else if (IsHostAddressable(cache.memory_kind)) {
+    e.location = TableLocation::kRawHost;
+    for (uintptr_t addr : cache.tensor_addrs) e.tensors.push_back(addr);
+  } else {
+    return;  // registered CUDA memory: served two-sided
   }
-  table_.Publish(entries);
+  table_.Put(std::move(e));
+}
+
+void DataDistEngine::UnpublishBlocksKeyIfGone(const std::optional<uint64_t> &model_id) {
+  // A failed or no-op deallocation (a registered cache) leaves the key bound: keep it published.
+  if (!model_id) return;
+  std::lock_guard<std::mutex> lock(table_mutex_);
+  if (!registry_.FindBlocksKey(*model_id)) table_.Remove(*model_id);
 }
 
 DetailedStatus DataDistEngine::CopyCache(int64_t dst_cache_id, int64_t src_cache_id, uint32_t dst_batch_index,

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -169,8 +170,9 @@ class DataDistEngine : public LinkHandler {
                           std::shared_ptr<CacheEntry> *out);
   DetailedStatus ResolveRef(const CacheRef &ref, const char *which, std::shared_ptr<CacheEntry> *out) const;
   std::vector<LocalRegion> LocalRegions();
-  // Rewrites the published blocks-cache table after a BlocksCacheKey binding changed.
-  void PublishBlocksTable();
+  // Keeps the published blocks-cache table (cache/cache_table.h) in step with the registry.
+  void PublishBlocksKey(uint64_t model_id, const CacheEntry &cache);
+  void UnpublishBlocksKeyIfGone(const std::optional<uint64_t> &model_id);
   DetailedStatus CheckTransfer(const TransferArgs &args, const char *operation, std::shared_ptr<Link> *link,
                                std::shared_ptr<CacheEntry> *local) const;
   DetailedStatus ServePull(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload);
@@ -189,6 +191,9 @@ class DataDistEngine : public LinkHandler {
   CacheRegistry registry_;
   std::unique_ptr<LinkManager> links_;
   CacheTablePublisher table_;
+  // Orders table updates against each other: each one re-reads the registry under it, so
+  // concurrent register/deallocate of one key leave the table matching the registry.
+  std::mutex table_mutex_;
   std::vector<LocalRegion> local_regions_;
 };
 
