@@ -529,7 +529,7 @@ def prefill_main(argv: Sequence[str]) -> int:
         return 1
     cm = dd.cache_manager
     reply(ok=True, pid=os.getpid(), device_backend=dd.device_backend)
-    cache, cache_op = None, ""
+    cache, cache_op, cache_key = None, "", None
     try:
         for line in sys.stdin:
             msg = json.loads(line)
@@ -537,6 +537,9 @@ def prefill_main(argv: Sequence[str]) -> int:
             try:
                 if op in ("alloc", "free") and cache is not None:
                     if cache_op == "pull_cache":
+                        # A prefix key keeps its cache alive past deallocate_cache (upstream):
+                        # unbind it too, or every pull_cache case leaks its cache into the next.
+                        cm.remove_cache_key(cache_key)
                         cm.deallocate_cache(cache)
                     else:
                         cm.deallocate_blocks_cache(cache)
@@ -551,7 +554,8 @@ def prefill_main(argv: Sequence[str]) -> int:
                     desc = case_desc(case, placement)
                     cache_op = case.op
                     if case.op == "pull_cache":
-                        cache = cm.allocate_cache(desc, [prefix_key(msg["model_id"])])
+                        cache_key = prefix_key(msg["model_id"])
+                        cache = cm.allocate_cache(desc, [cache_key])
                     else:
                         cache = cm.allocate_blocks_cache(desc, ld.BlocksCacheKey(PREFILL_ID, msg["model_id"]))
                     t0 = time.perf_counter()
