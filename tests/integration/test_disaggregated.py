@@ -77,6 +77,31 @@ def test_2p2d_tokens_and_kv_match_monolithic(tmp_path):
                for r in res)
 
 
+@pytest.mark.timeout(120)
+def test_gqa_model_over_tcp_matches_monolithic(tmp_path):
+    # GQA (2 KV heads for 4 query heads) changes the cache layout the connector hashes and the
+    # blocks it moves; tcp sends them through the owner's stream path instead of shared memory.
+    cfg = ModelConfig(num_kv_heads=2)
+    ps = make_prompts(8, 3, cfg.vocab_size, 3, 70)
+    torch.set_num_threads(1)
+    ref = generate_monolithic(TinyDecoder(cfg), ps, MAX_NEW)
+    assert ref != reference(ps), "the GQA model should differ from the MHA one"
+    env = dict(os.environ, LLMDD_TRANSPORT="tcp")
+    with Cluster(1, 1, cfg.to_dict(), log_dir=str(tmp_path), decode_env=env, prefill_env=env) as c:
+        res = c.run(ps, MAX_NEW)
+        assert set(c.transports.values()) == {"tcp"}, c.transports
+    assert [r.tokens for r in res] == ref
+    assert all(r.kv_source == "pulled" and r.kv_equal is True for r in res), [(r.request_id, r.kv_source) for r in res]
+
+
+def test_model_config_rejects_kv_heads_that_do_not_divide_the_heads(capsys):
+    with pytest.raises(ValueError, match="num_kv_heads must divide num_heads"):
+        ModelConfig(num_kv_heads=3)
+    from llm_datadist.cli import main
+    assert main(["serve-demo", "--kv-heads", "3"]) == 2  # a one-line error, no traceback, no workers
+    assert "--kv-heads: num_kv_heads must divide num_heads (4), but got 3" in capsys.readouterr().err
+
+
 @pytest.mark.timeout(150)
 def test_killed_prefill_rerouted_halted_then_relinked(tmp_path):
     ps = prompts(16, 1)

@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-len", type=int, default=3)
     parser.add_argument("--max-len", type=int, default=90)
     parser.add_argument("--seed", type=int, default=0, help="weights and prompts")
+    parser.add_argument("--kv-heads", type=int, default=4,
+                        help="KV heads per layer (default 4 = the query heads; 1 or 2 gives GQA)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto: CUDA when torch sees a GPU, else CPU")
     parser.add_argument("--transport", choices=["auto", "tcp"], default="auto")
@@ -52,7 +54,11 @@ def run_serve_demo(args: Optional[argparse.Namespace] = None) -> int:
 
     a = args if args is not None else argparse.ArgumentParser().parse_args([])
     device = _device(a.device)
-    cfg = ModelConfig(seed=a.seed)
+    try:
+        cfg = ModelConfig(seed=a.seed, num_kv_heads=a.kv_heads)
+    except ValueError as exc:
+        print(f"llm-datadist serve-demo: --kv-heads: {exc}", file=sys.stderr)
+        return 2
     prompts = make_prompts(a.prompts, a.seed, cfg.vocab_size, a.min_len, a.max_len)
     env = dict(os.environ)
     env.pop("LLMDD_TRANSPORT", None)
@@ -60,7 +66,8 @@ def run_serve_demo(args: Optional[argparse.Namespace] = None) -> int:
         env["LLMDD_TRANSPORT"] = "tcp"
     print(f"llm-datadist serve-demo: {a.prefill} prefill + {a.decode} decode workers, {len(prompts)} prompts "
           f"({min(map(len, prompts))}-{max(map(len, prompts))} tokens), {a.max_new_tokens} new tokens each, "
-          f"model {cfg.num_layers} layers x {cfg.num_heads} heads x {cfg.head_dim}, vocab {cfg.vocab_size}, "
+          f"model {cfg.num_layers} layers x {cfg.num_heads} heads ({cfg.num_kv_heads} KV) x {cfg.head_dim}, "
+          f"vocab {cfg.vocab_size}, "
           f"{cfg.block_size}-token blocks, {device}")
     t0 = time.monotonic()
     cluster = Cluster(a.prefill, a.decode, cfg.to_dict(), device=device, sync_kv_timeout_ms=a.sync_kv_timeout_ms,

@@ -35,6 +35,10 @@ class ModelConfig:
     block_size: int = 16
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.num_kv_heads < 1 or self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_kv_heads must divide num_heads ({self.num_heads}), but got {self.num_kv_heads}")
+
     @property
     def hidden(self) -> int:
         return self.num_heads * self.head_dim
