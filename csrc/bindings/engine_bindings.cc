@@ -418,6 +418,7 @@ void RegisterEngineBindings(py::module_ &m) {
              d["state"] = info->state;
              d["broken_reason"] = info->broken_reason;
              d["remote_address"] = info->remote_address;
+             d["channel"] = info->channel;
              d["peer_pid"] = info->peer_pid;
              d["cuda_ipc"] = info->cuda_ipc;
              d["cuda_ipc_opened"] = info->cuda_ipc_opened;

@@ -73,6 +73,7 @@ struct LinkInfo {
   std::string state;
   std::string broken_reason;
   std::string remote_address;
+  std::string channel;  // what carries the link's frames: "unix" (one host) or "tcp"
   int peer_pid = -1;
   bool cuda_ipc = false;         // the peer offers its device pool over CUDA IPC, on this host
   bool cuda_ipc_opened = false;  // ... and this side has opened it (device pulls use it)

@@ -251,6 +251,7 @@ std::optional<LinkInfo> DataDistEngine::GetLinkInfo(uint64_t cluster_id) const {
   info.state = link->state() == Link::State::kActive ? "active" : "broken";
   info.broken_reason = link->state() == Link::State::kActive ? "" : link->close_reason();
   info.remote_address = link->remote_address;
+  info.channel = link->frames_over_unix ? "unix" : "tcp";
   info.peer_pid = link->peer_pid;
   {
     std::lock_guard<std::mutex> lock(link->ipc_mutex);

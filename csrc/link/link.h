@@ -139,6 +139,7 @@ class Link {
   std::string transport_reason;
   int peer_pid = -1;
   bool same_host = false;
+  bool frames_over_unix = false;  // control frames on the Unix pool channel, not TCP (one host)
   std::string remote_address;
   std::vector<RemoteRegion> remote_regions;
   std::mutex ipc_mutex;  // guards lazy cuda_ipc opening of remote_regions

@@ -7,6 +7,8 @@
 //
 // Protocol versions (kProtocolVersion): bump on any incompatible change, and say what changed.
 //   1: first version (handshake, pull/push describe+stream, release, unlink, heartbeat).
+//   2: the link acknowledgement ends with a byte saying whether the link's frames continue on
+//      the Unix pool channel (one host) instead of the TCP connection.
 #ifndef LLM_DATADIST_LINK_WIRE_H_
 #define LLM_DATADIST_LINK_WIRE_H_
 
@@ -21,7 +23,7 @@
 namespace llm_datadist {
 
 constexpr uint32_t kFrameMagic = 0x4C4C4444;  // "LLDD"
-constexpr uint16_t kProtocolVersion = 1;
+constexpr uint16_t kProtocolVersion = 2;
 // A control payload larger than this is malformed (data follows frames, not inside them).
 constexpr uint64_t kMaxControlPayload = 64ull << 20;
 

@@ -38,6 +38,12 @@ def test_link_unlink_relink(prefill, decode, transport):
     assert ret["overall"] == SUCCESS and ret["per_cluster"] == [SUCCESS], ret
     info = decode.link_info(PREFILL_ID)
     assert info["state"] == "active" and info["transport"] == transport, info
+    # On one host with shared pools the frames leave loopback TCP for the Unix pool channel,
+    # on both ends; the listen address stays what the user linked to.
+    expected_channel = "unix" if transport == "shm" else "tcp"
+    assert info["channel"] == expected_channel and info["remote_address"].endswith(f":{prefill.listen_port}"), info
+    wait_link_state(prefill, DECODE_ID, "active")
+    assert prefill.link_info(DECODE_ID)["channel"] == expected_channel
     small_pull_roundtrip(prefill, decode)
     ret = decode.unlink([cluster_of(prefill)])
     assert ret["overall"] == SUCCESS and ret["per_cluster"] == [SUCCESS], ret

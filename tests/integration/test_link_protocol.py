@@ -22,7 +22,7 @@ from llm_datadist import LLMStatusCode
 HEADER = struct.Struct("<IHHQQQ")  # magic, version, type, request id, payload bytes, data bytes
 MAGIC = 0x4C4C4444
 HELLO, HELLO_REPLY = 1, 2
-OUR_VERSION = 1
+OUR_VERSION = 2
 
 
 def recv_exact(sock, n):
