@@ -423,6 +423,9 @@ struct ReplyInfo {
   std::vector<Location> locations;
   std::vector<uint8_t> region_ids;
   std::vector<uint64_t> values;
+  // False when the owner kept nothing for this request (a streamed pull that consumes no key):
+  // the requester then sends no kRelease.
+  bool needs_release = true;
 };
 
 bool DecodePullReply(const std::vector<uint8_t> &payload, ReplyInfo *out) {
@@ -439,6 +442,9 @@ bool DecodePullReply(const std::vector<uint8_t> &payload, ReplyInfo *out) {
     if (!r.Get(&loc) || !r.Get(&out->region_ids[i]) || !r.Get(&out->values[i]) || loc > 2) return false;
     out->locations[i] = static_cast<Location>(loc);
   }
+  uint8_t needs_release = 1;
+  if (!r.Get(&needs_release) || needs_release > 1) return false;
+  out->needs_release = needs_release != 0;
   return true;
 }
 
@@ -586,6 +592,7 @@ DetailedStatus DataDistEngine::Pull(const TransferArgs &args) {
     }
     if (!reply.status.ok()) return fail(reply.status);
     auto release = [&](bool success) {
+      if (!reply.needs_release) return;
       ByteWriter w;
       w.Put<uint8_t>(success);
       link->Send(FrameType::kRelease, request_id, w.bytes(), {}, 0, deadline);
@@ -784,7 +791,13 @@ DetailedStatus DataDistEngine::ServePull(Link &link, const FrameHeader &header, 
     if (!staged_ok.ok())
       return link.Send(FrameType::kPullReply, header.request_id, EncodeStatus(staged_ok), {}, 0, deadline);
   }
-  {
+  // A streamed pull that consumes no key is over for the owner once its bytes are sent (the
+  // local `resolved` pins the cache until then): nothing to keep, no kRelease to wait for,
+  // which spares the requester a send per pull. Described pulls are read after this returns,
+  // so their cache stays pinned until the requester's kRelease.
+  const bool needs_release = static_cast<Delivery>(w.delivery) == Delivery::kDescribe || resolved.consumes;
+  reply.Put<uint8_t>(needs_release);
+  if (needs_release) {
     std::lock_guard<std::mutex> lock(link.served_mutex);
     ServedTransfer &served = link.served[header.request_id];
     served.pin = resolved.entry;

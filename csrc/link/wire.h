@@ -8,7 +8,9 @@
 // Protocol versions (kProtocolVersion): bump on any incompatible change, and say what changed.
 //   1: first version (handshake, pull/push describe+stream, release, unlink, heartbeat).
 //   2: the link acknowledgement ends with a byte saying whether the link's frames continue on
-//      the Unix pool channel (one host) instead of the TCP connection.
+//      the Unix pool channel (one host) instead of the TCP connection; a pull reply ends with
+//      a byte saying whether the owner waits for a kRelease (not for a streamed pull that
+//      consumes no key).
 #ifndef LLM_DATADIST_LINK_WIRE_H_
 #define LLM_DATADIST_LINK_WIRE_H_
 
