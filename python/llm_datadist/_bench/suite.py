@@ -306,8 +306,10 @@ def measure_links(args: argparse.Namespace, transports: Sequence[str], repeats: 
                         "how": "every byte through a recording TCP proxy between link_clusters' call and its return "
                                "(the whole handshake: version, cluster ids, host identity, pool descriptors, "
                                "secret challenge when set); bytes passed as memfds over the shm transport's "
-                               "abstract Unix socket are not TCP bytes and are not counted",
+                               "abstract Unix socket are not TCP bytes and are not counted, nor are the frames "
+                               "that follow on that socket when the link's channel is unix (heartbeats included)",
                         "ok": ret == ld.LLMStatusCode.LLM_SUCCESS, "transport": info.get("transport"),
+                        "channel": info.get("channel"),
                         "handshake_bytes": at_link["decode_to_prefill"] + at_link["prefill_to_decode"],
                         **at_link,
                         "idle_bytes_per_s": round((idle["decode_to_prefill"] + idle["prefill_to_decode"]
@@ -533,8 +535,10 @@ def table(bench: Any, ratio_rows: List[Dict[str, Any]], accept: List[Dict[str, A
             L.append(f"  {t} ({v.get('transport')}): link_clusters median {v['link_ms']['median']:.2f} ms "
                      f"(p99 {v['link_ms']['p99']:.2f}), unlink {v['unlink_ms']['median']:.2f} ms"
                      + (f"; handshake {md['handshake_bytes']} bytes over {md['connections']} connection(s) "
-                        f"({md['decode_to_prefill']} out, {md['prefill_to_decode']} back), idle "
-                        f"{md['idle_bytes_per_s']:.0f} B/s" if md else ""))
+                        f"({md['decode_to_prefill']} out, {md['prefill_to_decode']} back), "
+                        + ("then frames (heartbeats too) on the Unix channel, not counted"
+                           if md.get("channel") == "unix" else f"idle {md['idle_bytes_per_s']:.0f} B/s")
+                        if md else ""))
     reg = extras.get("registration")
     if reg:
         if "error" in reg:
