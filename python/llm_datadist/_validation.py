@@ -68,7 +68,9 @@ def check_type(value: Any, name: str, types: TypeSpec, allow_none: bool = False)
     `allow_none`). A bool never passes for an int unless bool is listed. Returns `value`."""
     if value is None and allow_none:
         return value
-    wanted = _as_tuple(types)
+    wanted = types if type(types) is tuple else _as_tuple(types)
+    if type(value) in wanted:  # the common case, exact type: one lookup (a bool matches only a listed bool)
+        return value
     if not _matches(value, wanted):
         raise TypeError(
             f"{name} only support {type_names(wanted)}, but got {type(value).__name__}.")
@@ -104,6 +106,13 @@ def check_int_list(values: Any, name: str, ctype: str = "int64", allow_none: boo
     if values is None and allow_none:
         return values
     check_type(values, name, containers)
+    if len(values) <= 4:  # one request's few ids: a plain loop beats the set-up of the pass below
+        low, high = INT_RANGES.get(ctype, (1, 0))
+        for element in values:
+            if type(element) is not int or not low <= element <= high:
+                break
+        else:
+            return values
     # Fast path for the common case (block lists of thousands of plain ints): one pass for the
     # types, min/max for the range. Anything it does not accept (a bool, a numpy integer, an int
     # subclass, a value out of range) goes through the per-element loop below, which finds the

@@ -239,6 +239,9 @@ class CacheManager:
         """Layer ranges -> (remote_begin, remote_end, local_begin, local_end) tensor indices.
         A missing range means every layer of that side (-1, -1 for the remote side, whose
         size the owner checks); given ranges must have equal lengths."""
+        if src_layer_range is None and dst_layer_range is None and type(tensor_num_per_layer) is int \
+                and 1 <= tensor_num_per_layer <= cache.cache_desc.num_tensors:
+            return -1, -1, -1, -1  # every tensor: the per-call common case, checked in one line
         check_range(src_layer_range, "src_layer_range", allow_none=True)
         check_range(dst_layer_range, "dst_layer_range", allow_none=True)
         check_int(tensor_num_per_layer, "tensor_num_per_layer", "uint32")
@@ -260,6 +263,8 @@ class CacheManager:
 
     @staticmethod
     def _layer_kwargs(kwargs: Dict[str, Any]) -> Tuple[Optional[range], Optional[range], Any]:
+        if not kwargs:
+            return None, None, 2
         unknown = sorted(set(kwargs) - {"src_layer_range", "dst_layer_range", "tensor_num_per_layer"})
         if unknown:
             raise param_invalid(f"unsupported keyword arguments {unknown}; supported: src_layer_range, "

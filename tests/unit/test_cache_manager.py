@@ -353,6 +353,33 @@ def test_swap_blocks_bad_inputs(cache_manager):
         cache_manager.swap_blocks(dev, contig, {0: 0})
 
 
+def test_pull_arguments_are_checked_before_the_link_is_looked_up(cache_manager):
+    # Each call below would reach LLM_NOT_YET_LINK (nothing is linked) if its arguments passed,
+    # so every expected error here proves the argument check ran first, fast paths included.
+    dst = cache_manager.allocate_blocks_cache(blocks(Placement.HOST, num_blocks=4, num_tensors=4))
+    key = BlocksCacheKey(7, 0)
+    with raises_code(LLMStatusCode.LLM_NOT_YET_LINK):
+        cache_manager.pull_blocks(key, dst, [1], [2])
+    with pytest.raises(TypeError, match=r"src_blocks\[0\]"):
+        cache_manager.pull_blocks(key, dst, [True], [2])
+    with pytest.raises(ValueError, match=r"dst_blocks\[1\].*-3"):
+        cache_manager.pull_blocks(key, dst, [1, 2], [2, -3])
+    with pytest.raises(TypeError, match="tensor_num_per_layer"):
+        cache_manager.pull_blocks(key, dst, [1], [2], tensor_num_per_layer=True)
+    with pytest.raises(ValueError, match="tensor_num_per_layer"):
+        cache_manager.pull_blocks(key, dst, [1], [2], tensor_num_per_layer=-1)
+    with raises_code(PARAM_INVALID, match=r"tensor_num_per_layer must be in \[1, 4\], but got 5"):
+        cache_manager.pull_blocks(key, dst, [1], [2], tensor_num_per_layer=5)
+    with raises_code(PARAM_INVALID, match=r"tensor_num_per_layer must be in \[1, 4\], but got 0"):
+        cache_manager.pull_blocks(key, dst, [1], [2], tensor_num_per_layer=0)
+    with raises_code(PARAM_INVALID, match="unsupported keyword arguments"):
+        cache_manager.pull_blocks(key, dst, [1], [2], layer_range=range(0, 1))
+    with pytest.raises(TypeError, match="src_cache_key"):
+        cache_manager.pull_blocks((7, 0), dst, [1], [2])
+    with raises_code(LLMStatusCode.LLM_NOT_YET_LINK):
+        cache_manager.pull_blocks(key, dst, [1], [2], tensor_num_per_layer=4)
+
+
 # ---- registered memory ---------------------------------------------------------------------------
 
 def test_register_cache_uses_user_memory_and_never_frees_it(cache_manager):
