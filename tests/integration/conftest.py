@@ -13,7 +13,6 @@ also when the test failed; a session hook kills anything left over.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from typing import Any, Callable, Dict, Iterator, Optional
@@ -24,15 +23,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from workers import (DECODE_ID, PREFILL_ID, Pair, RemoteError, Worker, WorkerGroup,  # noqa: E402,F401
                      kill_all_workers, start_pair)
-
-# tests/unit does `from conftest import make_config`; when this conftest is the one imported
-# last, that import finds this module, so re-export the root conftest's helpers here.
-_root_spec = importlib.util.spec_from_file_location(
-    "_llmdd_root_conftest", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conftest.py"))
-_root = importlib.util.module_from_spec(_root_spec)
-_root_spec.loader.exec_module(_root)
-make_config = _root.make_config
-POOL_BYTES = _root.POOL_BYTES
 
 TRANSPORTS = ["shm", "tcp"]
 

@@ -16,7 +16,7 @@ import time
 import pytest
 
 import llm_datadist as ld
-from conftest import make_config
+from config_helpers import make_config
 from llm_datadist import LLMStatusCode
 
 HEADER = struct.Struct("<IHHQQQ")  # magic, version, type, request id, payload bytes, data bytes

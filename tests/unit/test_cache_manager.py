@@ -145,7 +145,7 @@ def test_blocks_vs_contiguous_misuse(cache_manager):
 
 def test_num_tensors_zero_and_no_pool():
     dd = ld.LLMDataDist(ld.LLMRole.DECODER, 3)
-    from conftest import make_config
+    from config_helpers import make_config
     dd.init(make_config(host_pool=False).generate_options())
     try:
         cm = dd.cache_manager

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import llm_datadist as ld
-from conftest import make_config
+from config_helpers import make_config
 from llm_datadist import LLMException, LLMRole, LLMStatusCode
 
 

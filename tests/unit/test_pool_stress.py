@@ -6,7 +6,7 @@ import random
 import pytest
 
 import llm_datadist as ld
-from conftest import make_config
+from config_helpers import make_config
 from llm_datadist import CacheDesc, CacheKey, DataType, LLMException, LLMStatusCode, Placement
 
 
