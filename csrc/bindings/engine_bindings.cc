@@ -343,6 +343,13 @@ void RegisterEngineBindings(py::module_ &m) {
           },
           py::arg("role"), py::arg("listen_ip_info"))
       .def(
+          "ensure_listening",
+          [](DataDistEngine &e, const std::string &ip, uint16_t port) {
+            DetailedStatus status = WithoutGil([&] { return e.EnsureListening(ip, port); });
+            ThrowIfError(status.With("operation", "link"));
+          },
+          py::arg("ip"), py::arg("port"))
+      .def(
           "link_clusters",
           [](DataDistEngine &e, const std::vector<std::tuple<uint64_t, std::string, uint16_t>> &targets,
              int32_t timeout_ms) {

@@ -146,6 +146,10 @@ class DataDistEngine : public LinkHandler {
   // ---- links and transfers (transfer.cc) ----
   // Starts or moves the listener ("ip:port"), or stops it (empty); LLM_EXIST_LINK while linked.
   DetailedStatus SwitchRole(LlmRole role, const std::string &listen_ip_info);
+  // Rank-table links (LLMDataDist.link): listens at ip:port unless already listening there
+  // (or on 0.0.0.0 at that port). Unlike SwitchRole it never moves a listener and does not
+  // mind existing links: a listener elsewhere is LLM_PARAM_INVALID naming both addresses.
+  DetailedStatus EnsureListening(const std::string &ip, uint16_t port);
   std::vector<DetailedStatus> LinkClusters(const std::vector<LinkTarget> &targets, int32_t timeout_ms);
   std::vector<DetailedStatus> UnlinkClusters(const std::vector<uint64_t> &cluster_ids, int32_t timeout_ms, bool force);
   DetailedStatus Pull(const TransferArgs &args);

@@ -223,6 +223,17 @@ DetailedStatus DataDistEngine::SwitchRole(LlmRole role, const std::string &liste
   return DetailedStatus::Ok();
 }
 
+DetailedStatus DataDistEngine::EnsureListening(const std::string &ip, uint16_t port) {
+  LLMDD_RETURN_IF_ERROR(CheckInitialized("link"));
+  LLMDD_CHECK(port != 0, LLM_PARAM_INVALID, "the rank table gives this cluster port 0 at ", ip);
+  const std::string current = links_->listen_address();
+  const std::string wanted = detail::Concat(ip, ":", port);
+  if (current.empty()) return links_->StartListener(ip, port);
+  LLMDD_CHECK(current == wanted || current == detail::Concat("0.0.0.0:", port), LLM_PARAM_INVALID,
+              "this cluster already listens at ", current, " but the rank table puts it at ", wanted);
+  return DetailedStatus::Ok();
+}
+
 std::vector<DetailedStatus> DataDistEngine::LinkClusters(const std::vector<LinkTarget> &targets, int32_t timeout_ms) {
   if (!initialized_) return std::vector<DetailedStatus>(targets.size(), CheckInitialized("link_clusters"));
   return links_->LinkClusters(targets, timeout_ms);

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import _core
+from ._rank_table import CommRegistry
 from ._validation import check_dict, check_int, check_type, param_invalid
 from .cache_manager import CacheManager
 from .configs import LLMClusterInfo, LLMRole, _parse_listen_ip_info
@@ -37,6 +39,7 @@ class LLMDataDist:
         self._engine: Optional[_core.Engine] = None
         self._cache_manager: Optional[CacheManager] = None
         self._options: Dict[str, str] = {}
+        self._comms: Optional[CommRegistry] = None
         self.last_link_errors: Dict[int, Tuple[LLMStatusCode, str]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -71,6 +74,7 @@ class LLMDataDist:
             self._engine = engine
             self._options = opts
             self._cache_manager = CacheManager(self, engine)
+            self._comms = CommRegistry(engine, self._cluster_id, _link_total_seconds(opts))
             _initialized_instance = self
         logger.info("LLMDataDist cluster %d initialized (role %s, device backend %s: %s)", self._cluster_id,
                     self._role, engine.device_backend, engine.device_backend_reason)
@@ -84,6 +88,9 @@ class LLMDataDist:
                 return
             if self._cache_manager is not None:
                 self._cache_manager._invalidate()
+            if self._comms is not None:
+                self._comms.close()  # their threads call the engine: stop them before it goes
+                self._comms = None
             self._engine.finalize()
             self._engine = None
             self._cache_manager = None
@@ -225,27 +232,44 @@ class LLMDataDist:
         """"ip:port" this instance listens on, "" when it does not (ours)."""
         return self._check_init().listen_address
 
-    # -- rank-table links: not provided --------------------------------------------------
-    def _not_yet(self, name: str) -> LLMException:
-        return LLMException(f"{name} (rank-table / HCCL links) is not provided by this implementation; "
-                            f"use link_clusters with listen_ip_info.",
-                            status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED)
+    # -- rank-table links (python/llm_datadist/_rank_table.py) ------------------------------
+    def _comm_registry(self) -> CommRegistry:
+        self._check_init()
+        assert self._comms is not None
+        return self._comms
 
     def link(self, comm_name: str, cluster_rank_info: Dict[int, int], rank_table: str) -> int:
-        self._check_init()
-        raise self._not_yet("link")
+        """Upstream's rank-table link: every member calls it with the same comm_name, ranks and
+        HCCL rank table; returns a comm_id at once. Poll query_register_mem_status(comm_id) until
+        OK before pulling. Each pair of members becomes one link (the lower rank listens at its
+        rank-table address, the higher connects); see _rank_table.py for addresses and timing."""
+        return self._comm_registry().link(comm_name, cluster_rank_info, rank_table)
 
     def unlink(self, comm_id: int) -> None:
-        self._check_init()
-        raise self._not_yet("unlink")
+        """Tears down a rank-table link (and each pair link no other comm uses)."""
+        self._comm_registry().unlink(comm_id)
 
     def query_register_mem_status(self, comm_id: int) -> RegisterMemStatus:
-        self._check_init()
-        raise self._not_yet("query_register_mem_status")
+        """PREPARING while the comm's links come up, then OK or FAILED (comm_info says why)."""
+        return self._comm_registry().status(comm_id)
+
+    def comm_info(self, comm_id: int) -> Dict[str, object]:
+        """Ours, not upstream: a comm's status and, when FAILED, why."""
+        registry = self._comm_registry()
+        return {"comm_id": comm_id, "status": registry.status(comm_id), "error": registry.error(comm_id)}
 
     def check_link_status(self, remote_cluster_id: int) -> None:
         self._check_init()
         raise param_invalid("check_link_status is not supported when llm.EnableCacheManager is configured.")
+
+
+def _link_total_seconds(options: Dict[str, str]) -> float:
+    """Upstream's time for a rank-table link: llm.LinkTotalTime seconds, or when that is 0 or
+    unset HCCL_CONNECT_TIMEOUT seconds (default 120)."""
+    for raw in (options.get("llm.LinkTotalTime", ""), os.environ.get("HCCL_CONNECT_TIMEOUT", "")):
+        if raw.strip().isdigit() and int(raw) > 0:
+            return float(int(raw))
+    return 120.0
 
 
 @atexit.register
