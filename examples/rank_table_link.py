@@ -1,0 +1,120 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The call sequence of vllm-ascend's LLMDataDistCMgrConnector, unchanged, on this library:
+register paged KV with register_blocks_cache, link with an HCCL rank table, poll
+query_register_mem_status until OK, pull_blocks, unlink, finalize.
+
+    python examples/rank_table_link.py            # a prefill and a decode process on this host
+
+The parent starts both roles as child processes (cluster 1 = prefill, rank 0; cluster 2 =
+decode, rank 1), hands them one rank table, and checks that the decode's pulled blocks equal
+the prefill's byte for byte. On Ascend the rank table names NPU device IPs; here `device_ip`
+is any address the peer reaches over TCP and `device_port` its port (or LLMDD_COMM_BASE_PORT +
+device_id when absent).
+"""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+NUM_BLOCKS, BLOCK_TOKENS, KV_HEADS, HEAD_DIM, LAYERS = 32, 16, 2, 64, 2
+PREFILL_ID, DECODE_ID = 1, 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_rank_table(ports) -> str:
+    devices = [{"device_id": str(rank), "device_ip": "127.0.0.1", "rank_id": str(rank), "device_port": str(port)}
+               for rank, port in enumerate(ports)]
+    return json.dumps({"version": "1.0", "server_count": "1", "status": "completed",
+                       "server_list": [{"server_id": "127.0.0.1", "device": devices}]})
+
+
+def worker(role_name: str, rank_table: str) -> int:
+    import llm_datadist as ld
+
+    is_prefill = role_name == "prefill"
+    cluster_id = PREFILL_ID if is_prefill else DECODE_ID
+    config = ld.LLMConfig()
+    config.device_id = 0
+    config.enable_cache_manager = True
+    config.enable_remote_cache_accessible = True
+    config.sync_kv_timeout = 5000
+    config.link_total_time = 30  # seconds
+    datadist = ld.LLMDataDist(ld.LLMRole.PROMPT if is_prefill else ld.LLMRole.DECODER, cluster_id)
+    datadist.init(config.generate_options())
+    try:
+        # The engine's paged KV: K and V per layer, [blocks, tokens, kv heads, head dim], memory it owns.
+        kv = [np.zeros((NUM_BLOCKS, BLOCK_TOKENS, KV_HEADS, HEAD_DIM), dtype=np.float16) for _ in range(2 * LAYERS)]
+        if is_prefill:
+            rng = np.random.default_rng(0)
+            for t in kv:
+                t[:] = rng.standard_normal(t.shape).astype(np.float16)
+        desc = ld.CacheDesc(len(kv), (NUM_BLOCKS, BLOCK_TOKENS, KV_HEADS, HEAD_DIM), ld.DataType.DT_FLOAT16,
+                            ld.Placement.HOST)
+        key = ld.BlocksCacheKey(cluster_id, 0) if is_prefill else None
+        cache = datadist.cache_manager.register_blocks_cache(desc, [t.ctypes.data for t in kv], key)
+
+        comm_id = datadist.link(f"pd_comm_{PREFILL_ID}_{DECODE_ID}", {PREFILL_ID: 0, DECODE_ID: 1}, rank_table)
+        deadline = time.monotonic() + 60
+        while datadist.query_register_mem_status(comm_id) == ld.RegisterMemStatus.PREPARING:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the rank-table link did not come up")
+            time.sleep(0.05)
+        status = datadist.query_register_mem_status(comm_id)
+        if status != ld.RegisterMemStatus.OK:
+            raise RuntimeError(f"link failed: {datadist.comm_info(comm_id)['error']}")
+
+        if is_prefill:
+            sys.stdin.readline()  # until the decode has pulled (vllm-ascend: a "finished" message)
+        else:
+            remote_blocks, local_blocks = [3, 4, 5, 9], [0, 1, 2, 7]
+            t0 = time.perf_counter()
+            datadist.cache_manager.pull_blocks(ld.BlocksCacheKey(PREFILL_ID, 0), cache, remote_blocks, local_blocks)
+            elapsed_us = (time.perf_counter() - t0) * 1e6
+            rng = np.random.default_rng(0)  # the prefill's contents, regenerated to compare
+            ok = True
+            for t in kv:
+                source = rng.standard_normal(t.shape).astype(np.float16)
+                ok &= bool(np.array_equal(t[local_blocks].view(np.uint16), source[remote_blocks].view(np.uint16)))
+            transport = datadist.link_info(PREFILL_ID)["transport"]
+            print(f"decode pulled {len(remote_blocks)} blocks x {len(kv)} tensors over {transport} in "
+                  f"{elapsed_us:.0f} us: {'bytes equal' if ok else 'BYTES DIFFER'}")
+            if not ok:
+                return 1
+        datadist.cache_manager.unregister_cache(cache.cache_id)
+        datadist.unlink(comm_id)
+        return 0
+    finally:
+        datadist.finalize()
+
+
+def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] in ("prefill", "decode"):
+        return worker(sys.argv[1], sys.argv[2])
+    table = make_rank_table([free_port(), free_port()])
+    prefill = subprocess.Popen([sys.executable, __file__, "prefill", table], stdin=subprocess.PIPE, text=True)
+    decode = subprocess.Popen([sys.executable, __file__, "decode", table])
+    try:
+        decode_rc = decode.wait(timeout=120)
+        prefill.stdin.write("done\n")
+        prefill.stdin.flush()
+        prefill_rc = prefill.wait(timeout=60)
+    finally:
+        for p in (prefill, decode):
+            if p.poll() is None:
+                p.kill()
+    print(f"prefill exited {prefill_rc}, decode exited {decode_rc}")
+    return 0 if prefill_rc == 0 and decode_rc == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
