@@ -11,6 +11,17 @@
 namespace llm_datadist {
 
 namespace {
+
+// How long Link::Call spins for a reply before it sleeps (see there).
+constexpr int kReplySpinUs = 30;
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
 int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
 }
@@ -140,6 +151,12 @@ DetailedStatus Link::Call(FrameType type, const std::vector<uint8_t> &payload, c
     Break(sent.message());
     return Usable();
   }
+  // A small reply usually comes back within tens of microseconds: spin for it briefly instead of
+  // paying a sleep and a wake-up (which cost about as much again on a VM).
+  const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(kReplySpinUs);
+  while (!call->ready.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < spin_until) {
+    CpuRelax();
+  }
   std::unique_lock<std::mutex> lock(call->mutex);
   if (!call->cv.wait_until(lock, deadline, [&] { return call->done; })) {
     lock.unlock();
@@ -250,6 +267,7 @@ void Link::ReaderLoop() {
           std::lock_guard<std::mutex> lock(call->mutex);
           call->done = true;
           call->status = data_status;
+          call->ready.store(true, std::memory_order_release);
           call->cv.notify_all();
         }
         break;
@@ -259,6 +277,7 @@ void Link::ReaderLoop() {
         call->reply_header = header;
         call->reply = std::move(payload);
         call->done = true;
+        call->ready.store(true, std::memory_order_release);
         call->cv.notify_all();
       }
       continue;

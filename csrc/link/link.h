@@ -60,6 +60,9 @@ struct PendingCall {
   std::mutex mutex;
   std::condition_variable cv;
   bool done = false;
+  // Mirrors `done` (set after it, under the mutex) so the caller can spin briefly on it
+  // without the lock before sleeping on the condition variable.
+  std::atomic<bool> ready{false};
   DetailedStatus status;
   FrameHeader reply_header;
   std::vector<uint8_t> reply;
