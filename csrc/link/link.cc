@@ -151,9 +151,12 @@ DetailedStatus Link::Call(FrameType type, const std::vector<uint8_t> &payload, c
     Break(sent.message());
     return Usable();
   }
-  // A small reply usually comes back within tens of microseconds: spin for it briefly instead of
-  // paying a sleep and a wake-up (which cost about as much again on a VM).
-  const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(kReplySpinUs);
+  // On one host (frames on the Unix channel) a small reply comes back in about 25 us: spin for
+  // it briefly instead of paying a sleep and a wake-up, which cost about as much again on a VM.
+  // Over TCP replies take longer (streamed data, a network) and the spin would only burn a CPU
+  // the peer's threads may need.
+  const auto spin_until = std::chrono::steady_clock::now() +
+                          std::chrono::microseconds(frames_over_unix ? kReplySpinUs : 0);
   while (!call->ready.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < spin_until) {
     CpuRelax();
   }
