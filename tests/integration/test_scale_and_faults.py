@@ -336,7 +336,10 @@ def test_200_link_unlink_cycles_leak_nothing(group, transport):
     out = d.call("link_cycles", 45, cluster=cluster_of(p), n=200, transfer=pull)
     print(f"[{transport}] 200 link+pull+unlink cycles: {out['elapsed_s']:.2f} s "
           f"(warm-up 20: {warm['elapsed_s']:.2f} s)")
-    slack = {"fds": 2, "maps": 4, "threads": 1}
+    # A leak grows with the 200 cycles; what does not is a bounded offset after the warm-up
+    # (glibc's per-thread arenas and cached thread stacks from the handshake and reader threads:
+    # +4 maps on the prefill after 200 cycles and after 800 alike, +5 once on a busy CI run).
+    slack = {"fds": 2, "maps": 12, "threads": 1}
     d_after = _settled(d.pid, d_base, slack)
     p_after = _settled(p.pid, p_base, slack)
     print(f"decode {d_base} -> {d_after}; prefill {p_base} -> {p_after}")
