@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import llm_datadist
+from llm_datadist._bench import write_record
 
 
 def main() -> int:
@@ -41,9 +42,7 @@ def main() -> int:
             "llm_datadist": llm_datadist.__version__,
             "results": rows,
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"recorded in {args.out}")
+        write_record(args.out, record)
     return 0
 
 

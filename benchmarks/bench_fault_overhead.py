@@ -32,6 +32,7 @@ from pathlib import Path
 
 import llm_datadist
 from llm_datadist import fault_injection as fi
+from llm_datadist._bench import write_record
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_DRIVER = REPO / "fault_injection" / "fake_cuda" / "fake_cuda_driver.c"
@@ -229,9 +230,7 @@ def main() -> int:
                 "intercepted_call_ns": {k: round(v, 2) for k, v in per_call.items()},
             },
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"recorded in {args.out}")
+        write_record(args.out, record)
     return 0
 
 

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The LLMConfig the single-process tests use, importable from any test directory
-(`from config_helpers import make_config`): tests/ is on sys.path through tests/conftest.py.
+"""The LLMConfig the tests use, importable from any test directory (`from config_helpers
+import make_config`; tests/ is on sys.path through tests/conftest.py) and by the worker
+processes of tests/integration (worker_main.py puts tests/ on its path).
 A module of its own, not a conftest, because `from conftest import ...` resolves to whichever
 directory's conftest was imported last."""
 import json

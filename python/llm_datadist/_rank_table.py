@@ -28,7 +28,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ._validation import check_int, check_type, param_invalid
 from .llm_types import RegisterMemStatus
@@ -107,7 +107,7 @@ def parse_members(rank_table: Any, cluster_rank_info: Dict[int, int]) -> List[Me
     if not isinstance(servers, list):
         raise param_invalid("rank_table has no server_list (an HCCL rank table, version 1.0 or 1.2, is expected).")
     base = _base_port()
-    by_rank: Dict[int, Member] = {}
+    by_rank: Dict[int, Tuple[str, int]] = {}  # rank -> (ip, port)
     for s, server in enumerate(servers):
         devices = server.get("device") if isinstance(server, dict) else None
         if not isinstance(devices, list):
@@ -132,14 +132,13 @@ def parse_members(rank_table: Any, cluster_rank_info: Dict[int, int]) -> List[Me
                 raise param_invalid(f"rank_table {where} (rank {rank}) gives port {port}, outside [1, 65535].")
             if rank in by_rank:
                 raise param_invalid(f"rank_table has rank_id {rank} twice.")
-            by_rank[rank] = Member(-1, rank, ip, port)
+            by_rank[rank] = (ip, port)
     members = []
     for cluster_id, rank in cluster_rank_info.items():
         if rank not in by_rank:
             raise param_invalid(f"rank_table has no device with rank_id {rank} (cluster {cluster_id}); it has "
                                 f"ranks {sorted(by_rank)}.")
-        m = by_rank[rank]
-        members.append(Member(cluster_id, rank, m.ip, m.port))
+        members.append(Member(cluster_id, rank, *by_rank[rank]))
     return members
 
 
@@ -205,8 +204,9 @@ class CommRegistry:
     def status(self, comm_id: Any) -> RegisterMemStatus:
         return self._find(comm_id).status
 
-    def error(self, comm_id: Any) -> str:
-        return self._find(comm_id).error
+    def info(self, comm_id: Any) -> Dict[str, Any]:
+        comm = self._find(comm_id)
+        return {"comm_id": comm.comm_id, "status": comm.status, "error": comm.error}
 
     def unlink(self, comm_id: Any) -> None:
         comm = self._find(comm_id)

@@ -255,8 +255,7 @@ class LLMDataDist:
 
     def comm_info(self, comm_id: int) -> Dict[str, object]:
         """Ours, not upstream: a comm's status and, when FAILED, why."""
-        registry = self._comm_registry()
-        return {"comm_id": comm_id, "status": registry.status(comm_id), "error": registry.error(comm_id)}
+        return self._comm_registry().info(comm_id)
 
     def check_link_status(self, remote_cluster_id: int) -> None:
         self._check_init()

@@ -35,6 +35,9 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+# tests/, for config_helpers (the test process has it already; a worker run as a script does not)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 U64MAX = 2**64 - 1
 
 
@@ -227,18 +230,9 @@ class Worker:
         if device_backend is None:
             # Placement.DEVICE is the CPU device unless the run asks for CUDA (GPU hosts)
             device_backend = os.environ.get("LLMDD_TEST_DEVICE_BACKEND", "cpu")
-        cfg = ld.LLMConfig()
-        cfg.device_id = 0
-        cfg.enable_cache_manager = True
-        pool: Dict[str, Any] = {"memory_size": int(pool_bytes)}
-        if page_shift is not None:
-            pool["page_shift"] = int(page_shift)
-        if device_pool:
-            cfg.mem_pool_cfg = json.dumps(pool)
-        if host_pool:
-            cfg.host_mem_pool_cfg = json.dumps(pool)
-        if device_backend:
-            cfg.device_backend = device_backend
+        from config_helpers import make_config
+        cfg = make_config(device_backend, int(pool_bytes), None if page_shift is None else int(page_shift),
+                          host_pool, device_pool)
         if sync_kv_timeout is not None:
             cfg.sync_kv_timeout = int(sync_kv_timeout)
         if listen:

@@ -10,3 +10,14 @@
 
 Nothing here is imported by `import llm_datadist`.
 """
+import json
+from pathlib import Path
+from typing import Any, Dict
+
+
+def write_record(out: Path, record: Dict[str, Any], indent: int = 2) -> None:
+    """Writes a benchmark's JSON record (creating its folder) and says where: every benchmark,
+    in the package and in benchmarks/, records its runs this way."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=indent) + "\n")
+    print(f"recorded in {out}")

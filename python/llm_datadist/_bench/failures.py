@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import llm_datadist as ld
+
+from . import write_record
+from .transfer import free_port
 
 PREFILL = r"""
 import json, sys, time, llm_datadist as ld
@@ -43,14 +45,6 @@ cm.allocate_cache(ld.CacheDesc(2, [64, 4096], ld.DataType.DT_UINT8, ld.Placement
 print("ready", flush=True)
 time.sleep(3600)
 """
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def start_prefill(port: int) -> subprocess.Popen:
@@ -77,6 +71,16 @@ def measure(repeats: int = 5, sync_kv_timeout_ms: int = 500,
     samples = {k: [] for k in ("link_ms", "unlink_ms", "kill_in_flight_ms", "kill_next_call_ms", "freeze_timeout_ms",
                                "relink_after_restart_ms")}
     codes = {}
+
+    def pull_expecting_failure(code_name: str, sample_name: str) -> None:
+        """One pull that should fail: its code under codes[code_name], its time in ms."""
+        t0 = time.perf_counter()
+        try:
+            cm.pull_cache(ld.CacheKey(1, 2**64 - 1, prefix_id=0), local)
+        except ld.LLMException as exc:
+            codes[code_name] = exc.status_code.name
+        samples[sample_name].append((time.perf_counter() - t0) * 1e3)
+
     for rep in range(repeats):
         if progress is not None:
             progress(f"failures: repeat {rep + 1}/{repeats}")
@@ -116,28 +120,17 @@ def measure(repeats: int = 5, sync_kv_timeout_ms: int = 500,
         worker.join(10)
         samples["kill_in_flight_ms"].append((result["t"] - t_kill) * 1e3)
         codes["kill_in_flight"] = result["code"]
-        t0 = time.perf_counter()
-        try:
-            cm.pull_cache(ld.CacheKey(1, 2**64 - 1, prefix_id=0), local)
-        except ld.LLMException as exc:
-            codes["kill_next_call"] = exc.status_code.name
-        samples["kill_next_call_ms"].append((time.perf_counter() - t0) * 1e3)
+        pull_expecting_failure("kill_next_call", "kill_next_call_ms")
         prefill.wait()
         decode.unlink_clusters([cluster], 1000, force=True)
 
         # restart on the same port, relink, then freeze: the pull times out at sync_kv_timeout
-        t0 = time.perf_counter()
         prefill = start_prefill(port)
         t1 = time.perf_counter()
         assert decode.link_clusters([cluster], 5000)[0] == ld.LLMStatusCode.LLM_SUCCESS
         samples["relink_after_restart_ms"].append((time.perf_counter() - t1) * 1e3)
         os.kill(prefill.pid, signal.SIGSTOP)
-        t0 = time.perf_counter()
-        try:
-            cm.pull_cache(ld.CacheKey(1, 2**64 - 1, prefix_id=0), local)
-        except ld.LLMException as exc:
-            codes["freeze"] = exc.status_code.name
-        samples["freeze_timeout_ms"].append((time.perf_counter() - t0) * 1e3)
+        pull_expecting_failure("freeze", "freeze_timeout_ms")
         os.kill(prefill.pid, signal.SIGKILL)
         prefill.wait()
         decode.unlink_clusters([cluster], 1000, force=True)
@@ -171,9 +164,7 @@ def main(argv: Optional[Sequence[str]] = None, script: Optional[str] = None) -> 
             "samples_ms": samples,
             "codes": codes,
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"recorded in {args.out}")
+        write_record(args.out, record)
     return 0
 
 

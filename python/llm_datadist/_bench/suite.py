@@ -51,6 +51,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from . import write_record
+
 SCHEMA = "llm_datadist.bench/1"
 KiB, MiB = 1 << 10, 1 << 20
 REF_POOL = 256 * MiB
@@ -739,7 +741,5 @@ def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None) -> int:
                      "renderer": "llm_datadist._bench.png (zlib + struct; matplotlib not used)"},
             "notes": bench.notes, "errors": bench.errors, "peer_errors": bench.peer_errors, "loadavg_at_end": list(os.getloadavg()),
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=1) + "\n")
-        print(f"recorded in {args.out}")
+        write_record(args.out, record, indent=1)
     return 0 if bench.errors == 0 else 1

@@ -61,6 +61,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import write_record
+
 SCHEMA = "llm_datadist.bench_transfer/1"
 MiB = 1 << 20
 PREFILL_ID = 1
@@ -1230,9 +1232,7 @@ def main(argv: Optional[Sequence[str]] = None, script: Optional[str] = None) -> 
             "acceptance": accept, "notes": bench.notes, "errors": bench.errors,
             "loadavg_at_end": list(os.getloadavg()),
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=1) + "\n")
-        print(f"recorded in {args.out}")
+        write_record(args.out, record, indent=1)
     return 0 if bench.errors == 0 else 1
 
 
