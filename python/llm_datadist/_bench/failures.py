@@ -55,6 +55,19 @@ def start_prefill(port: int) -> subprocess.Popen:
     return proc
 
 
+def freeze(pid: int, timeout_s: float = 5.0) -> None:
+    """SIGSTOP, then wait until the kernel reports the process stopped: kill() returns before
+    the signal takes effect, and a pull sent in between can still be answered."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+                return
+        time.sleep(0.001)
+    raise RuntimeError(f"prefill {pid} did not stop within {timeout_s} s of SIGSTOP")
+
+
 def measure(repeats: int = 5, sync_kv_timeout_ms: int = 500,
             progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Every sample of the measures above, `repeats` times: {"samples_ms", "medians_ms", "codes"}."""
@@ -101,7 +114,7 @@ def measure(repeats: int = 5, sync_kv_timeout_ms: int = 500,
         decode.link_clusters([cluster], 5000)
 
         # kill while a pull waits: freeze first so the pull is surely in flight
-        os.kill(prefill.pid, signal.SIGSTOP)
+        freeze(prefill.pid)
         result = {}
 
         def pull() -> None:
@@ -129,7 +142,7 @@ def measure(repeats: int = 5, sync_kv_timeout_ms: int = 500,
         t1 = time.perf_counter()
         assert decode.link_clusters([cluster], 5000)[0] == ld.LLMStatusCode.LLM_SUCCESS
         samples["relink_after_restart_ms"].append((time.perf_counter() - t1) * 1e3)
-        os.kill(prefill.pid, signal.SIGSTOP)
+        freeze(prefill.pid)
         pull_expecting_failure("freeze", "freeze_timeout_ms")
         os.kill(prefill.pid, signal.SIGKILL)
         prefill.wait()
