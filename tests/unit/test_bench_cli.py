@@ -37,10 +37,21 @@ def _png_size(data: bytes):
     return width, height, depth, color
 
 
+def _failure_first(out_json, log):
+    """What failed, ahead of the whole log (CI shows only the start and the end of a long message)."""
+    try:
+        rec = json.loads(out_json.read_text())
+    except (OSError, ValueError) as exc:
+        return f"no JSON record ({exc})\n{log}"
+    failed = [f"{r['system']}/{r['transport']} {r['placement']} {r['case']}: {r['error']}"
+              for r in rec.get("rows", []) if r.get("error") or not r.get("verified", True)]
+    return f"failed rows: {failed}\nnotes: {rec.get('notes')}\n{log}"
+
+
 def test_bench_quick_writes_table_json_png(tmp_path):
     _skip_unless_pulls_work()
     out, out_json, log = _bench(tmp_path, "--peers", "auto", "--extras", "link,metadata,registration")
-    assert out.returncode == 0, log
+    assert out.returncode == 0, _failure_first(out_json, log)
     assert "every byte verified" in out.stdout, log
     for what in ("== reference ==", "== sweep ==", "== model ==", "== cache ==", "llm_datadist/shm",
                  "llm_datadist/tcp", "memcpy", "acceptance (issue 5)", "recorded peer baseline (NOT this run",
