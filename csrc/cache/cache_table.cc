@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "common/logging.h"
+#include "common/sealed_memfd.h"
 
 namespace llm_datadist {
 
@@ -54,12 +55,8 @@ DetailedStatus CacheTablePublisher::Create() {
     Clear();  // a re-initialized engine starts with an empty table
     return DetailedStatus::Ok();
   }
-  int fd = memfd_create("llmdd-cache-table", MFD_CLOEXEC);
-  if (fd < 0 || ftruncate(fd, static_cast<off_t>(capacity_)) != 0) {
-    int err = errno;
-    if (fd >= 0) close(fd);
-    return DetailedStatus(LLM_OUT_OF_MEMORY, detail::Concat("cannot create the cache table: ", std::strerror(err)));
-  }
+  int fd = -1;
+  LLMDD_RETURN_IF_ERROR(CreateSealedMemfd("llmdd-cache-table", capacity_, &fd));
   void *p = mmap(nullptr, capacity_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) {
     int err = errno;

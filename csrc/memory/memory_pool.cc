@@ -11,6 +11,7 @@
 #include "common/cuda_driver.h"
 #include "common/flat_json.h"
 #include "common/logging.h"
+#include "common/sealed_memfd.h"
 
 namespace llm_datadist {
 
@@ -93,14 +94,9 @@ DetailedStatus MemoryPool::Create(MemoryKind kind, const PoolConfig &config, int
     // A memfd so that another process on this host can map the pool (shm transport). Pages are
     // committed on first touch, so a large pool costs nothing until used.
     const char *name = kind == MemoryKind::kHost ? "llmdd-host-pool" : "llmdd-cpu-device-pool";
-    int fd = memfd_create(name, MFD_CLOEXEC);
-    if (fd >= 0 && ftruncate(fd, static_cast<off_t>(pool->size_)) != 0) {
-      int err = errno;
-      close(fd);
-      return DetailedStatus(LLM_OUT_OF_MEMORY, detail::Concat("cannot size a ", MemoryKindName(kind),
-                                                              " pool of ", pool->size_, " bytes: ",
-                                                              std::strerror(err)));
-    }
+    int fd = -1;
+    DetailedStatus created = CreateSealedMemfd(name, pool->size_, &fd);
+    if (!created.ok()) return created.With("operation", "create_pool");
     void *base = mmap(nullptr, pool->size_, PROT_READ | PROT_WRITE,
                       fd >= 0 ? MAP_SHARED : (MAP_PRIVATE | MAP_ANONYMOUS), fd, 0);
     if (base == MAP_FAILED) {
