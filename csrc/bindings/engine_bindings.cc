@@ -188,6 +188,17 @@ py::object PoolStatsDict(const std::optional<PoolStats> &stats) {
 }  // namespace
 
 void RegisterEngineBindings(py::module_ &m) {
+  // The link protocol's version (csrc/link/wire.h), for tests that speak it byte by byte.
+  m.attr("LINK_PROTOCOL_VERSION") = kProtocolVersion;
+  // The listener's limits (csrc/link/link_manager.h), for the tests that push against them.
+  py::dict limits;
+  limits["max_concurrent_handshakes"] = kMaxConcurrentHandshakes;
+  limits["max_handshakes_per_address"] = kMaxHandshakesPerAddress;
+  limits["server_handshake_timeout_ms"] = kServerHandshakeTimeoutMs;
+  limits["server_hello_timeout_ms"] = kServerHelloTimeoutMs;
+  limits["max_handshake_payload"] = kMaxHandshakePayload;
+  limits["peer_dead_ms"] = kPeerDeadMs;
+  m.attr("LINK_LIMITS") = limits;
   m.def(
       "calc_tensor_size",
       [](const std::vector<int64_t> &shape, int32_t data_type) {

@@ -66,22 +66,29 @@ void RegisterStatusBindings(py::module_ &m) {
         "Minimum core log level: 0 debug, 1 info, 2 warning, 3 error.");
   m.def("install_python_log_sink", &InstallPythonLogSink);
   m.def("reset_log_sink", [] { SetLogSink(nullptr); });
+  m.def("throw_bad_alloc_for_test", [] { throw std::bad_alloc(); },
+        "Raises what a failed native allocation raises (for the translator's test).");
   m.def("log_for_test", [](int level, const std::string &line) {
     LogLine(static_cast<LogLevel>(level), line);
   });
 
   // One translator for every core error: the Python side builds the LLMException (with the
   // table's metadata) from the code, the message and the context.
+  // A native allocation failure is LLM_OUT_OF_MEMORY, like a full pool, not a Python MemoryError.
   py::register_exception_translator([](std::exception_ptr p) {
+    auto raise = [](Status code, const std::string &message, const py::list &context) {
+      py::object exc = py::module_::import("llm_datadist.status")
+                           .attr("_exception_from_native")(static_cast<int64_t>(code), message, context);
+      PyErr_SetObject(reinterpret_cast<PyObject *>(Py_TYPE(exc.ptr())), exc.ptr());
+    };
     try {
       if (p) std::rethrow_exception(p);
     } catch (const StatusError &error) {
       py::list context;
       for (const auto &kv : error.status.context()) context.append(py::make_tuple(kv.first, kv.second));
-      py::object exc = py::module_::import("llm_datadist.status")
-                           .attr("_exception_from_native")(static_cast<int64_t>(error.status.code()),
-                                                           error.status.message(), context);
-      PyErr_SetObject(reinterpret_cast<PyObject *>(Py_TYPE(exc.ptr())), exc.ptr());
+      raise(error.status.code(), error.status.message(), context);
+    } catch (const std::bad_alloc &) {
+      raise(LLM_OUT_OF_MEMORY, "the native core could not allocate memory", py::list());
     }
   });
 }

@@ -81,6 +81,26 @@ DetailedStatus ParseEngineOptions(const std::map<std::string, std::string> &opti
   LLMDD_CHECK(transport == "auto" || transport == "tcp", LLM_PARAM_INVALID, "llmdd.Transport \"", transport,
               "\" must be \"auto\" or \"tcp\"");
   parsed.force_tcp = transport == "tcp";
+  // Access control (ours): which other uids may map our pools, and whether a secret is a must.
+  std::string uids;
+  if (const char *env = std::getenv("LLMDD_ALLOWED_UIDS"); env != nullptr) uids = env;
+  if (const std::string *opt = FindOption(options, "llmdd.AllowedUids")) uids = *opt;
+  for (size_t begin = 0; begin < uids.size();) {
+    size_t end = uids.find(',', begin);
+    if (end == std::string::npos) end = uids.size();
+    const std::string item = uids.substr(begin, end - begin);
+    int64_t uid = -1;
+    LLMDD_CHECK(ParseInt64(item, &uid) && uid >= 0 && uid <= std::numeric_limits<uint32_t>::max(), LLM_PARAM_INVALID,
+                "llmdd.AllowedUids \"", uids, "\" is not a comma-separated list of uids (bad item \"", item, "\")");
+    parsed.allowed_uids.push_back(static_cast<uint32_t>(uid));
+    begin = end + 1;
+  }
+  std::string require = "0";
+  if (const char *env = std::getenv("LLMDD_REQUIRE_SECRET"); env != nullptr && *env != '\0') require = env;
+  if (const std::string *opt = FindOption(options, "llmdd.RequireSecret")) require = *opt;
+  LLMDD_CHECK(require == "0" || require == "1", LLM_PARAM_INVALID, "llmdd.RequireSecret \"", require,
+              "\" must be \"0\" or \"1\"");
+  parsed.require_secret = require == "1";
   const std::string *listen = FindOption(options, OPTION_LISTEN_IP_INFO);
   if (listen == nullptr) listen = FindOption(options, "llm.listenIpInfo");
   if (listen != nullptr) parsed.listen_ip_info = *listen;
@@ -179,7 +199,7 @@ DetailedStatus DataDistEngine::Initialize(const std::map<std::string, std::strin
     regions.push_back(r);
   }
   auto links = std::make_unique<LinkManager>(cluster_id_, this, [this] { return LocalRegions(); },
-                                             LinkOptions{parsed.link_secret, parsed.force_tcp});
+                                             LinkOptions{parsed.link_secret, parsed.force_tcp, parsed.allowed_uids, parsed.require_secret});
   if (!parsed.listen_ip_info.empty()) {
     std::string ip;
     uint16_t port = 0;

@@ -58,7 +58,8 @@ struct WireRequest {
     return r.Get(&key_kind) && r.Get(&req_id) && r.Get(&prefix_id) && r.Get(&model_id) && r.Get(&cache_id) &&
            r.Get(&batch_index) && r.Get(&layout) && r.Get(&delivery) && r.Get(&all_tensors) && r.Get(&tensor_begin) &&
            r.Get(&tensor_count) && r.Get(&size) && r.Get(&whole_slot) && r.Get(&chunk_bytes) && r.Get(&chunk_count) &&
-           r.GetVector(&blocks) && key_kind <= 2 && layout <= 2 && delivery <= 1;
+           r.GetVector(&blocks, kMaxBlocksPerTransfer) && key_kind <= 2 && layout <= 2 && delivery <= 1 &&
+           all_tensors <= 1 && whole_slot <= 1;
   }
 };
 
@@ -67,23 +68,43 @@ struct Chunk {
   uint64_t bytes;
 };
 
-std::vector<Chunk> ChunksOf(Layout layout, uint32_t slot, uint64_t stride, uint64_t size,
-                            const std::vector<uint64_t> &blocks, uint64_t chunk_bytes, uint32_t chunk_count) {
-  std::vector<Chunk> chunks;
+// offset = a * b + c, or false when that does not fit 64 bits (a hostile peer's values).
+bool OffsetOf(uint64_t a, uint64_t b, uint64_t c, uint64_t *offset) {
+  uint64_t product = 0;
+  return !__builtin_mul_overflow(a, b, &product) && !__builtin_add_overflow(product, c, offset);
+}
+
+// The chunks of one tensor in canonical order. False when an offset or an end does not fit 64
+// bits: the owner checked every value of its own request before this (ResolveRequest), but a
+// requester computes the owner's offsets from values the owner published (stride, block count).
+bool ChunksOf(Layout layout, uint32_t slot, uint64_t stride, uint64_t size, const std::vector<uint64_t> &blocks,
+              uint64_t chunk_bytes, uint32_t chunk_count, std::vector<Chunk> *chunks) {
+  chunks->clear();
+  uint64_t offset = 0, end = 0;
   switch (layout) {
     case Layout::kSlotToSlot:
-      chunks.push_back({uint64_t{slot} * stride, size});
+      if (!OffsetOf(slot, stride, 0, &offset) || __builtin_add_overflow(offset, size, &end)) return false;
+      chunks->push_back({offset, size});
       break;
     case Layout::kBlocksToBlocks:
-      chunks.reserve(blocks.size());
-      for (uint64_t b : blocks) chunks.push_back({b * stride, stride});
+      chunks->reserve(blocks.size());
+      for (uint64_t b : blocks) {
+        if (!OffsetOf(b, stride, 0, &offset) || __builtin_add_overflow(offset, stride, &end)) return false;
+        chunks->push_back({offset, stride});
+      }
       break;
-    case Layout::kSlotToBlocks:
-      chunks.reserve(chunk_count);
-      for (uint32_t j = 0; j < chunk_count; ++j) chunks.push_back({uint64_t{slot} * stride + j * chunk_bytes, chunk_bytes});
+    case Layout::kSlotToBlocks: {
+      uint64_t base = 0;
+      if (!OffsetOf(slot, stride, 0, &base)) return false;
+      chunks->reserve(chunk_count);
+      for (uint32_t j = 0; j < chunk_count; ++j) {
+        if (!OffsetOf(j, chunk_bytes, base, &offset) || __builtin_add_overflow(offset, chunk_bytes, &end)) return false;
+        chunks->push_back({offset, chunk_bytes});
+      }
       break;
+    }
   }
-  return chunks;
+  return true;
 }
 
 // The socket side of a streamed transfer over a cache's chunks (canonical order): spans to send
@@ -372,6 +393,9 @@ DetailedStatus PlanTransfer(const TransferArgs &args, const CacheEntry &local, b
     LLMDD_CHECK(local.is_blocks || local.mixed, LLM_PARAM_INVALID, op, " needs a local blocks cache, but cache ", local.cache_id,
                 " is contiguous (use ", push ? "push_cache" : "pull_cache", ")");
     LLMDD_CHECK(!args.local_blocks.empty(), LLM_PARAM_INVALID, push ? "src_blocks" : "dst_blocks", " must not be empty");
+    LLMDD_CHECK(args.local_blocks.size() <= kMaxBlocksPerTransfer, LLM_PARAM_INVALID, push ? "src_blocks" : "dst_blocks",
+                " has ", args.local_blocks.size(), " entries; one transfer moves at most ", kMaxBlocksPerTransfer,
+                " blocks");
     for (size_t i = 0; i < args.local_blocks.size(); ++i)
       LLMDD_CHECK(args.local_blocks[i] < local_slots, LLM_PARAM_INVALID, push ? "src_blocks[" : "dst_blocks[", i,
                   "] = ", args.local_blocks[i], " is out of range [0, ", local_slots, ") of local cache ", local.cache_id);
@@ -409,11 +433,13 @@ DetailedStatus CheckTensorSelection(const WireRequest &w, const std::string &key
   if (w.all_tensors) {
     LLMDD_CHECK(w.tensor_count == num_tensors, LLM_PARAM_INVALID, "num_tensors differ: the remote cache (", key, ") has ",
                 num_tensors, " tensors, the local one ", w.tensor_count);
-  } else {
-    LLMDD_CHECK(uint64_t{w.tensor_begin} + w.tensor_count <= num_tensors, LLM_PARAM_INVALID, "remote tensors [",
-                w.tensor_begin, ", ", uint64_t{w.tensor_begin} + w.tensor_count, ") are out of range: ", key, " has ",
-                num_tensors, " tensors");
+    LLMDD_CHECK(w.tensor_begin == 0, LLM_PARAM_INVALID, "a request for all tensors of ", key, " starts at tensor ",
+                w.tensor_begin, ", not 0");
   }
+  // Always, whatever all_tensors says: every tensor the owner touches comes from this range.
+  LLMDD_CHECK(uint64_t{w.tensor_begin} + w.tensor_count <= num_tensors, LLM_PARAM_INVALID, "remote tensors [",
+              w.tensor_begin, ", ", uint64_t{w.tensor_begin} + w.tensor_count, ") are out of range: ", key, " has ",
+              num_tensors, " tensors");
   return DetailedStatus::Ok();
 }
 
@@ -474,9 +500,13 @@ DetailedStatus ReadDescribed(Link &link, const CacheEntry &local, const LocalPla
                              int device_ordinal) {
   LLMDD_CHECK(locations.size() == plan.tensor_count, LLM_FEATURE_NOT_ENABLED, "owner described ", locations.size(),
               " tensors, expected ", plan.tensor_count);
-  const std::vector<Chunk> src_chunks = ChunksOf(plan.layout, slot, owner_stride, plan.wire.size, plan.wire.blocks,
-                                                 plan.wire.chunk_bytes, plan.wire.chunk_count);
-  uint64_t extent = 0;
+  std::vector<Chunk> src_chunks;
+  if (!ChunksOf(plan.layout, slot, owner_stride, plan.wire.size, plan.wire.blocks, plan.wire.chunk_bytes,
+                plan.wire.chunk_count, &src_chunks)) {
+    link.Break("the peer described memory outside its pools");
+    return DetailedStatus(LLM_LINK_FAILED, "the peer described memory outside its pools; the link is broken");
+  }
+  uint64_t extent = 0;  // ChunksOf checked that every end fits 64 bits
   for (const Chunk &c : src_chunks) extent = std::max(extent, c.offset + c.bytes);
   std::vector<CopyRegion> from_host, from_cuda, from_cma;
   for (uint32_t t = 0; t < plan.tensor_count; ++t) {
@@ -617,8 +647,8 @@ DetailedStatus DataDistEngine::Pull(const TransferArgs &args) {
       return DetailedStatus::Ok();
     }
     // Describe mode: check the owner's answer against what we mapped, then copy.
-    if (plan.layout == Layout::kSlotToBlocks &&
-        uint64_t{plan.wire.chunk_count} * plan.wire.chunk_bytes > reply.owner_stride) {
+    if (plan.layout == Layout::kSlotToBlocks && plan.wire.chunk_bytes > 0 &&
+        plan.wire.chunk_count > reply.owner_stride / plan.wire.chunk_bytes) {
       release(false);
       return fail(DetailedStatus(LLM_PARAM_INVALID, "remote slot is smaller than the destination blocks"));
     }
@@ -747,11 +777,16 @@ DetailedStatus ResolveRequest(const CacheRegistry &registry, uint64_t cluster_id
       LLMDD_CHECK(!w.whole_slot || w.size == entry->stride, LLM_PARAM_INVALID, "slot sizes differ: remote ", entry->stride,
                   " bytes, local ", w.size, " bytes; pass an explicit size");
     } else {
-      LLMDD_CHECK(uint64_t{w.chunk_count} * w.chunk_bytes <= entry->stride, LLM_PARAM_INVALID, w.chunk_count,
-                  " blocks of ", w.chunk_bytes, " bytes do not fit the remote slot of ", entry->stride, " bytes (", key, ")");
+      // Division, not multiplication: chunk_count * chunk_bytes can wrap 64 bits.
+      LLMDD_CHECK(w.chunk_bytes > 0 && w.chunk_count > 0, LLM_PARAM_INVALID, w.chunk_count, " blocks of ",
+                  w.chunk_bytes, " bytes is not a destination (", key, ")");
+      LLMDD_CHECK(w.chunk_count <= kMaxBlocksPerTransfer && w.chunk_count <= entry->stride / w.chunk_bytes,
+                  LLM_PARAM_INVALID, w.chunk_count, " blocks of ", w.chunk_bytes,
+                  " bytes do not fit the remote slot of ", entry->stride, " bytes (", key, ")");
     }
   }
-  out->chunks = ChunksOf(layout, slot, entry->stride, w.size, w.blocks, w.chunk_bytes, w.chunk_count);
+  LLMDD_CHECK(ChunksOf(layout, slot, entry->stride, w.size, w.blocks, w.chunk_bytes, w.chunk_count, &out->chunks),
+              LLM_PARAM_INVALID, "the selection of ", key, " does not fit the cache");
   const bool prefix_key = w.key_kind == 0 && w.prefix_id != kInvalidId;  // prefix keys persist
   out->consumes = layout != Layout::kBlocksToBlocks && !entry->is_registered && w.key_kind != 2 && !prefix_key &&
                   (layout == Layout::kSlotToSlot ? w.size == entry->stride
@@ -768,7 +803,12 @@ DetailedStatus DataDistEngine::ServePull(Link &link, const FrameHeader &header, 
   WireRequest w;
   if (!w.Decode(payload)) return DetailedStatus(LLM_LINK_FAILED, "malformed pull request from the peer");
   Resolved resolved;
-  DetailedStatus status = ResolveRequest(registry_, cluster_id_, w, &resolved);
+  DetailedStatus status;
+  // Where memory lives (pool offsets, raw addresses) is told only to a peer proven to be on this
+  // host and allowed to map our pools: one whose shm pool channel passed its credential check.
+  if (static_cast<Delivery>(w.delivery) == Delivery::kDescribe && link.transport != TransportKind::kShm)
+    status = DetailedStatus(LLM_PARAM_INVALID, "a described pull needs a same-host shm link; this link is tcp");
+  if (status.ok()) status = ResolveRequest(registry_, cluster_id_, w, &resolved);
   if (!status.ok()) {
     LLMDD_LOG(kInfo, "pull from cluster ", link.peer_cluster_id(), " refused: ", status.message());
     return link.Send(FrameType::kPullReply, header.request_id, EncodeStatus(status), {}, 0, deadline);

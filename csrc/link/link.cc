@@ -2,6 +2,7 @@
 #include "link/link.h"
 
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -64,6 +65,23 @@ std::string Link::close_reason() const {
 }
 
 int64_t Link::millis_since_rx() const { return (NowNs() - last_rx_ns_.load()) / 1000000; }
+
+bool Link::PeerHungUp() const {
+  if (unlinked_by_peer_.load()) return true;
+  pollfd p{fd_, POLLRDHUP, 0};
+  return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+bool Link::SilentFor(int64_t ms) const {
+  if (state() != State::kActive || in_frame_.load() || millis_since_rx() <= ms) return false;
+  {
+    std::lock_guard<std::mutex> lock(pending_mutex_);
+    if (!pending_.empty()) return false;
+  }
+  // Bytes waiting unread: the peer spoke, this process was the one not listening (stopped).
+  int unread = 0;
+  return ioctl(fd_, FIONREAD, &unread) == 0 && unread == 0;
+}
 
 DetailedStatus Link::Usable() const {
   State s = state();
@@ -227,6 +245,27 @@ void Link::NotifyClosing() {
 
 void Link::ReaderLoop() {
   DetailedStatus failure;
+  // Nothing a peer sends may end the process: an exception here fails this link, with a code.
+  try {
+    failure = ReadFrames();
+  } catch (const std::bad_alloc &) {
+    failure = DetailedStatus(LLM_OUT_OF_MEMORY, "out of memory while serving the peer");
+  } catch (const std::exception &e) {
+    failure = DetailedStatus(LLM_FAILED, detail::Concat("internal error while serving the peer: ", e.what()));
+  }
+  if (state() == State::kActive) {
+    std::string reason = failure.ok() ? "peer closed the link" : failure.message();
+    if (failure.code() == LLM_LINK_FAILED && reason.find("peer closed the connection") != std::string::npos)
+      reason = "peer closed the link";
+    Close(State::kBroken, reason);
+  }
+  // Owner-side pins die with the connection.
+  std::lock_guard<std::mutex> lock(served_mutex);
+  served.clear();
+}
+
+DetailedStatus Link::ReadFrames() {
+  DetailedStatus failure;
   while (state() == State::kActive) {
     pollfd p{fd_, POLLIN, 0};
     int rc = poll(&p, 1, 100);
@@ -241,6 +280,14 @@ void Link::ReaderLoop() {
     failure = RecvFrame(fd_, &header, &payload, DeadlineIn(kFrameBodyTimeoutMs));
     if (!failure.ok()) break;
     last_rx_ns_.store(NowNs());
+    in_frame_.store(true);
+    struct FrameDone {
+      Link *link;
+      ~FrameDone() {
+        link->last_rx_ns_.store(NowNs());
+        link->in_frame_.store(false);
+      }
+    } frame_done{this};
     const auto type = static_cast<FrameType>(header.type);
     if (type == FrameType::kHeartbeat) continue;
     if (type == FrameType::kPullReply || type == FrameType::kPushReply || type == FrameType::kUnlinkReply) {
@@ -286,6 +333,8 @@ void Link::ReaderLoop() {
       continue;
     }
     if (type == FrameType::kUnlinkRequest) {
+      // Gone for the manager from now on: the peer may link again as soon as it has the reply.
+      unlinked_by_peer_.store(true);
       Send(FrameType::kUnlinkReply, header.request_id, {}, {}, 0, DeadlineIn(1000));
       Close(State::kClosed, "the peer unlinked");
       break;
@@ -293,14 +342,7 @@ void Link::ReaderLoop() {
     failure = handler_->OnPeerFrame(*this, header, payload);
     if (!failure.ok()) break;
   }
-  if (state() == State::kActive) {
-    std::string reason = failure.ok() ? "peer closed the link" : failure.message();
-    if (reason.find("peer closed the connection") != std::string::npos) reason = "peer closed the link";
-    Close(State::kBroken, reason);
-  }
-  // Owner-side pins die with the connection.
-  std::lock_guard<std::mutex> lock(served_mutex);
-  served.clear();
+  return failure;
 }
 
 }  // namespace llm_datadist

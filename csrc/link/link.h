@@ -136,6 +136,11 @@ class Link {
   State state() const { return static_cast<State>(state_.load()); }
   std::string close_reason() const;
   int64_t millis_since_rx() const;
+  // True when the peer sent nothing for more than `ms` while this end waits on no reply from it
+  // and no frame of it is being read or waits unread on the connection.
+  bool SilentFor(int64_t ms) const;
+  // True when the peer has closed its end (its FIN arrived), even if the reader has not seen it yet.
+  bool PeerHungUp() const;
 
   // Set during the handshake, read-only afterwards.
   TransportKind transport = TransportKind::kTcp;
@@ -143,6 +148,7 @@ class Link {
   int peer_pid = -1;
   bool same_host = false;
   bool frames_over_unix = false;  // control frames on the Unix pool channel, not TCP (one host)
+  bool accepted_by_listener = false;  // this end accepted the link (the owner's side)
   std::string remote_address;
   std::vector<RemoteRegion> remote_regions;
   std::mutex ipc_mutex;  // guards lazy cuda_ipc opening of remote_regions
@@ -156,6 +162,8 @@ class Link {
 
  private:
   void ReaderLoop();
+  // The reader's work: frames until the link ends; what ended it.
+  DetailedStatus ReadFrames();
   void FailPending(const DetailedStatus &status);
 
   const uint64_t local_cluster_id_;
@@ -168,9 +176,11 @@ class Link {
   std::string close_reason_;
   std::mutex write_mutex_;
   std::atomic<int64_t> last_rx_ns_;
+  std::atomic<bool> in_frame_{false};
+  std::atomic<bool> unlinked_by_peer_{false};  // the peer's kUnlinkRequest arrived  // the reader is handling a frame (maybe a long transfer)
   std::atomic<int64_t> last_tx_ns_;
   std::atomic<uint64_t> next_request_id_{1};
-  std::mutex pending_mutex_;
+  mutable std::mutex pending_mutex_;
   std::map<uint64_t, std::shared_ptr<PendingCall>> pending_;
 };
 

@@ -11,14 +11,12 @@
 #include <future>
 
 #include "common/logging.h"
+#include "common/sealed_memfd.h"
 #include "common/sha256.h"
 
 namespace llm_datadist {
 
 namespace {
-
-// Server-side limit before the client said how long it is willing to wait.
-constexpr int64_t kServerHelloTimeoutMs = 10000;
 
 std::string Hex(const std::vector<uint8_t> &bytes) {
   static const char kHex[] = "0123456789abcdef";
@@ -80,7 +78,8 @@ size_t CountMemfds(const std::vector<WireRegion> &regions) {
   return n;
 }
 
-// Maps the peer's memfds (in region order) read-only; closes the fds.
+// Maps the peer's memfds (in region order) read-only; closes the fds. Only memfds sealed against
+// resizing and as large as announced: a shrink by the peer would fault our next read.
 DetailedStatus MapRegions(std::vector<WireRegion> &regions, const std::vector<int> &fds) {
   DetailedStatus status;
   size_t next = 0;
@@ -90,6 +89,8 @@ DetailedStatus MapRegions(std::vector<WireRegion> &regions, const std::vector<in
       status = DetailedStatus(LLM_LINK_FAILED, "peer sent fewer pool descriptors than it announced");
       break;
     }
+    status = CheckSealedMemfd(fds[next], wr.region.size);
+    if (!status.ok()) break;
     void *p = mmap(nullptr, wr.region.size, PROT_READ, MAP_SHARED, fds[next++], 0);
     if (p == MAP_FAILED) {
       status = DetailedStatus(LLM_LINK_FAILED, detail::Concat("cannot map the peer's pool: ", std::strerror(errno)));
@@ -117,6 +118,23 @@ DetailedStatus Malformed(const char *what) {
   return DetailedStatus(LLM_LINK_FAILED, detail::Concat("malformed ", what, " from the peer"));
 }
 
+bool IsLoopback(const std::string &ip) {
+  in_addr v4{};
+  if (inet_pton(AF_INET, ip.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  return inet_pton(AF_INET6, ip.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
+}
+
+// One handshake frame of the expected type, small (kMaxHandshakePayload).
+DetailedStatus RecvHandshakeFrame(int fd, FrameType type, const char *what, std::vector<uint8_t> *payload,
+                                  Deadline deadline) {
+  FrameHeader header;
+  LLMDD_RETURN_IF_ERROR(RecvFrame(fd, &header, payload, deadline, kMaxHandshakePayload));
+  LLMDD_CHECK(header.type == static_cast<uint16_t>(type), LLM_LINK_FAILED, "unexpected frame type ", header.type,
+              " instead of the ", what);
+  return DetailedStatus::Ok();
+}
+
 }  // namespace
 
 LinkManager::LinkManager(uint64_t cluster_id, LinkHandler *handler, RegionProvider regions, LinkOptions options)
@@ -130,8 +148,8 @@ LinkManager::~LinkManager() {
   if (maintenance_.joinable()) maintenance_.join();
   {
     std::lock_guard<std::mutex> lock(handshakes_mutex_);
-    for (std::thread &t : handshakes_)
-      if (t.joinable()) t.join();
+    for (Handshake &h : handshakes_)
+      if (h.thread.joinable()) h.thread.join();
     handshakes_.clear();
   }
   CloseAll();
@@ -142,6 +160,13 @@ LinkManager::~LinkManager() {
 DetailedStatus LinkManager::StartListener(const std::string &ip, uint16_t port) {
   std::lock_guard<std::mutex> lock(listener_mutex_);
   if (listen_fd_ >= 0 && ip == listen_ip_ && port == listen_port_) return DetailedStatus::Ok();
+  if (options_.secret.empty() && !IsLoopback(ip)) {
+    LLMDD_CHECK(!options_.require_secret, LLM_PARAM_INVALID, "refusing to listen on ", ip, ":", port,
+                " without a link secret (llmdd.RequireSecret is set); set llmdd.LinkSecret (llm-datadist secret "
+                "makes one) or listen on a loopback address");
+    LLMDD_LOG(kWarning, "listening on ", ip, ":", port, " without a link secret: anyone who can reach this port can "
+              "link and read every pool; set llmdd.LinkSecret (llm-datadist secret makes one)");
+  }
   int fd = -1;
   uint16_t bound = 0;
   LLMDD_RETURN_IF_ERROR(ListenTcp(ip, port, &fd, &bound));
@@ -197,11 +222,37 @@ void LinkManager::ListenerLoop() {
       inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6 *>(&addr)->sin6_addr, host, sizeof(host));
     }
     std::lock_guard<std::mutex> lock(handshakes_mutex_);
+    int &from_address = handshakes_per_address_[host];
+    if (handshakes_running_.load() >= kMaxConcurrentHandshakes || from_address >= kMaxHandshakesPerAddress) {
+      // Closed at once: a flood costs us an accept and a close, not a thread.
+      if (from_address == 0) handshakes_per_address_.erase(host);
+      close(fd);
+      continue;
+    }
+    ++from_address;
     handshakes_running_.fetch_add(1);
-    handshakes_.emplace_back([this, fd, remote = std::string(host)] {
-      ServerHandshake(fd, remote);
-      handshakes_running_.fetch_sub(1);
-    });
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    handshakes_.push_back({std::thread([this, fd, done, remote = std::string(host)] {
+                             ServeConnection(fd, remote);
+                             {
+                               std::lock_guard<std::mutex> guard(handshakes_mutex_);
+                               auto it = handshakes_per_address_.find(remote);
+                               if (it != handshakes_per_address_.end() && --it->second <= 0)
+                                 handshakes_per_address_.erase(it);
+                             }
+                             handshakes_running_.fetch_sub(1);
+                             done->store(true);
+                           }),
+                           done});
+  }
+}
+
+void LinkManager::ServeConnection(int fd, std::string remote_address) {
+  // No exception from a peer's bytes may leave this thread (it would end the process).
+  try {
+    ServerHandshake(fd, std::move(remote_address));
+  } catch (const std::exception &e) {
+    LLMDD_LOG(kWarning, "a link handshake failed: ", e.what());
   }
 }
 
@@ -222,18 +273,29 @@ void LinkManager::MaintenanceLoop() {
         }
       }
     }
-    for (auto &link : active) link->SendHeartbeatIfIdle(kHeartbeatIntervalMs);
-    reaped.clear();  // joins their readers outside the lock
-    // Join handshake threads that finished (when none is running, all of them did).
-    if (handshakes_running_.load() == 0) {
-      std::vector<std::thread> done;
-      {
-        std::lock_guard<std::mutex> lock(handshakes_mutex_);
-        if (handshakes_running_.load() == 0) done.swap(handshakes_);
-      }
-      for (std::thread &t : done)
-        if (t.joinable()) t.join();
+    for (auto &link : active) {
+      link->SendHeartbeatIfIdle(kHeartbeatIntervalMs);
+      // Only the owner's end (accepted links) drops a silent peer: a decode waiting on a frozen
+      // owner keeps its link, and its call ends in LLM_TIMEOUT at sync_kv_timeout.
+      if (link->accepted_by_listener && link->SilentFor(kPeerDeadMs))
+        link->Close(Link::State::kClosed, detail::Concat("the peer sent nothing for more than ", kPeerDeadMs, " ms"));
     }
+    reaped.clear();  // joins their readers outside the lock
+    // Join the handshake threads that finished.
+    std::vector<std::thread> finished;
+    {
+      std::lock_guard<std::mutex> lock(handshakes_mutex_);
+      for (auto it = handshakes_.begin(); it != handshakes_.end();) {
+        if (it->done->load()) {
+          finished.push_back(std::move(it->thread));
+          it = handshakes_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (std::thread &t : finished)
+      if (t.joinable()) t.join();
   }
 }
 
@@ -268,15 +330,47 @@ std::vector<uint64_t> LinkManager::linked_clusters() const {
   return ids;
 }
 
-void LinkManager::Install(const std::shared_ptr<Link> &link) {
+namespace {
+// A link that still speaks for its cluster: active and heard from (or mid-frame) lately.
+bool IsLive(const Link &link) {
+  return link.state() == Link::State::kActive && !link.PeerHungUp() && !link.SilentFor(4 * kHeartbeatIntervalMs);
+}
+}  // namespace
+
+std::shared_ptr<Link> LinkManager::LiveLink(uint64_t cluster_id) const {
+  std::lock_guard<std::mutex> lock(links_mutex_);
+  auto it = links_.find(cluster_id);
+  if (it == links_.end() || !IsLive(*it->second)) return nullptr;
+  return it->second;
+}
+
+DetailedStatus LinkManager::Install(const std::shared_ptr<Link> &link) {
   std::shared_ptr<Link> old;
   {
     std::lock_guard<std::mutex> lock(links_mutex_);
     auto &slot = links_[link->peer_cluster_id()];
+    LLMDD_CHECK(slot == nullptr || !IsLive(*slot), LLM_ALREADY_LINK, "cluster ", link->peer_cluster_id(),
+                " already has a live link to cluster ", cluster_id_, "; unlink it first");
     old = slot;
     slot = link;
   }
   if (old) old->Close(Link::State::kClosed, "replaced by a new link from the same cluster");
+  return DetailedStatus::Ok();
+}
+
+bool LinkManager::PeerUidAllowed(int unix_fd, std::string *why) const {
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (getsockopt(unix_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    *why = detail::Concat("cannot read the pool channel peer's credentials: ", std::strerror(errno));
+    return false;
+  }
+  if (cred.uid == geteuid()) return true;
+  for (uint32_t uid : options_.allowed_uids)
+    if (cred.uid == uid) return true;
+  *why = detail::Concat("the pool channel peer runs as uid ", cred.uid, ", not ", geteuid(),
+                        " (allow it with llmdd.AllowedUids)");
+  return false;
 }
 
 void LinkManager::CloseAll() {
@@ -337,7 +431,7 @@ DetailedStatus LinkManager::LinkOne(const LinkTarget &target, int32_t timeout_ms
                                                           target.ip, ":", target.port, ": ", status.message()));
     return failed.With("remote_cluster_id", target.cluster_id);
   }
-  Install(link);
+  if (DetailedStatus installed = Install(link); !installed.ok()) return installed.With("remote_cluster_id", target.cluster_id);
   link->Start();
   LLMDD_LOG(kInfo, "cluster ", cluster_id_, " linked to ", target.cluster_id, " at ", target.ip, ":", target.port,
             " over ", TransportName(link->transport), " (", link->transport_reason, ")");
@@ -391,61 +485,65 @@ DetailedStatus LinkManager::UnlinkOne(uint64_t cluster_id, int32_t timeout_ms, b
 
 DetailedStatus LinkManager::ClientHandshake(const LinkTarget &target, int fd, Deadline deadline,
                                             std::shared_ptr<Link> *out) {
-  const std::vector<LocalRegion> local_regions = regions_ ? regions_() : std::vector<LocalRegion>{};
   const std::vector<uint8_t> nonce_c = RandomNonce();
   const bool has_secret = !options_.secret.empty();
-  const std::string boot_id = BootId();
   {
     ByteWriter w;
     w.Put(cluster_id_).Put(target.cluster_id).PutBytes(nonce_c.data(), nonce_c.size()).Put<uint8_t>(has_secret);
-    w.PutString(boot_id).Put<int32_t>(getpid()).Put<int32_t>(static_cast<int32_t>(std::max<int64_t>(1, MillisLeft(deadline))));
     LLMDD_RETURN_IF_ERROR(SendFrame(fd, FrameType::kHello, 0, w.bytes(), 0, deadline));
   }
-  FrameHeader header;
   std::vector<uint8_t> payload;
-  LLMDD_RETURN_IF_ERROR(RecvFrame(fd, &header, &payload, deadline));
-  LLMDD_CHECK(header.type == static_cast<uint16_t>(FrameType::kHelloReply), LLM_LINK_FAILED,
-              "unexpected frame type ", header.type, " instead of a handshake reply");
-  ByteReader r(payload);
+  LLMDD_RETURN_IF_ERROR(RecvHandshakeFrame(fd, FrameType::kHelloReply, "handshake reply", &payload, deadline));
   uint32_t status = 0;
   std::string message;
-  if (!r.Get(&status) || !r.GetString(&message)) return Malformed("handshake reply");
-  if (status != LLM_SUCCESS) return DetailedStatus(status == LLM_SUCCESS ? LLM_LINK_FAILED : status, message);
   uint64_t server_id = 0;
   std::vector<uint8_t> nonce_s(16);
   uint8_t server_has_secret = 0;
-  Sha256Digest mac_s{};
-  std::string server_boot, unix_name;
-  int32_t server_pid = -1;
-  std::vector<WireRegion> server_regions;
-  if (!r.Get(&server_id) || !r.GetBytes(nonce_s.data(), nonce_s.size()) || !r.Get(&server_has_secret) ||
-      !r.GetBytes(mac_s.data(), mac_s.size()) || !r.GetString(&server_boot) || !r.Get(&server_pid) ||
-      !r.GetString(&unix_name) || !GetRegions(r, &server_regions))
-    return Malformed("handshake reply");
+  {
+    ByteReader r(payload);
+    if (!r.Get(&status) || !r.GetString(&message)) return Malformed("handshake reply");
+    if (status != LLM_SUCCESS) return DetailedStatus(status, message);
+    if (!r.Get(&server_id) || !r.GetBytes(nonce_s.data(), nonce_s.size()) || !r.Get(&server_has_secret))
+      return Malformed("handshake reply");
+  }
   LLMDD_CHECK(server_id == target.cluster_id, LLM_LINK_FAILED, "the peer is cluster ", server_id, ", not ",
               target.cluster_id);
   LLMDD_CHECK(has_secret == (server_has_secret != 0), LLM_LINK_FAILED,
               has_secret ? "this process has a link secret but the peer has none"
                          : "the peer requires a link secret (llmdd.LinkSecret / LLMDD_LINK_SECRET) and this process has none");
+  const std::vector<LocalRegion> local_regions = regions_ ? regions_() : std::vector<LocalRegion>{};
+  const std::string boot_id = BootId();
+  {
+    ByteWriter w;
+    Sha256Digest mac_c{};
+    if (has_secret) mac_c = Mac(options_.secret, "llmdd-client", nonce_s, nonce_c, cluster_id_, server_id);
+    w.PutBytes(mac_c.data(), mac_c.size()).PutString(boot_id).Put<int32_t>(getpid());
+    PutRegions(w, local_regions);
+    LLMDD_RETURN_IF_ERROR(SendFrame(fd, FrameType::kAuth, 0, w.bytes(), 0, deadline));
+  }
+  LLMDD_RETURN_IF_ERROR(RecvHandshakeFrame(fd, FrameType::kAuthReply, "authentication reply", &payload, deadline));
+  Sha256Digest mac_s{};
+  std::string server_boot, unix_name;
+  int32_t server_pid = -1;
+  std::vector<WireRegion> server_regions;
+  {
+    ByteReader r(payload);
+    if (!r.Get(&status) || !r.GetString(&message)) return Malformed("authentication reply");
+    if (status != LLM_SUCCESS) return DetailedStatus(status, message);
+    if (!r.GetBytes(mac_s.data(), mac_s.size()) || !r.GetString(&server_boot, 256) || !r.Get(&server_pid) ||
+        !r.GetString(&unix_name, 107) || !GetRegions(r, &server_regions))
+      return Malformed("authentication reply");
+  }
   if (has_secret) {
     LLMDD_CHECK(DigestEqual(mac_s, Mac(options_.secret, "llmdd-server", nonce_c, nonce_s, server_id, cluster_id_)),
                 LLM_LINK_FAILED, "the peer's link secret differs from ours");
   }
   const bool same_host = !boot_id.empty() && boot_id == server_boot;
-  bool will_do_shm = !options_.force_tcp && same_host && !unix_name.empty();
+  const bool will_do_shm = !options_.force_tcp && same_host && !unix_name.empty();
   std::string reason;
   if (options_.force_tcp) reason = "tcp forced (llmdd.Transport / LLMDD_TRANSPORT)";
   else if (!same_host) reason = "peer is on another host";
   else if (unix_name.empty()) reason = "peer offers no shared pools";
-  {
-    ByteWriter w;
-    Sha256Digest mac_c{};
-    if (has_secret) mac_c = Mac(options_.secret, "llmdd-client", nonce_s, nonce_c, cluster_id_, server_id);
-    w.PutBytes(mac_c.data(), mac_c.size());
-    PutRegions(w, local_regions);
-    w.Put<uint8_t>(will_do_shm);
-    LLMDD_RETURN_IF_ERROR(SendFrame(fd, FrameType::kAuth, 0, w.bytes(), 0, deadline));
-  }
   TransportKind transport = TransportKind::kTcp;
   // The pool channel, kept open: when the server says so in its acknowledgement, the link's
   // frames move onto it (a Unix socket round trip costs about 60% of a loopback TCP one).
@@ -458,20 +556,33 @@ DetailedStatus LinkManager::ClientHandshake(const LinkTarget &target, int fd, De
   if (will_do_shm) {
     int unix_fd = -1;
     DetailedStatus shm = ConnectUnixAbstract(unix_name, deadline, &unix_fd);
+    // The server waits for either our connection or a kShmAbort: exactly one of them.
+    const bool connected = shm.ok();
+    if (connected) {
+      channel.fd = unix_fd;
+      std::string why;
+      // Our pools go only to a process of an allowed uid (the name could be squatted).
+      if (!PeerUidAllowed(unix_fd, &why)) {
+        shm = DetailedStatus(LLM_LINK_FAILED, why);
+        close(channel.fd);  // the server sees the channel end without our descriptors
+        channel.fd = -1;
+      }
+    }
     if (shm.ok()) {
       std::vector<int> fds;
       std::vector<uint8_t> echo;
-      shm = SendFds(unix_fd, MemFds(local_regions), nonce_s, deadline);
-      if (shm.ok()) shm = RecvFds(unix_fd, &fds, &echo, 16, deadline);
+      shm = SendFds(channel.fd, MemFds(local_regions), nonce_s, deadline);
+      if (shm.ok()) shm = RecvFds(channel.fd, &fds, &echo, 16, deadline);
       if (shm.ok() && fds.size() != CountMemfds(server_regions)) {
         for (int f : fds) close(f);
         shm = DetailedStatus(LLM_LINK_FAILED, "peer sent a different number of pool descriptors than announced");
       } else if (shm.ok()) {
         shm = MapRegions(server_regions, fds);
       }
-      channel.fd = unix_fd;
-    } else {
-      SendFrame(fd, FrameType::kShmAbort, 0, {}, 0, deadline);
+    } else if (!connected) {
+      ByteWriter w;
+      w.PutString(shm.message());
+      SendFrame(fd, FrameType::kShmAbort, 0, w.bytes(), 0, deadline);
     }
     if (shm.ok()) {
       transport = TransportKind::kShm;
@@ -479,13 +590,17 @@ DetailedStatus LinkManager::ClientHandshake(const LinkTarget &target, int fd, De
     } else {
       reason = "same host, but sharing pools failed: " + shm.message();
     }
+  } else if (!unix_name.empty()) {
+    ByteWriter w;
+    w.PutString(reason);
+    LLMDD_RETURN_IF_ERROR(SendFrame(fd, FrameType::kShmAbort, 0, w.bytes(), 0, deadline));
   }
-  LLMDD_RETURN_IF_ERROR(RecvFrame(fd, &header, &payload, deadline));
+  LLMDD_RETURN_IF_ERROR(RecvHandshakeFrame(fd, FrameType::kLinkAck, "link acknowledgement", &payload, deadline));
   ByteReader ack(payload);
   uint8_t server_transport = 0, frames_on_channel = 0;
   std::string server_reason;
-  if (header.type != static_cast<uint16_t>(FrameType::kLinkAck) || !ack.Get(&status) || !ack.GetString(&message) ||
-      !ack.Get(&server_transport) || !ack.GetString(&server_reason) || !ack.Get(&frames_on_channel))
+  if (!ack.Get(&status) || !ack.GetString(&message) || !ack.Get(&server_transport) || !ack.GetString(&server_reason) ||
+      !ack.Get(&frames_on_channel))
     return Malformed("link acknowledgement");
   if (status != LLM_SUCCESS) return DetailedStatus(LLM_LINK_FAILED, message);
   LLMDD_CHECK(!frames_on_channel || channel.fd >= 0, LLM_LINK_FAILED,
@@ -513,40 +628,43 @@ DetailedStatus LinkManager::ClientHandshake(const LinkTarget &target, int fd, De
 }
 
 void LinkManager::ServerHandshake(int fd, std::string remote_address) {
-  Deadline deadline = DeadlineIn(kServerHelloTimeoutMs);
+  // The server's own deadline: a client cannot extend it.
+  const Deadline deadline = DeadlineIn(kServerHandshakeTimeoutMs);
+  struct ScopedFd {
+    int fd;
+    ~ScopedFd() {
+      if (fd >= 0) close(fd);
+    }
+  } conn{fd}, unix_listen{-1};
   auto reject = [&](Status code, const std::string &message, FrameType type) {
     ByteWriter w;
     w.Put<uint32_t>(code).PutString(message);
-    if (type == FrameType::kLinkAck) w.Put<uint8_t>(0).PutString("");
-    SendFrame(fd, type, 0, w.bytes(), 0, DeadlineIn(1000));
+    if (type == FrameType::kLinkAck) w.Put<uint8_t>(0).PutString("").Put<uint8_t>(0);
+    SendFrame(fd, type, 0, w.bytes(), 0, std::min(deadline, DeadlineIn(1000)));
     LLMDD_LOG(kWarning, "refused a link from ", remote_address, ": ", message);
-    close(fd);
   };
-  FrameHeader header;
   std::vector<uint8_t> payload;
-  DetailedStatus got = RecvFrame(fd, &header, &payload, deadline);
-  if (!got.ok() || header.type != static_cast<uint16_t>(FrameType::kHello)) {
-    if (got.ok()) got = DetailedStatus(LLM_LINK_FAILED, "first frame is not a hello");
+  FrameHeader hello;
+  DetailedStatus got =
+      RecvFrame(fd, &hello, &payload, std::min(deadline, DeadlineIn(kServerHelloTimeoutMs)), kMaxHandshakePayload);
+  if (got.ok() && hello.type != static_cast<uint16_t>(FrameType::kHello))
+    got = DetailedStatus(LLM_LINK_FAILED, "first frame is not a hello");
+  if (!got.ok()) {
     LLMDD_LOG(kWarning, "refused a connection from ", remote_address, ": ", got.message());
-    if (got.message().find("incompatible link protocol") != std::string::npos) {
+    // Our frame from another protocol version: tell it why (its reply parser starts the same).
+    if (hello.magic == kFrameMagic && hello.version != kProtocolVersion)
       reject(LLM_LINK_FAILED, got.message(), FrameType::kHelloReply);
-    } else {
-      close(fd);
-    }
     return;
   }
-  ByteReader r(payload);
   uint64_t client_id = 0, expected_id = 0;
   std::vector<uint8_t> nonce_c(16);
   uint8_t client_has_secret = 0;
-  std::string client_boot;
-  int32_t client_pid = -1, client_timeout_ms = 0;
-  if (!r.Get(&client_id) || !r.Get(&expected_id) || !r.GetBytes(nonce_c.data(), nonce_c.size()) ||
-      !r.Get(&client_has_secret) || !r.GetString(&client_boot) || !r.Get(&client_pid) || !r.Get(&client_timeout_ms)) {
-    close(fd);
-    return;
+  {
+    ByteReader r(payload);
+    if (!r.Get(&client_id) || !r.Get(&expected_id) || !r.GetBytes(nonce_c.data(), nonce_c.size()) ||
+        !r.Get(&client_has_secret))
+      return;
   }
-  deadline = DeadlineIn(std::max<int32_t>(client_timeout_ms, 1));
   if (expected_id != cluster_id_) {
     reject(LLM_LINK_FAILED, detail::Concat("this listener is cluster ", cluster_id_, ", not ", expected_id),
            FrameType::kHelloReply);
@@ -564,68 +682,82 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address) {
            FrameType::kHelloReply);
     return;
   }
-  const std::vector<LocalRegion> local_regions = regions_ ? regions_() : std::vector<LocalRegion>{};
   const std::vector<uint8_t> nonce_s = RandomNonce();
+  {
+    ByteWriter w;  // nothing about this process before the peer proved the secret
+    w.Put<uint32_t>(LLM_SUCCESS).PutString("").Put(cluster_id_).PutBytes(nonce_s.data(), nonce_s.size());
+    w.Put<uint8_t>(has_secret);
+    if (!SendFrame(fd, FrameType::kHelloReply, 0, w.bytes(), 0, deadline).ok()) return;
+  }
+  got = RecvHandshakeFrame(fd, FrameType::kAuth, "authentication frame", &payload, deadline);
+  if (!got.ok()) {
+    LLMDD_LOG(kWarning, "refused a link from ", remote_address, ": ", got.message());
+    return;
+  }
+  Sha256Digest mac_c{};
+  std::string client_boot;
+  int32_t client_pid = -1;
+  std::vector<WireRegion> client_regions;
+  {
+    ByteReader a(payload);
+    if (!a.GetBytes(mac_c.data(), mac_c.size()) || !a.GetString(&client_boot, 256) || !a.Get(&client_pid) ||
+        !GetRegions(a, &client_regions)) {
+      reject(LLM_LINK_FAILED, "malformed authentication frame", FrameType::kAuthReply);
+      return;
+    }
+  }
+  if (has_secret && !DigestEqual(mac_c, Mac(options_.secret, "llmdd-client", nonce_s, nonce_c, client_id, cluster_id_))) {
+    reject(LLM_LINK_FAILED, "the peer's link secret differs from ours", FrameType::kAuthReply);
+    return;
+  }
+  // A peer naming a cluster that has a live link here does not take its place.
+  if (LiveLink(client_id) != nullptr) {
+    reject(LLM_ALREADY_LINK, detail::Concat("cluster ", client_id, " already has a live link to cluster ", cluster_id_),
+           FrameType::kAuthReply);
+    return;
+  }
+  const std::vector<LocalRegion> local_regions = regions_ ? regions_() : std::vector<LocalRegion>{};
   const std::string boot_id = BootId();
   const bool same_host = !boot_id.empty() && boot_id == client_boot;
-  int unix_listen = -1;
   std::string unix_name;
   if (!options_.force_tcp && same_host) {
     unix_name = detail::Concat("llmdd-", getpid(), "-", Hex(nonce_s));
-    if (!ListenUnixAbstract(unix_name, &unix_listen).ok()) unix_name.clear();
+    if (!ListenUnixAbstract(unix_name, &unix_listen.fd).ok()) unix_name.clear();
   }
   {
     ByteWriter w;
     Sha256Digest mac_s{};
     if (has_secret) mac_s = Mac(options_.secret, "llmdd-server", nonce_c, nonce_s, cluster_id_, client_id);
-    w.Put<uint32_t>(LLM_SUCCESS).PutString("").Put(cluster_id_).PutBytes(nonce_s.data(), nonce_s.size());
-    w.Put<uint8_t>(has_secret).PutBytes(mac_s.data(), mac_s.size()).PutString(boot_id).Put<int32_t>(getpid());
-    w.PutString(unix_name);
+    w.Put<uint32_t>(LLM_SUCCESS).PutString("").PutBytes(mac_s.data(), mac_s.size()).PutString(boot_id);
+    w.Put<int32_t>(getpid()).PutString(unix_name);
     PutRegions(w, local_regions);
-    if (!SendFrame(fd, FrameType::kHelloReply, 0, w.bytes(), 0, deadline).ok()) {
-      if (unix_listen >= 0) close(unix_listen);
-      close(fd);
-      return;
-    }
-  }
-  auto fail = [&](const std::string &message) {
-    if (unix_listen >= 0) close(unix_listen);
-    reject(LLM_LINK_FAILED, message, FrameType::kLinkAck);
-  };
-  got = RecvFrame(fd, &header, &payload, deadline);
-  if (!got.ok() || header.type != static_cast<uint16_t>(FrameType::kAuth)) {
-    fail(got.ok() ? "expected the authentication frame" : got.message());
-    return;
-  }
-  ByteReader a(payload);
-  Sha256Digest mac_c{};
-  std::vector<WireRegion> client_regions;
-  uint8_t will_do_shm = 0;
-  if (!a.GetBytes(mac_c.data(), mac_c.size()) || !GetRegions(a, &client_regions) || !a.Get(&will_do_shm)) {
-    fail("malformed authentication frame");
-    return;
-  }
-  if (has_secret && !DigestEqual(mac_c, Mac(options_.secret, "llmdd-client", nonce_s, nonce_c, client_id, cluster_id_))) {
-    fail("the peer's link secret differs from ours");
-    return;
+    if (!SendFrame(fd, FrameType::kAuthReply, 0, w.bytes(), 0, deadline).ok()) return;
   }
   TransportKind transport = TransportKind::kTcp;
   std::string reason = options_.force_tcp ? "tcp forced (llmdd.Transport / LLMDD_TRANSPORT)"
                        : same_host        ? "peer chose tcp"
                                           : "peer is on another host";
   int channel = -1;  // the pool channel, when the exchange over it succeeded
-  if (will_do_shm && unix_listen >= 0) {
-    // Wait for the client's Unix connection, or for it to tell us over TCP that it gave up.
+  auto unmap_client = [&] {
+    for (WireRegion &wr : client_regions) {
+      if (wr.region.mapped != nullptr) munmap(const_cast<uint8_t *>(wr.region.mapped), wr.region.size);
+      wr.region.mapped = nullptr;
+    }
+  };
+  if (unix_listen.fd >= 0) {
+    // Wait for the client's Unix connection, or for it to tell us over TCP that it will not come.
     DetailedStatus shm(LLM_LINK_FAILED, "the peer did not connect its pool channel in time");
-    pollfd fds[2] = {{unix_listen, POLLIN, 0}, {fd, POLLIN, 0}};
+    pollfd fds[2] = {{unix_listen.fd, POLLIN, 0}, {fd, POLLIN, 0}};
     int64_t left = std::max<int64_t>(0, MillisLeft(deadline));
     if (poll(fds, 2, static_cast<int>(left)) > 0) {
       if (fds[0].revents & POLLIN) {
-        int conn = accept4(unix_listen, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (conn >= 0) {
+        int accepted = accept4(unix_listen.fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (accepted >= 0) {
           std::vector<int> received;
           std::vector<uint8_t> echo;
-          shm = RecvFds(conn, &received, &echo, 16, deadline);
+          std::string why;
+          shm = PeerUidAllowed(accepted, &why) ? RecvFds(accepted, &received, &echo, 16, deadline)
+                                               : DetailedStatus(LLM_LINK_FAILED, why);
           if (shm.ok() && echo != nonce_s) {
             for (int f : received) close(f);
             shm = DetailedStatus(LLM_LINK_FAILED, "pool channel opened by a process that is not the peer");
@@ -634,19 +766,24 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address) {
             shm = DetailedStatus(LLM_LINK_FAILED, "peer sent a different number of pool descriptors than announced");
           } else if (shm.ok()) {
             shm = MapRegions(client_regions, received);
-            if (shm.ok()) shm = SendFds(conn, MemFds(local_regions), {}, deadline);
+            if (shm.ok()) shm = SendFds(accepted, MemFds(local_regions), {}, deadline);
           }
           if (shm.ok()) {
-            channel = conn;  // the link's frames move here (see the acknowledgement below)
+            channel = accepted;  // the link's frames move here (see the acknowledgement below)
           } else {
-            close(conn);
+            LLMDD_LOG(kWarning, "pool channel from ", remote_address, " refused: ", shm.message());
+            close(accepted);
           }
         }
       } else {
-        FrameHeader abort_header;
-        std::vector<uint8_t> ignored;
-        RecvFrame(fd, &abort_header, &ignored, deadline);
-        shm = DetailedStatus(LLM_LINK_FAILED, "the peer could not reach our pool channel");
+        std::vector<uint8_t> abort_payload;
+        if (RecvHandshakeFrame(fd, FrameType::kShmAbort, "pool channel answer", &abort_payload, deadline).ok()) {
+          ByteReader r(abort_payload);
+          std::string why;
+          shm = DetailedStatus(LLM_LINK_FAILED, r.GetString(&why, 4096) ? why : "the peer chose tcp");
+        } else {
+          shm = DetailedStatus(LLM_LINK_FAILED, "the peer could not reach our pool channel");
+        }
       }
     }
     if (shm.ok()) {
@@ -654,29 +791,35 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address) {
       reason = "same host: pools shared through memfd";
     } else {
       reason = shm.message();
-      for (WireRegion &wr : client_regions) {
-        if (wr.region.mapped != nullptr) munmap(const_cast<uint8_t *>(wr.region.mapped), wr.region.size);
-        wr.region.mapped = nullptr;
-      }
+      unmap_client();
     }
   }
-  if (unix_listen >= 0) close(unix_listen);
+  close(unix_listen.fd);
+  unix_listen.fd = -1;
   // On one host the link's frames go over the Unix pool channel, not loopback TCP: each request
   // and reply then skips the TCP stack (measured round trip here: 14 us Unix, 22 us TCP). The
-  // channel was opened by the authenticated peer only (it echoed our nonce).
+  // channel was opened by the authenticated peer only (it echoed our nonce, from an allowed uid).
   const bool frames_on_channel = channel >= 0;
   auto link = std::make_shared<Link>(cluster_id_, client_id, frames_on_channel ? channel : fd, handler_);
+  if (!frames_on_channel) conn.fd = -1;  // the link owns it now
   link->transport = transport;
   link->transport_reason = reason;
   link->frames_over_unix = frames_on_channel;
   link->peer_pid = client_pid;
   link->same_host = same_host;
+  link->accepted_by_listener = true;
   link->remote_address = remote_address;
   link->remote_regions = ToRemote(client_regions);
   // Installed before the acknowledgement, so that when the client's link_clusters returns,
   // this end already exists (a pull from either side may follow at once). The client sends
   // nothing before the acknowledgement, so starting the reader first is safe.
-  Install(link);
+  if (DetailedStatus installed = Install(link); !installed.ok()) {
+    // Raced with another link from the same cluster id; the link's destructor closes its fd.
+    ByteWriter w;
+    w.Put<uint32_t>(installed.code()).PutString(installed.message()).Put<uint8_t>(0).PutString("").Put<uint8_t>(0);
+    SendFrame(fd, FrameType::kLinkAck, 0, w.bytes(), 0, std::min(deadline, DeadlineIn(1000)));
+    return;
+  }
   link->Start();
   ByteWriter w;
   w.Put<uint32_t>(LLM_SUCCESS).PutString("").Put<uint8_t>(static_cast<uint8_t>(transport)).PutString(reason);
@@ -684,7 +827,6 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address) {
   // The acknowledgement always travels on the TCP connection the client waits on.
   const DetailedStatus acked = frames_on_channel ? SendFrame(fd, FrameType::kLinkAck, 0, w.bytes(), 0, deadline)
                                                  : link->Send(FrameType::kLinkAck, 0, w.bytes(), {}, 0, deadline);
-  if (frames_on_channel) close(fd);
   if (!acked.ok()) {
     link->Close(Link::State::kClosed, "the peer gave up during the handshake");  // reaped by maintenance
     return;

@@ -3,16 +3,21 @@
 // shared-secret challenge-response), the set of links by peer cluster id, heartbeats, and the
 // reaping of links the peer closed.
 //
-// Handshake (client C calls LinkClusters, server S listens), all frames over TCP:
-//   C->S kHello      {client id, expected server id, nonce_c, has_secret, boot id, pid, timeout}
-//   S->C kHelloReply {status, message, server id, nonce_s, has_secret, mac_s, boot id, pid,
-//                     unix socket name (same-host pools offered), S's regions}
-//   C->S kAuth       {mac_c, C's regions, will_do_shm}
-//   [shm: C connects to S's abstract Unix socket, sends nonce_s and its memfds, S answers with
-//    its memfds; both map the other's pools read-only]
-//   S->C kLinkAck    {status, message, transport}
-// mac_s = HMAC(secret, "llmdd-server" | nonce_c | nonce_s | ids), mac_c likewise with
-// "llmdd-client": each side proves it holds the secret; the secret never crosses the wire.
+// Handshake (client C calls LinkClusters, server S listens), all frames over TCP (protocol 3):
+//   C->S kHello      {client id, expected server id, nonce_c, has_secret}
+//   S->C kHelloReply {status, message, server id, nonce_s, has_secret}
+//   C->S kAuth       {mac_c, C's boot id, pid, regions}
+//   S->C kAuthReply  {status, message, mac_s, S's boot id, pid, unix socket name (same-host
+//                     pools offered), S's regions}
+//   [shm: C connects to S's abstract Unix socket (each end checks the other's uid with
+//    SO_PEERCRED), sends nonce_s and its memfds, S answers with its memfds; both map the other's
+//    pools read-only. When S offered a socket and C does not use it, C sends kShmAbort.]
+//   S->C kLinkAck    {status, message, transport, reason, frames on the pool channel}
+// mac_c = HMAC(secret, "llmdd-client" | nonce_s | nonce_c | ids), mac_s likewise with
+// "llmdd-server". The client proves it holds the secret first, and the server says nothing
+// about itself (process, pools) before that proof: a peer without the secret learns only that
+// a listener is there and gets no MAC over nonces it chose to guess the secret offline.
+// Before authentication frames are small and the server's deadline is its own.
 //
 // Thread-safety: every public method may be called from any thread.
 #ifndef LLM_DATADIST_LINK_LINK_MANAGER_H_
@@ -40,10 +45,28 @@ struct LinkTarget {
 struct LinkOptions {
   std::string secret;      // empty: no secret
   bool force_tcp = false;  // never use shm, even on one host
+  // Unix uids (besides our own) allowed on the same-host pool channel.
+  std::vector<uint32_t> allowed_uids;
+  // Refuse to listen on a non-loopback address without a secret (otherwise: one warning).
+  bool require_secret = false;
 };
 
 constexpr size_t kMaxClustersPerCall = 16;
 constexpr int64_t kHeartbeatIntervalMs = 100;
+// The listener's limits on connections that have not finished their handshake: beyond them a
+// new connection is closed at once. Per address, so that one flooding host does not lock out
+// the others.
+// (Per address above 16: upstream links 16 clusters per call, and decodes on one host share it.)
+constexpr int kMaxConcurrentHandshakes = 128;
+constexpr int kMaxHandshakesPerAddress = 32;
+// A whole server-side handshake, whatever the client asks for; the hello must come sooner.
+constexpr int64_t kServerHandshakeTimeoutMs = 10000;
+constexpr int64_t kServerHelloTimeoutMs = 3000;
+// Largest handshake frame either side accepts (the biggest, with 16 regions, is ~2 KiB).
+constexpr uint64_t kMaxHandshakePayload = 16 << 10;
+// An accepted link whose peer sent nothing (not even a heartbeat) for this long, while this end
+// waits on no reply from it, is dropped and its pins released: a partitioned or dead decoder.
+constexpr int64_t kPeerDeadMs = 30 * kHeartbeatIntervalMs;
 
 class LinkManager {
  public:
@@ -71,6 +94,12 @@ class LinkManager {
   // Closes every link without telling peers (finalize).
   void CloseAll();
 
+  // Runs the server side of the handshake on an accepted connection (takes ownership of fd) and
+  // returns when it is done. The listener's threads call it; tests and fuzzers may too.
+  void ServeConnection(int fd, std::string remote_address);
+  // Connections in their handshake right now.
+  int handshakes_running() const { return handshakes_running_.load(); }
+
  private:
   DetailedStatus LinkOne(const LinkTarget &target, int32_t timeout_ms);
   DetailedStatus UnlinkOne(uint64_t cluster_id, int32_t timeout_ms, bool force);
@@ -78,7 +107,13 @@ class LinkManager {
   void ServerHandshake(int fd, std::string remote_address);
   void ListenerLoop();
   void MaintenanceLoop();
-  void Install(const std::shared_ptr<Link> &link);
+  // Installs `link` as the link to its peer cluster. A live link from that cluster stays (a
+  // peer cannot take another's place by naming its cluster id): then LLM_ALREADY_LINK and
+  // `link` is not installed. A dead one (closed, broken or silent) is replaced.
+  DetailedStatus Install(const std::shared_ptr<Link> &link);
+  // The live link from `cluster_id`, if any.
+  std::shared_ptr<Link> LiveLink(uint64_t cluster_id) const;
+  bool PeerUidAllowed(int unix_fd, std::string *why) const;
   // Serializes link/unlink of one peer; LLM_PROCESSING_LINK when held past the deadline.
   std::shared_ptr<std::timed_mutex> PeerLock(uint64_t cluster_id);
 
@@ -99,8 +134,13 @@ class LinkManager {
   std::atomic<bool> listener_stop_{false};
   std::thread listener_;
 
+  struct Handshake {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
   std::mutex handshakes_mutex_;
-  std::vector<std::thread> handshakes_;
+  std::vector<Handshake> handshakes_;
+  std::map<std::string, int> handshakes_per_address_;  // guarded by handshakes_mutex_
   std::atomic<int> handshakes_running_{0};
 
   std::atomic<bool> stop_{false};

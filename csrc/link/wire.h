@@ -11,6 +11,9 @@
 //      the Unix pool channel (one host) instead of the TCP connection; a pull reply ends with
 //      a byte saying whether the owner waits for a kRelease (not for a streamed pull that
 //      consumes no key).
+//   3: the client proves the secret first: kHello carries only ids, a nonce and whether a secret
+//      is set; the boot id, pid, regions and pool channel name move after authentication into
+//      kAuth and the new kAuthReply; kShmAbort carries a reason; kHello has no client timeout.
 #ifndef LLM_DATADIST_LINK_WIRE_H_
 #define LLM_DATADIST_LINK_WIRE_H_
 
@@ -25,9 +28,12 @@
 namespace llm_datadist {
 
 constexpr uint32_t kFrameMagic = 0x4C4C4444;  // "LLDD"
-constexpr uint16_t kProtocolVersion = 2;
+constexpr uint16_t kProtocolVersion = 3;
 // A control payload larger than this is malformed (data follows frames, not inside them).
 constexpr uint64_t kMaxControlPayload = 64ull << 20;
+// Blocks (or chunks) one transfer request may name: the owner sizes its work by this count
+// before it checks the blocks, so it is capped before anything is allocated.
+constexpr uint32_t kMaxBlocksPerTransfer = 1u << 20;
 
 enum class FrameType : uint16_t {
   kHello = 1,
@@ -35,6 +41,7 @@ enum class FrameType : uint16_t {
   kAuth = 3,
   kLinkAck = 4,
   kShmAbort = 5,
+  kAuthReply = 6,
   kPullRequest = 10,
   kPullReply = 11,
   kPushRequest = 12,
@@ -155,8 +162,11 @@ DetailedStatus RecvSpans(int fd, const std::vector<IoSpan> &spans, Deadline dead
 
 DetailedStatus SendFrame(int fd, FrameType type, uint64_t request_id, const std::vector<uint8_t> &payload,
                          uint64_t data_bytes, Deadline deadline);
-// Reads one header and its payload (at most kMaxControlPayload). Data bytes are left unread.
-DetailedStatus RecvFrame(int fd, FrameHeader *header, std::vector<uint8_t> *payload, Deadline deadline);
+// Reads one header and its payload (at most max_payload bytes, else LLM_LINK_FAILED). The payload
+// buffer grows as bytes arrive, so a header announcing a large payload costs nothing until the
+// payload comes. Data bytes are left unread.
+DetailedStatus RecvFrame(int fd, FrameHeader *header, std::vector<uint8_t> *payload, Deadline deadline,
+                         uint64_t max_payload = kMaxControlPayload);
 
 // Connects a TCP socket to ip:port (IPv4 or IPv6 text) within the deadline.
 DetailedStatus ConnectTcp(const std::string &ip, uint16_t port, Deadline deadline, int *out_fd);
