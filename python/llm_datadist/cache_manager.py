@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ._validation import check_dict, check_int, check_int_list, check_range, check_type, param_invalid
 from .llm_types import BlocksCacheKey, Cache, CacheDesc, CacheKey, CacheKeyByIdAndIndex, Placement
-from .status import LLMException, LLMStatusCode
+from .status import LLMException, LLMStatusCode, not_initialized
 
 __all__ = ["CacheManager"]
 
@@ -36,7 +36,7 @@ class CacheManager:
     # -- helpers --------------------------------------------------------------------------
     def _check_valid(self) -> None:
         if not self._valid or not self._engine.initialized:
-            raise RuntimeError("llm datadist is not initialized")
+            raise not_initialized(finalized=not self._valid)
 
     def _invalidate(self) -> None:
         self._valid = False

@@ -14,7 +14,7 @@ from ._validation import check_dict, check_int, check_type, param_invalid
 from .cache_manager import CacheManager
 from .configs import LLMClusterInfo, LLMRole, _parse_listen_ip_info
 from .llm_types import RegisterMemStatus
-from .status import LLMException, LLMStatusCode, code_2_status
+from .status import LLMException, LLMStatusCode, code_2_status, not_initialized
 
 __all__ = ["LLMDataDist"]
 
@@ -94,12 +94,14 @@ class LLMDataDist:
             self._engine.finalize()
             self._engine = None
             self._cache_manager = None
+            self._finalized = True
             if _initialized_instance is self:
                 _initialized_instance = None
 
     def _check_init(self) -> _core.Engine:
         if self._engine is None:
-            raise RuntimeError("llm datadist is not initialized")
+            # Upstream raises RuntimeError with this message; LLMException is one, and carries a code.
+            raise not_initialized(getattr(self, "_finalized", False))
         return self._engine
 
     # -- properties -----------------------------------------------------------------------

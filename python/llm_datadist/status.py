@@ -161,6 +161,14 @@ class LLMException(RuntimeError):
         return (_rebuild_exception, (self.args, int(self._status_code), self._context))
 
 
+def not_initialized(finalized: bool) -> LLMException:
+    """A call on an instance that is not (or no longer) initialized. Upstream raises RuntimeError
+    with this message; LLMException is a RuntimeError, so code catching that still does."""
+    code = LLMStatusCode.LLM_ENGINE_FINALIZED if finalized else LLMStatusCode.LLM_FAILED
+    return LLMException("llm datadist is not initialized" + (" (it was finalized)" if finalized else ""),
+                        status_code=code)
+
+
 def _rebuild_exception(args: Tuple[Any, ...], status_code: int, context: Dict[str, Any]) -> LLMException:
     return LLMException(*args, status_code=status_code, context=context)
 
