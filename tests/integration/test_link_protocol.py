@@ -17,12 +17,12 @@ import pytest
 
 import llm_datadist as ld
 from config_helpers import make_config
-from llm_datadist import LLMStatusCode
+from llm_datadist import LLMStatusCode, _core
 
 HEADER = struct.Struct("<IHHQQQ")  # magic, version, type, request id, payload bytes, data bytes
 MAGIC = 0x4C4C4444
 HELLO, HELLO_REPLY = 1, 2
-OUR_VERSION = 2
+OUR_VERSION = _core.LINK_PROTOCOL_VERSION
 
 
 def recv_exact(sock, n):

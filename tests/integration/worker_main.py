@@ -629,4 +629,14 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    # The access-control tests run a worker as another uid: it drops root itself, after the
+    # interpreter started (which another uid may not be allowed to execute from where it lives).
+    if os.environ.get("LLMDD_TEST_WORKER_UID"):
+        uid = int(os.environ["LLMDD_TEST_WORKER_UID"])
+        import zlib  # noqa: F401 - loaded as root (with what numpy loads lazily): they may live where uid cannot read
+        import llm_datadist  # noqa: F401
+        np.random.default_rng(0).integers(0, 255, 16, dtype=np.uint8)
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
     main()

@@ -195,13 +195,16 @@ class CacheRef:
 class Worker:
     """One child process running worker_main, with deadline-bounded request/reply."""
 
-    def __init__(self, name: str, env: Optional[Dict[str, str]] = None, unset_env: Iterable[str] = ()) -> None:
+    def __init__(self, name: str, env: Optional[Dict[str, str]] = None, unset_env: Iterable[str] = (),
+                 user: Optional[int] = None) -> None:
         self.name = name
         self.env = dict(os.environ)
         # the child must not inherit test-time knobs by accident; tests pass them explicitly
         for var in ("LLMDD_TRANSPORT", "LLMDD_LINK_SECRET", *unset_env):
             self.env.pop(var, None)
         self.env.update(env or {})
+        if user is not None:  # run as this uid (root only; worker_main drops to it): access-control tests
+            self.env["LLMDD_TEST_WORKER_UID"] = str(user)
         self.env["PYTHONPATH"] = HERE + os.pathsep + self.env.get("PYTHONPATH", "")
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         # log lines (info and up) land in the worker's stderr file, printed when a test fails

@@ -22,7 +22,11 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 FRAME_MAGIC = 0x4C4C4444
-PROTOCOL_VERSION = 2
+try:  # the version this build speaks, unless a test asks for an older one
+    from llm_datadist._core import LINK_PROTOCOL_VERSION as _BUILT_VERSION
+except ImportError:  # a build from before the attribute: protocol 2
+    _BUILT_VERSION = 2
+PROTOCOL_VERSION = int(os.environ.get("LLMDD_RAW_PEER_VERSION", _BUILT_VERSION))
 HEADER = struct.Struct("<IHHQQQ")  # magic, version, type, request_id, payload_bytes, data_bytes
 IPC_HANDLE_BYTES = 64
 INVALID_ID = 2**64 - 1
@@ -34,6 +38,7 @@ class FrameType:
     AUTH = 3
     LINK_ACK = 4
     SHM_ABORT = 5
+    AUTH_REPLY = 6
     PULL_REQUEST = 10
     PULL_REPLY = 11
     PUSH_REQUEST = 12
@@ -154,10 +159,13 @@ class RawPeer:
 
     def handshake(self, client_id: int, server_id: int, secret: Optional[str] = None,
                   timeout_ms: int = 5000) -> None:
+        """Protocol 3 (the client proves the secret first); with LLMDD_RAW_PEER_VERSION=2 in the
+        environment, protocol 2 (to show an attack against a build from before it)."""
+        if PROTOCOL_VERSION == 2:
+            return self._handshake_v2(client_id, server_id, secret, timeout_ms)
         nonce_c = os.urandom(16)
-        hello = (struct.pack("<QQ", client_id, server_id) + nonce_c + struct.pack("<B", secret is not None)
-                 + put_string("") + struct.pack("<ii", os.getpid(), timeout_ms))
-        self.send_frame(FrameType.HELLO, 0, hello)
+        self.send_frame(FrameType.HELLO, 0,
+                        struct.pack("<QQ", client_id, server_id) + nonce_c + struct.pack("<B", secret is not None))
         header, payload = self.recv_frame()
         if header[2] != FrameType.HELLO_REPLY:
             raise ProtocolError(f"expected a hello reply, got frame type {header[2]}")
@@ -168,7 +176,37 @@ class RawPeer:
         r.u("Q")  # server id
         nonce_s = r.take(16)
         r.u("B")  # server has a secret
-        r.take(32)  # mac_s (not checked: this peer attacks, it does not care who the server is)
+        self.hello_reply_rest = payload[r.pos:]
+        mac_c = (_mac(secret, b"llmdd-client", nonce_s, nonce_c, client_id, server_id) if secret is not None
+                 else bytes(32))
+        # mac_c, boot id "" (another host: no shared memory), pid, no regions
+        self.send_frame(FrameType.AUTH, 0, mac_c + put_string("") + struct.pack("<iI", os.getpid(), 0))
+        header, payload = self.recv_frame()
+        r = Reader(payload)
+        code, message = r.u("I"), r.string()
+        if header[2] != FrameType.AUTH_REPLY or code != 0:
+            raise ProtocolError(f"refused at authentication: {code:#x} {message}")
+        header, payload = self.recv_frame()
+        r = Reader(payload)
+        code, message = r.u("I"), r.string()
+        if header[2] != FrameType.LINK_ACK or code != 0:
+            raise ProtocolError(f"refused at the link acknowledgement: {code:#x} {message}")
+        self.link_ack = (code, message)
+
+    def _handshake_v2(self, client_id: int, server_id: int, secret: Optional[str], timeout_ms: int) -> None:
+        nonce_c = os.urandom(16)
+        hello = (struct.pack("<QQ", client_id, server_id) + nonce_c + struct.pack("<B", secret is not None)
+                 + put_string("") + struct.pack("<ii", os.getpid(), timeout_ms))
+        self.send_frame(FrameType.HELLO, 0, hello)
+        header, payload = self.recv_frame()
+        r = Reader(payload)
+        code, message = r.u("I"), r.string()
+        if header[2] != FrameType.HELLO_REPLY or code != 0:
+            raise ProtocolError(f"refused at hello: {code:#x} {message}")
+        r.u("Q")
+        nonce_s = r.take(16)
+        r.u("B")
+        r.take(32)
         mac_c = (_mac(secret, b"llmdd-client", nonce_s, nonce_c, client_id, server_id) if secret is not None
                  else bytes(32))
         self.send_frame(FrameType.AUTH, 0, mac_c + struct.pack("<I", 0) + struct.pack("<B", 0))
