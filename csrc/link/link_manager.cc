@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
+#include <deque>
 #include <future>
 
 #include "common/logging.h"
@@ -206,51 +208,131 @@ std::string LinkManager::listen_address() const {
   return detail::Concat(listen_ip_, ":", listen_port_);
 }
 
-void LinkManager::ListenerLoop() {
-  while (!listener_stop_.load()) {
-    pollfd p{listen_fd_, POLLIN, 0};
-    int rc = poll(&p, 1, 100);
-    if (rc <= 0) continue;
-    sockaddr_storage addr;
-    socklen_t len = sizeof(addr);
-    int fd = accept4(listen_fd_, reinterpret_cast<sockaddr *>(&addr), &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) continue;
-    char host[128] = {0};
-    if (addr.ss_family == AF_INET) {
-      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in *>(&addr)->sin_addr, host, sizeof(host));
-    } else if (addr.ss_family == AF_INET6) {
-      inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6 *>(&addr)->sin6_addr, host, sizeof(host));
-    }
-    std::lock_guard<std::mutex> lock(handshakes_mutex_);
-    int &from_address = handshakes_per_address_[host];
-    if (handshakes_running_.load() >= kMaxConcurrentHandshakes || from_address >= kMaxHandshakesPerAddress) {
-      // Closed at once: a flood costs us an accept and a close, not a thread.
-      if (from_address == 0) handshakes_per_address_.erase(host);
-      close(fd);
-      continue;
-    }
-    ++from_address;
-    handshakes_running_.fetch_add(1);
-    auto done = std::make_shared<std::atomic<bool>>(false);
-    handshakes_.push_back({std::thread([this, fd, done, remote = std::string(host)] {
-                             ServeConnection(fd, remote);
-                             {
-                               std::lock_guard<std::mutex> guard(handshakes_mutex_);
-                               auto it = handshakes_per_address_.find(remote);
-                               if (it != handshakes_per_address_.end() && --it->second <= 0)
-                                 handshakes_per_address_.erase(it);
-                             }
-                             handshakes_running_.fetch_sub(1);
-                             done->store(true);
-                           }),
-                           done});
+namespace {
+std::string PeerHost(const sockaddr_storage &addr) {
+  char host[128] = {0};
+  if (addr.ss_family == AF_INET) {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in *>(&addr)->sin_addr, host, sizeof(host));
+  } else if (addr.ss_family == AF_INET6) {
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6 *>(&addr)->sin6_addr, host, sizeof(host));
   }
+  return host;
 }
 
-void LinkManager::ServeConnection(int fd, std::string remote_address) {
+// A connection whose hello is still arriving, held by the listener thread.
+struct PendingConnection {
+  int fd = -1;
+  std::string remote;
+  Deadline deadline;
+  std::vector<uint8_t> bytes;  // of the first frame, so far
+};
+
+// Reads what arrived of the first frame. 1: complete (or from another protocol version, which
+// the handshake answers), 0: more to come, -1: closed or not a hello we accept.
+int ReadFirstFrame(PendingConnection &c) {
+  for (;;) {
+    size_t want = sizeof(FrameHeader);
+    if (c.bytes.size() >= sizeof(FrameHeader)) {
+      FrameHeader header;
+      std::memcpy(&header, c.bytes.data(), sizeof(header));
+      if (header.magic == kFrameMagic && header.version != kProtocolVersion) return 1;
+      if (!CheckFrameHeader(header, kMaxHandshakePayload).ok() ||
+          header.type != static_cast<uint16_t>(FrameType::kHello))
+        return -1;
+      want += header.payload_bytes;
+      if (c.bytes.size() == want) return 1;
+    }
+    const size_t have = c.bytes.size();
+    c.bytes.resize(want);
+    ssize_t got = recv(c.fd, c.bytes.data() + have, want - have, 0);
+    c.bytes.resize(have + (got > 0 ? static_cast<size_t>(got) : 0));
+    if (got > 0) continue;
+    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 0;
+    return -1;
+  }
+}
+}  // namespace
+
+void LinkManager::ListenerLoop() {
+  // Until its hello has arrived a connection costs an fd and a few bytes here, not a thread:
+  // idle and half-open connections cannot exhaust threads, and a legitimate client, which sends
+  // its hello at once, gets through a flood of them.
+  std::deque<PendingConnection> pending;
+  std::vector<pollfd> fds;
+  auto drop_oldest = [&] {
+    close(pending.front().fd);
+    pending.pop_front();
+  };
+  while (!listener_stop_.load()) {
+    fds.assign(1, pollfd{listen_fd_, POLLIN, 0});
+    for (const PendingConnection &c : pending) fds.push_back({c.fd, POLLIN, 0});
+    if (poll(fds.data(), fds.size(), 100) < 0 && errno != EINTR) continue;
+    std::vector<bool> readable(pending.size());
+    for (size_t i = 0; i < pending.size(); ++i) readable[i] = fds[i + 1].revents != 0;
+    // Serve what arrived, expire the slow, then accept (which may evict the oldest).
+    const Deadline now = Clock::now();
+    std::deque<PendingConnection> still;
+    for (size_t i = 0; i < pending.size(); ++i) {
+      PendingConnection &c = pending[i];
+      const int state = readable[i] ? ReadFirstFrame(c) : 0;
+      if (state > 0) {
+        StartHandshake(c.fd, c.remote, std::move(c.bytes));
+      } else if (state < 0 || now >= c.deadline) {
+        close(c.fd);
+      } else {
+        still.push_back(std::move(c));
+      }
+    }
+    pending.swap(still);
+    if (!(fds[0].revents & POLLIN)) continue;
+    for (int accepted = 0; accepted < 64; ++accepted) {
+      sockaddr_storage addr;
+      socklen_t len = sizeof(addr);
+      int fd = accept4(listen_fd_, reinterpret_cast<sockaddr *>(&addr), &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (fd < 0) {
+        if ((errno == EMFILE || errno == ENFILE) && !pending.empty()) {
+          drop_oldest();  // out of descriptors: the oldest silent connection makes room
+          continue;
+        }
+        break;
+      }
+      if (pending.size() >= kMaxPendingConnections) drop_oldest();
+      pending.push_back({fd, PeerHost(addr), DeadlineIn(kServerHelloTimeoutMs), {}});
+    }
+  }
+  for (PendingConnection &c : pending) close(c.fd);
+}
+
+void LinkManager::StartHandshake(int fd, const std::string &remote, std::vector<uint8_t> hello_frame) {
+  std::lock_guard<std::mutex> lock(handshakes_mutex_);
+  int &from_address = handshakes_per_address_[remote];
+  if (handshakes_running_.load() >= kMaxConcurrentHandshakes || from_address >= kMaxHandshakesPerAddress) {
+    // Closed at once: connections that sent a hello and stall cost at most the caps' threads.
+    if (from_address == 0) handshakes_per_address_.erase(remote);
+    close(fd);
+    return;
+  }
+  ++from_address;
+  handshakes_running_.fetch_add(1);
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  handshakes_.push_back({std::thread([this, fd, done, remote, hello = std::move(hello_frame)]() mutable {
+                           ServeConnection(fd, remote, std::move(hello));
+                           {
+                             std::lock_guard<std::mutex> guard(handshakes_mutex_);
+                             auto it = handshakes_per_address_.find(remote);
+                             if (it != handshakes_per_address_.end() && --it->second <= 0)
+                               handshakes_per_address_.erase(it);
+                           }
+                           handshakes_running_.fetch_sub(1);
+                           done->store(true);
+                         }),
+                         done});
+}
+
+void LinkManager::ServeConnection(int fd, std::string remote_address, std::vector<uint8_t> hello) {
   // No exception from a peer's bytes may leave this thread (it would end the process).
   try {
-    ServerHandshake(fd, std::move(remote_address));
+    ServerHandshake(fd, std::move(remote_address), hello);
   } catch (const std::exception &e) {
     LLMDD_LOG(kWarning, "a link handshake failed: ", e.what());
   }
@@ -582,7 +664,7 @@ DetailedStatus LinkManager::ClientHandshake(const LinkTarget &target, int fd, De
     } else if (!connected) {
       ByteWriter w;
       w.PutString(shm.message());
-      SendFrame(fd, FrameType::kShmAbort, 0, w.bytes(), 0, deadline);
+      (void)SendFrame(fd, FrameType::kShmAbort, 0, w.bytes(), 0, deadline);
     }
     if (shm.ok()) {
       transport = TransportKind::kShm;
@@ -627,7 +709,7 @@ DetailedStatus LinkManager::ClientHandshake(const LinkTarget &target, int fd, De
   return DetailedStatus::Ok();
 }
 
-void LinkManager::ServerHandshake(int fd, std::string remote_address) {
+void LinkManager::ServerHandshake(int fd, std::string remote_address, const std::vector<uint8_t> &hello_frame) {
   // The server's own deadline: a client cannot extend it.
   const Deadline deadline = DeadlineIn(kServerHandshakeTimeoutMs);
   struct ScopedFd {
@@ -640,13 +722,21 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address) {
     ByteWriter w;
     w.Put<uint32_t>(code).PutString(message);
     if (type == FrameType::kLinkAck) w.Put<uint8_t>(0).PutString("").Put<uint8_t>(0);
-    SendFrame(fd, type, 0, w.bytes(), 0, std::min(deadline, DeadlineIn(1000)));
+    (void)SendFrame(fd, type, 0, w.bytes(), 0, std::min(deadline, DeadlineIn(1000)));
     LLMDD_LOG(kWarning, "refused a link from ", remote_address, ": ", message);
   };
   std::vector<uint8_t> payload;
   FrameHeader hello;
-  DetailedStatus got =
-      RecvFrame(fd, &hello, &payload, std::min(deadline, DeadlineIn(kServerHelloTimeoutMs)), kMaxHandshakePayload);
+  DetailedStatus got;
+  if (hello_frame.size() >= sizeof(FrameHeader)) {  // the listener read it already
+    std::memcpy(&hello, hello_frame.data(), sizeof(hello));
+    got = CheckFrameHeader(hello, kMaxHandshakePayload);
+    if (got.ok() && hello.payload_bytes != hello_frame.size() - sizeof(hello))
+      got = DetailedStatus(LLM_LINK_FAILED, "truncated hello");
+    if (got.ok()) payload.assign(hello_frame.begin() + sizeof(hello), hello_frame.end());
+  } else {
+    got = RecvFrame(fd, &hello, &payload, std::min(deadline, DeadlineIn(kServerHelloTimeoutMs)), kMaxHandshakePayload);
+  }
   if (got.ok() && hello.type != static_cast<uint16_t>(FrameType::kHello))
     got = DetailedStatus(LLM_LINK_FAILED, "first frame is not a hello");
   if (!got.ok()) {
@@ -817,7 +907,7 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address) {
     // Raced with another link from the same cluster id; the link's destructor closes its fd.
     ByteWriter w;
     w.Put<uint32_t>(installed.code()).PutString(installed.message()).Put<uint8_t>(0).PutString("").Put<uint8_t>(0);
-    SendFrame(fd, FrameType::kLinkAck, 0, w.bytes(), 0, std::min(deadline, DeadlineIn(1000)));
+    (void)SendFrame(fd, FrameType::kLinkAck, 0, w.bytes(), 0, std::min(deadline, DeadlineIn(1000)));
     return;
   }
   link->Start();

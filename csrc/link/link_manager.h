@@ -62,6 +62,9 @@ constexpr int kMaxHandshakesPerAddress = 32;
 // A whole server-side handshake, whatever the client asks for; the hello must come sooner.
 constexpr int64_t kServerHandshakeTimeoutMs = 10000;
 constexpr int64_t kServerHelloTimeoutMs = 3000;
+// Connections whose hello has not fully arrived are held by the listener thread itself (an fd
+// and a few bytes each, no thread); past this many, the oldest is closed for a new one.
+constexpr size_t kMaxPendingConnections = 1024;
 // Largest handshake frame either side accepts (the biggest, with 16 regions, is ~2 KiB).
 constexpr uint64_t kMaxHandshakePayload = 16 << 10;
 // An accepted link whose peer sent nothing (not even a heartbeat) for this long, while this end
@@ -96,7 +99,8 @@ class LinkManager {
 
   // Runs the server side of the handshake on an accepted connection (takes ownership of fd) and
   // returns when it is done. The listener's threads call it; tests and fuzzers may too.
-  void ServeConnection(int fd, std::string remote_address);
+  // `hello`: the first frame (header and payload) when the caller already read it from fd.
+  void ServeConnection(int fd, std::string remote_address, std::vector<uint8_t> hello = {});
   // Connections in their handshake right now.
   int handshakes_running() const { return handshakes_running_.load(); }
 
@@ -104,7 +108,9 @@ class LinkManager {
   DetailedStatus LinkOne(const LinkTarget &target, int32_t timeout_ms);
   DetailedStatus UnlinkOne(uint64_t cluster_id, int32_t timeout_ms, bool force);
   DetailedStatus ClientHandshake(const LinkTarget &target, int fd, Deadline deadline, std::shared_ptr<Link> *out);
-  void ServerHandshake(int fd, std::string remote_address);
+  void ServerHandshake(int fd, std::string remote_address, const std::vector<uint8_t> &hello_frame);
+  // Starts a handshake thread for a connection whose hello arrived (closes it at the caps).
+  void StartHandshake(int fd, const std::string &remote, std::vector<uint8_t> hello_frame);
   void ListenerLoop();
   void MaintenanceLoop();
   // Installs `link` as the link to its peer cluster. A live link from that cluster stays (a

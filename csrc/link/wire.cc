@@ -187,16 +187,21 @@ DetailedStatus SendFrame(int fd, FrameType type, uint64_t request_id, const std:
   return SendSpans(fd, spans, deadline);
 }
 
+DetailedStatus CheckFrameHeader(const FrameHeader &header, uint64_t max_payload) {
+  LLMDD_CHECK(header.magic == kFrameMagic, LLM_LINK_FAILED, "malformed frame (bad magic 0x", std::hex, header.magic,
+              "): the peer is not an llm_datadist link");
+  LLMDD_CHECK(header.version == kProtocolVersion, LLM_LINK_FAILED, "incompatible link protocol: peer speaks version ",
+              header.version, ", this process speaks version ", kProtocolVersion);
+  LLMDD_CHECK(header.payload_bytes <= std::min(max_payload, kMaxControlPayload), LLM_LINK_FAILED,
+              "malformed frame (payload of ", header.payload_bytes, " bytes, at most ",
+              std::min(max_payload, kMaxControlPayload), " here)");
+  return DetailedStatus::Ok();
+}
+
 DetailedStatus RecvFrame(int fd, FrameHeader *header, std::vector<uint8_t> *payload, Deadline deadline,
                          uint64_t max_payload) {
   LLMDD_RETURN_IF_ERROR(RecvAll(fd, header, sizeof(*header), deadline));
-  LLMDD_CHECK(header->magic == kFrameMagic, LLM_LINK_FAILED, "malformed frame (bad magic 0x", std::hex,
-              header->magic, "): the peer is not an llm_datadist link");
-  LLMDD_CHECK(header->version == kProtocolVersion, LLM_LINK_FAILED, "incompatible link protocol: peer speaks version ",
-              header->version, ", this process speaks version ", kProtocolVersion);
-  LLMDD_CHECK(header->payload_bytes <= std::min(max_payload, kMaxControlPayload), LLM_LINK_FAILED,
-              "malformed frame (payload of ", header->payload_bytes, " bytes, at most ",
-              std::min(max_payload, kMaxControlPayload), " here)");
+  LLMDD_RETURN_IF_ERROR(CheckFrameHeader(*header, max_payload));
   // Grown as the payload arrives (in steps of at most kStep): memory follows bytes received.
   constexpr uint64_t kStep = 1 << 20;
   payload->clear();

@@ -162,6 +162,8 @@ DetailedStatus RecvSpans(int fd, const std::vector<IoSpan> &spans, Deadline dead
 
 DetailedStatus SendFrame(int fd, FrameType type, uint64_t request_id, const std::vector<uint8_t> &payload,
                          uint64_t data_bytes, Deadline deadline);
+// Ok when `header` is ours (magic), of this protocol version, with at most max_payload bytes.
+DetailedStatus CheckFrameHeader(const FrameHeader &header, uint64_t max_payload = kMaxControlPayload);
 // Reads one header and its payload (at most max_payload bytes, else LLM_LINK_FAILED). The payload
 // buffer grows as bytes arrive, so a header announcing a large payload costs nothing until the
 // payload comes. Data bytes are left unread.
