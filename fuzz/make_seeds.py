@@ -115,20 +115,19 @@ def request_seeds():
     return seeds
 
 
-def hello(client_id=2, expected_id=SERVER_CLUSTER, has_secret=0, boot_id=b"not-this-host", pid=4242,
-          timeout_ms=1000):
-    """The client's kHello (ClientHandshake in csrc/link/link_manager.cc)."""
+def hello(client_id=2, expected_id=SERVER_CLUSTER, has_secret=0):
+    """The client's kHello (ClientHandshake in csrc/link/link_manager.cc): ids, nonce, secret flag."""
     payload = struct.pack("<QQ", client_id, expected_id) + bytes(range(16)) + struct.pack("<B", has_secret)
-    payload += struct.pack("<I", len(boot_id)) + boot_id + struct.pack("<ii", pid, timeout_ms)
     return frame(HELLO, payload, request_id=0)
 
 
-def auth(mac=b"\x00" * 32, regions=(), will_do_shm=0):
-    """The client's kAuth: mac, regions (id, kind, size, has_memfd, has_ipc, 64-byte ipc handle)."""
-    payload = mac + struct.pack("<I", len(regions))
+def auth(mac=b"\x00" * 32, regions=(), boot_id=b"not-this-host", pid=4242):
+    """The client's kAuth: mac, boot id, pid, regions (id, kind, size, has_memfd, has_ipc, 64-byte
+    ipc handle)."""
+    payload = mac + struct.pack("<I", len(boot_id)) + boot_id + struct.pack("<iI", pid, len(regions))
     for region_id, kind, size, has_memfd, has_ipc in regions:
         payload += struct.pack("<BBQBB", region_id, kind, size, has_memfd, has_ipc) + b"\x00" * 64
-    return frame(AUTH, payload + struct.pack("<B", will_do_shm), request_id=0)
+    return frame(AUTH, payload, request_id=0)
 
 
 def handshake_seeds():
@@ -140,8 +139,7 @@ def handshake_seeds():
         "complete": open_server + hello() + auth(),
         "complete-then-frames": open_server + hello() + auth() + frame(HEARTBEAT, request_id=0) + pull +
                                 frame(UNLINK, request_id=4),
-        "complete-with-regions": open_server + hello() + auth(regions=((0, 0, 1 << 20, 1, 0), (1, 2, 4096, 0, 1)),
-                                                              will_do_shm=1),
+        "complete-with-regions": open_server + hello() + auth(regions=((0, 0, 1 << 20, 1, 0), (1, 2, 4096, 0, 1))),
         "wrong-server-id": open_server + hello(expected_id=99),
         "own-cluster-id": open_server + hello(client_id=SERVER_CLUSTER),
         "secret-mismatch": open_server + hello(has_secret=1),
