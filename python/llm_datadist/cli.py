@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""`llm-datadist`: demo, explain, doctor."""
+"""`llm-datadist`: demo, explain, doctor, secret, fault, bench."""
 from __future__ import annotations
 
 import argparse
@@ -53,6 +53,18 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     else:
         print(f"  CUDA:           not available ({cuda['reason']})")
         print("  Placement.DEVICE means: the CPU device (host memory standing in for a GPU)")
+    return 0
+
+
+def new_link_secret() -> str:
+    """A fresh link secret: 32 random bytes (256 bits) from the OS, URL-safe base64 (43 chars), so
+    it survives a shell, an environment variable and a JSON config unquoted."""
+    import secrets
+    return secrets.token_urlsafe(32)
+
+
+def _cmd_secret(args: argparse.Namespace) -> int:
+    print(new_link_secret())
     return 0
 
 
@@ -141,6 +153,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     doctor = sub.add_parser("doctor", help="what this build found: native library, CUDA, devices")
     doctor.add_argument("--json", action="store_true")
     doctor.set_defaults(func=_cmd_doctor)
+    secret = sub.add_parser(
+        "secret", help="print a new random link secret (256 bits) for llmdd.LinkSecret / LLMDD_LINK_SECRET",
+        description="Prints one new high-entropy link secret and nothing else. Give the same secret to "
+                    "every process that links (option llmdd.LinkSecret or env LLMDD_LINK_SECRET), out of band.")
+    secret.set_defaults(func=_cmd_secret)
     fault = sub.add_parser(
         "fault", help="run a command with its CUDA calls failing like a GPU with a given XID",
         description="Runs COMMAND under the CUDA fault-injection shim (LD_PRELOAD). Example: "

@@ -4,6 +4,8 @@ of docs/transfer.md ("Links"), the secret, the transports and LLMDataDist.link_i
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -184,6 +186,24 @@ def test_link_secret(group, prefill_secret, decode_secret, expect, how):
     if (prefill_secret is None) != (decode_secret is None):
         logs = d.stderr_text() + p.stderr_text()
         assert re.search("secret", logs, re.I), "one side without a secret: the logs must say so"
+
+
+def generated_secret():
+    out = subprocess.run([sys.executable, "-m", "llm_datadist.cli", "secret"], capture_output=True, text=True,
+                         timeout=60, check=True)
+    return out.stdout.strip()
+
+
+def test_link_with_generated_secrets(group):
+    """`llm-datadist secret` output works as the secret: the same one links, another one does not."""
+    shared, other = generated_secret(), generated_secret()
+    p = group.spawn("prefill", role="PROMPT", cluster_id=PREFILL_ID, listen=True, secret=shared)
+    d = group.spawn("decode", role="DECODER", cluster_id=DECODE_ID, secret=shared)
+    stranger = group.spawn("stranger", role="DECODER", cluster_id=DECODE_ID + 1, secret=other)
+    assert d.link([cluster_of(p)])["per_cluster"] == [SUCCESS]
+    small_pull_roundtrip(p, d)
+    assert stranger.link([cluster_of(p)], timeout=3000)["per_cluster"] == [LINK_FAILED]
+    assert not has_link(stranger, PREFILL_ID)
 
 
 def test_secret_never_crosses_the_wire(group):
