@@ -15,6 +15,7 @@ from .status import LLMException, LLMStatusCode, not_initialized
 __all__ = ["CacheManager"]
 
 U64 = 2**64 - 1
+_MAX_TENSORS = 2**32 - 1  # CacheDesc.num_tensors is a uint32
 
 
 def _key_tuple(key: CacheKey) -> Tuple[int, int, int, int]:
@@ -255,7 +256,11 @@ class CacheManager:
         if local.stop * n > num_tensors:
             raise param_invalid(f"dst_layer_range {local!r} x tensor_num_per_layer {n} exceeds the cache's "
                                 f"{num_tensors} tensors.")
-        if src_layer_range is not None and len(src_layer_range) != len(local):
+        if src_layer_range is not None and src_layer_range.stop * n > _MAX_TENSORS:
+            raise param_invalid(f"src_layer_range {src_layer_range!r} x tensor_num_per_layer {n} exceeds the "
+                                f"{_MAX_TENSORS} tensors a cache can have.")
+        # stop - start, not len(): len() of a range longer than sys.maxsize raises OverflowError
+        if src_layer_range is not None and src_layer_range.stop - src_layer_range.start != local.stop - local.start:
             raise param_invalid(f"src_layer_range {src_layer_range!r} and dst_layer_range {local!r} have different "
                                 f"lengths.")
         remote = (-1, -1) if src_layer_range is None else (src_layer_range.start * n, src_layer_range.stop * n)

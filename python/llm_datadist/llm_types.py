@@ -612,9 +612,12 @@ class TransferWithCacheKeyConfig:
 
     @staticmethod
     def _check_lengths(src: range, dst: range) -> None:
-        if len(src) != len(dst):
-            raise param_invalid(f"src_layer_range {src!r} size ({len(src)}) should be equal to "
-                                f"dst_layer_range {dst!r} size ({len(dst)}).")
+        # both have step 1 (check_range); stop - start, as len() of a range longer than
+        # sys.maxsize raises OverflowError
+        src_len, dst_len = src.stop - src.start, dst.stop - dst.start
+        if src_len != dst_len:
+            raise param_invalid(f"src_layer_range {src!r} size ({src_len}) should be equal to "
+                                f"dst_layer_range {dst!r} size ({dst_len}).")
 
     @staticmethod
     def _check_batch_index(cache_key: Any, src_batch_index: int) -> None:
