@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "engine/data_dist_engine.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <limits>
@@ -274,7 +275,9 @@ DetailedStatus DataDistEngine::Allocate(const CacheDesc &desc, bool is_blocks,
   // Keys first, so a bad key costs no allocation.
   LLMDD_RETURN_IF_ERROR(registry_.CheckKeys(keys, static_cast<uint64_t>(desc.shape[0])));
   LLMDD_RETURN_IF_ERROR(registry_.CheckBlocksKey(blocks_key));
-  entry->allocations.reserve(desc.num_tensors);
+  // Not reserve(num_tensors): a caller's 2^32-1 tensors would be a bad_alloc here, before the
+  // pool, which owns the answer (LLM_OUT_OF_MEMORY when they do not fit), has been asked.
+  entry->allocations.reserve(std::min<uint32_t>(desc.num_tensors, 1024));
   for (uint32_t i = 0; i < desc.num_tensors; ++i) {
     std::shared_ptr<PoolAllocation> allocation;
     DetailedStatus status = pool->Allocate(entry->tensor_bytes, &allocation);

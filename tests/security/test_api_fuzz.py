@@ -414,21 +414,6 @@ WEIGHTS = {"allocate_cache": 4, "allocate_blocks_cache": 3, "deallocate_cache": 
 OPERATION_TABLE = [name for name in OPERATIONS for _ in range(WEIGHTS.get(name, 1))]
 
 
-# ---- known findings in the core (reported, each reproduced by an xfail test below) ---------------
-
-HUGE_TENSOR_COUNT = 1 << 20
-
-
-def known_core_finding(name: str, args: List[Any]) -> bool:
-    """A call that would hit a finding already reported to the core owner. Not made: under ASan
-    the finding is a fatal report, not an exception. Remove a case once its xfail test passes."""
-    # allocate_cache / allocate_blocks_cache with num_tensors near 2**32: the engine reserves one
-    # slot per tensor before asking the pool, and std::bad_alloc reaches Python as MemoryError
-    # (test_allocate_with_huge_num_tensors_raises_llm_exception).
-    return (name in ("allocate_cache", "allocate_blocks_cache") and isinstance(args[0], CacheDesc)
-            and args[0].num_tensors > HUGE_TENSOR_COUNT)
-
-
 # ---- the fuzzer --------------------------------------------------------------------------------
 
 class WrongException(AssertionError):
@@ -447,7 +432,6 @@ class Fuzzer:
         self.buffer = np.zeros(BUFFER_BYTES + 64, dtype=np.uint8)
         self.base = (self.buffer.ctypes.data + 63) & ~63
         self.total_calls = 0
-        self.avoided = 0
         self.succeeded: Counter = Counter()
         self.refused: Counter = Counter()
         self.baseline = self.pool_accounting()
@@ -509,9 +493,6 @@ class Fuzzer:
         args = [gen(d) for gen in OPERATIONS[name]]
         args = [self.owned_addrs(args[0]) if a is OWNED else self.partner(args[0], a) if isinstance(a, Partner)
                 else a for a in args]
-        if known_core_finding(name, args):
-            self.avoided += 1
-            return
         self.total_calls += 1
         try:
             result = getattr(self, "op_" + name)(*args)
@@ -758,7 +739,7 @@ def test_api_fuzz(fuzzer):
             fuzzer.finish_example()
 
     example()
-    print(f"api fuzz: {fuzzer.total_calls} calls, {fuzzer.avoided} avoided (known core findings)")
+    print(f"api fuzz: {fuzzer.total_calls} calls")
     assert fuzzer.total_calls >= MIN_TOTAL_CALLS, fuzzer.total_calls
     # a full-pool allocation still succeeds once everything is freed
     for placement in (Placement.HOST, Placement.DEVICE):
@@ -804,9 +785,6 @@ for allocate in (dd.cache_manager.allocate_cache, dd.cache_manager.allocate_bloc
 """
 
 
-@pytest.mark.xfail(strict=True, reason="core: DataDistEngine::Allocate (csrc/engine/data_dist_engine.cc) reserves "
-                                       "num_tensors slots before asking the pool; 2**32-1 tensors of 1 byte raise "
-                                       "MemoryError (std::bad_alloc) instead of LLMException LLM_OUT_OF_MEMORY")
 def test_allocate_with_huge_num_tensors_raises_llm_exception():
     """2**32-1 tensors of one byte cannot fit a 1 MiB pool: that is the pool's LLMException, in
     both allocate calls. In a child process: under ASan the current failure is a fatal report."""
