@@ -905,9 +905,7 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address, const std:
   // nothing before the acknowledgement, so starting the reader first is safe.
   if (DetailedStatus installed = Install(link); !installed.ok()) {
     // Raced with another link from the same cluster id; the link's destructor closes its fd.
-    ByteWriter w;
-    w.Put<uint32_t>(installed.code()).PutString(installed.message()).Put<uint8_t>(0).PutString("").Put<uint8_t>(0);
-    (void)SendFrame(fd, FrameType::kLinkAck, 0, w.bytes(), 0, std::min(deadline, DeadlineIn(1000)));
+    reject(installed.code(), installed.message(), FrameType::kLinkAck);
     return;
   }
   link->Start();

@@ -37,6 +37,7 @@ class LLMDataDist:
         self._role = role
         self._cluster_id = cluster_id
         self._engine: Optional[_core.Engine] = None
+        self._finalized = False  # finalize() ran: later calls say so (LLM_ENGINE_FINALIZED)
         self._cache_manager: Optional[CacheManager] = None
         self._options: Dict[str, str] = {}
         self._comms: Optional[CommRegistry] = None
@@ -101,7 +102,7 @@ class LLMDataDist:
     def _check_init(self) -> _core.Engine:
         if self._engine is None:
             # Upstream raises RuntimeError with this message; LLMException is one, and carries a code.
-            raise not_initialized(getattr(self, "_finalized", False))
+            raise not_initialized(self._finalized)
         return self._engine
 
     # -- properties -----------------------------------------------------------------------

@@ -23,26 +23,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from workers import (DECODE_ID, PREFILL_ID, Pair, RemoteError, Worker, WorkerGroup,  # noqa: E402,F401
                      kill_all_workers, start_pair)
+from worker_fixtures import group, pytest_sessionfinish  # noqa: E402,F401 - shared with tests/security
 
 TRANSPORTS = ["shm", "tcp"]
-
-
-def pytest_sessionfinish(session: Any, exitstatus: Any) -> None:
-    kill_all_workers()
 
 
 @pytest.fixture(params=TRANSPORTS)
 def transport(request: Any) -> str:
     return request.param
-
-
-@pytest.fixture
-def group() -> Iterator[WorkerGroup]:
-    g = WorkerGroup()
-    try:
-        yield g
-    finally:
-        g.close()
 
 
 @pytest.fixture

@@ -5,25 +5,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Iterator
-
-import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 
-from workers import WorkerGroup, kill_all_workers  # noqa: E402
-
-
-def pytest_sessionfinish(session: object, exitstatus: object) -> None:
-    kill_all_workers()
-
-
-@pytest.fixture
-def group() -> Iterator[WorkerGroup]:
-    g = WorkerGroup()
-    try:
-        yield g
-    finally:
-        g.close()
+from worker_fixtures import group, pytest_sessionfinish  # noqa: E402,F401 - shared with tests/integration

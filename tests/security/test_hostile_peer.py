@@ -118,18 +118,15 @@ def test_described_pull_is_refused_on_a_tcp_link(group):
 # ---- item 4: access control ------------------------------------------------------------------------------
 
 def test_listening_on_a_non_loopback_address_without_secret_warns_and_can_be_refused(group):
-    port = socket.socket()
-    port.bind(("0.0.0.0", 0))
-    addr = f"0.0.0.0:{port.getsockname()[1]}"
-    port.close()
-    w = group.spawn("open", role="PROMPT", cluster_id=P, listen=addr, pool_bytes=4 << 20, device_pool=False)
+    w = group.spawn("open", role="PROMPT", cluster_id=P, listen=f"0.0.0.0:{_free_any_port()}", pool_bytes=4 << 20,
+                    device_pool=False)
     deadline = time.monotonic() + 5
     while "without a link secret" not in w.stderr_text() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "without a link secret" in w.stderr_text(), w.stderr_text()
     strict = group.start("strict").wait_ready()
     with pytest.raises(Exception, match="LLM_PARAM_INVALID|without a link secret"):
-        strict.init(role="PROMPT", cluster_id=P, listen="0.0.0.0:0".replace(":0", f":{_free_any_port()}"),
+        strict.init(role="PROMPT", cluster_id=P, listen=f"0.0.0.0:{_free_any_port()}",
                     pool_bytes=4 << 20, device_pool=False, options={"llmdd.RequireSecret": "1"})
     # With a secret the same listener starts and says nothing.
     ok = group.spawn("ok", role="PROMPT", cluster_id=3, listen=f"0.0.0.0:{_free_any_port()}", pool_bytes=4 << 20,
@@ -316,9 +313,7 @@ def test_a_silent_peer_is_dropped_and_its_pins_released(group):
 # ---- item 8: finalize and bad_alloc -----------------------------------------------------------------------------
 
 def test_calls_after_finalize_raise_llm_exception_with_a_code():
-    import sys
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    from config_helpers import make_config
+    from config_helpers import make_config  # tests/ (on the path through its conftest.py)
     dd = ld.LLMDataDist(ld.LLMRole.PROMPT, 1)
     dd.init(make_config().generate_options())
     cm = dd.cache_manager
