@@ -396,8 +396,8 @@ void RegisterEngineBindings(py::module_ &m) {
              uint64_t prefix_id, uint64_t model_id, int64_t remote_cache_id, uint32_t remote_batch_index,
              int64_t local_cache_id, bool blocks_api, uint32_t local_batch_index, int64_t size,
              const std::vector<uint64_t> &remote_blocks, const std::vector<uint64_t> &local_blocks,
-             int64_t remote_tensor_begin, int64_t remote_tensor_end, int64_t local_tensor_begin,
-             int64_t local_tensor_end) {
+             int64_t remote_layer_begin, int64_t remote_layer_end, int64_t local_layer_begin,
+             int64_t local_layer_end, int64_t tensor_num_per_layer) {
             TransferArgs args;
             args.remote_cluster_id = remote_cluster_id;
             args.key_kind = static_cast<RemoteKeyKind>(key_kind);
@@ -411,10 +411,8 @@ void RegisterEngineBindings(py::module_ &m) {
             args.size = size;
             args.remote_blocks = remote_blocks;
             args.local_blocks = local_blocks;
-            args.remote_tensor_begin = remote_tensor_begin;
-            args.remote_tensor_end = remote_tensor_end;
-            args.local_tensor_begin = local_tensor_begin;
-            args.local_tensor_end = local_tensor_end;
+            args.layers = LayerSelection{remote_layer_begin, remote_layer_end, local_layer_begin, local_layer_end,
+                                         tensor_num_per_layer};
             const char *operation = push ? (blocks_api ? "push_blocks" : "push_cache")
                                          : (blocks_api ? "pull_blocks" : "pull_cache");
             DetailedStatus status = WithoutGil([&] { return push ? e.Push(args) : e.Pull(args); });
@@ -423,8 +421,8 @@ void RegisterEngineBindings(py::module_ &m) {
           py::arg("push"), py::arg("remote_cluster_id"), py::arg("key_kind"), py::arg("req_id"), py::arg("prefix_id"),
           py::arg("model_id"), py::arg("remote_cache_id"), py::arg("remote_batch_index"), py::arg("local_cache_id"),
           py::arg("blocks_api"), py::arg("local_batch_index"), py::arg("size"), py::arg("remote_blocks"),
-          py::arg("local_blocks"), py::arg("remote_tensor_begin"), py::arg("remote_tensor_end"),
-          py::arg("local_tensor_begin"), py::arg("local_tensor_end"))
+          py::arg("local_blocks"), py::arg("remote_layer_begin"), py::arg("remote_layer_end"),
+          py::arg("local_layer_begin"), py::arg("local_layer_end"), py::arg("tensor_num_per_layer"))
       .def("link_info",
            [](const DataDistEngine &e, uint64_t cluster_id) -> py::object {
              std::optional<LinkInfo> info = e.GetLinkInfo(cluster_id);

@@ -49,8 +49,18 @@ DetailedStatus ParseIpPort(const std::string &text, std::string *ip, uint16_t *p
 // Which key names the remote cache of a transfer.
 enum class RemoteKeyKind : uint8_t { kCacheKey = 0, kCacheIdAndIndex = 1, kBlocksKey = 2 };
 
-// A pull or push as the API asks for it. Tensor ranges are [begin, end) tensor indices
-// (layer range x tensor_num_per_layer); -1 means all tensors.
+// Which layers of each side a transfer moves, as upstream's API names them. A layer is
+// tensor_num_per_layer consecutive tensors; a cache's last, shorter group (or all of a cache with
+// fewer tensors than that) counts as one layer. Ranges are [begin, end) layer indices; -1, -1 is
+// no range given. The engine resolves them against the local cache (PlanTransfer), the owner
+// checks the remote tensors it is asked for.
+struct LayerSelection {
+  int64_t remote_begin = -1, remote_end = -1;
+  int64_t local_begin = -1, local_end = -1;
+  int64_t tensor_num_per_layer = 2;  // upstream's default (kDefaultTensorNumPerLayer)
+};
+
+// A pull or push as the API asks for it.
 struct TransferArgs {
   uint64_t remote_cluster_id = 0;
   RemoteKeyKind key_kind = RemoteKeyKind::kCacheKey;
@@ -64,8 +74,7 @@ struct TransferArgs {
   int64_t size = -1;               // pull_cache bytes per tensor
   std::vector<uint64_t> remote_blocks;
   std::vector<uint64_t> local_blocks;
-  int64_t remote_tensor_begin = -1, remote_tensor_end = -1;
-  int64_t local_tensor_begin = -1, local_tensor_end = -1;
+  LayerSelection layers;
 };
 
 struct LinkInfo {
@@ -180,8 +189,9 @@ class DataDistEngine : public LinkHandler {
   // Keeps the published blocks-cache table (cache/cache_table.h) in step with the registry.
   void PublishBlocksKey(uint64_t model_id, const CacheEntry &cache);
   void UnpublishBlocksKeyIfGone(const std::optional<uint64_t> &model_id);
-  DetailedStatus CheckTransfer(const TransferArgs &args, const char *operation, std::shared_ptr<Link> *link,
-                               std::shared_ptr<CacheEntry> *local) const;
+  // A transfer's checks in upstream's order: the arguments and the local cache first, the link last.
+  DetailedStatus CheckTransfer(const TransferArgs &args, const char *operation, std::shared_ptr<CacheEntry> *local) const;
+  DetailedStatus FindUsableLink(uint64_t remote_cluster_id, std::shared_ptr<Link> *link) const;
   DetailedStatus ServePull(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload);
   DetailedStatus ServePush(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload);
   DetailedStatus ServeRelease(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload);

@@ -115,19 +115,34 @@ Status LlmDataDist::UnlinkLlmClusters(const std::vector<ClusterInfo> &clusters, 
 }
 
 namespace {
-// Upstream C++ layer ranges are inclusive [first, second], -1 meaning all layers.
-DetailedStatus ApplyExtParam(const KvCacheExtParam &ext, TransferArgs *args) {
-  LLMDD_CHECK(ext.tensor_num_per_layer > 0, LLM_PARAM_INVALID, "tensor_num_per_layer must be > 0");
-  auto range = [&](std::pair<int32_t, int32_t> r, int64_t *begin, int64_t *end, const char *which) -> DetailedStatus {
-    LLMDD_CHECK(r.first >= -1 && r.second >= -1 && r.first <= r.second, LLM_PARAM_INVALID, which, " (", r.first, ", ",
-                r.second, ") is not a valid inclusive range");
-    if (r.first == -1) return DetailedStatus::Ok();
-    *begin = int64_t{r.first} * ext.tensor_num_per_layer;
-    *end = (int64_t{r.second} + 1) * ext.tensor_num_per_layer;
-    return DetailedStatus::Ok();
-  };
-  LLMDD_RETURN_IF_ERROR(range(ext.src_layer_range, &args->remote_tensor_begin, &args->remote_tensor_end, "src_layer_range"));
-  return range(ext.dst_layer_range, &args->local_tensor_begin, &args->local_tensor_end, "dst_layer_range");
+// Upstream C++ layer ranges are inclusive [first, second], -1 meaning none given; the engine
+// takes [begin, end) and resolves it against the cache (LayerSelection). As upstream
+// (llm_datadist_impl.cc): a pull uses the ranges only when both are given; a push needs both
+// of the same size, or a src range of -1, which pushes every layer.
+DetailedStatus ApplyExtParam(const KvCacheExtParam &ext, bool push, TransferArgs *args) {
+  for (const auto &[name, r] : {std::pair{"src_layer_range", ext.src_layer_range},
+                                std::pair{"dst_layer_range", ext.dst_layer_range}})
+    LLMDD_CHECK(r.first >= -1 && r.second >= -1 && r.first <= r.second, LLM_PARAM_INVALID, name, " (", r.first, ", ",
+                r.second, ") is not a valid inclusive range: layers need >= -1 and first <= second");
+  if (push)
+    LLMDD_CHECK(ext.src_layer_range.second - ext.src_layer_range.first ==
+                    ext.dst_layer_range.second - ext.dst_layer_range.first,
+                LLM_PARAM_INVALID, "src_layer_range (", ext.src_layer_range.first, ", ", ext.src_layer_range.second,
+                ") and dst_layer_range (", ext.dst_layer_range.first, ", ", ext.dst_layer_range.second,
+                ") differ in size");
+  LayerSelection &layers = args->layers;
+  layers.tensor_num_per_layer = ext.tensor_num_per_layer;
+  const bool use_ranges = push ? ext.src_layer_range.first >= 0
+                               : ext.src_layer_range.first >= 0 && ext.dst_layer_range.first >= 0;
+  if (!use_ranges) return DetailedStatus::Ok();
+  // For a pull the source is remote; for a push it is local.
+  const auto &local = push ? ext.src_layer_range : ext.dst_layer_range;
+  const auto &remote = push ? ext.dst_layer_range : ext.src_layer_range;
+  layers.local_begin = local.first;
+  layers.local_end = int64_t{local.second} + 1;
+  layers.remote_begin = remote.first;
+  layers.remote_end = int64_t{remote.second} + 1;
+  return DetailedStatus::Ok();
 }
 }  // namespace
 
@@ -141,7 +156,7 @@ Status LlmDataDist::PullKvCache(const CacheIndex &src_cache_index, const Cache &
   args.local_cache_id = dst_cache.cache_id;
   args.local_batch_index = batch_index;
   args.size = size;
-  DetailedStatus ext = ApplyExtParam(ext_param, &args);
+  DetailedStatus ext = ApplyExtParam(ext_param, false, &args);
   if (!ext.ok()) return Report(ext, "PullKvCache");
   return Report(impl_->engine.Pull(args), "PullKvCache");
 }
@@ -163,7 +178,7 @@ Status LlmDataDist::PullKvBlocks(const CacheIndex &src_cache_index, const Cache 
   args.blocks_api = true;
   args.remote_blocks = src_blocks;
   args.local_blocks = dst_blocks;
-  DetailedStatus ext = ApplyExtParam(ext_param, &args);
+  DetailedStatus ext = ApplyExtParam(ext_param, false, &args);
   if (!ext.ok()) return Report(ext, "PullKvBlocks");
   return Report(impl_->engine.Pull(args), "PullKvBlocks");
 }
@@ -178,9 +193,7 @@ Status LlmDataDist::PushKvCache(const Cache &src_cache, const CacheIndex &dst_ca
   args.remote_batch_index = dst_cache_index.batch_index;
   args.local_cache_id = src_cache.cache_id;
   args.local_batch_index = src_batch_index;
-  KvCacheExtParam swapped = ext_param;  // for a push, src is local and dst is remote
-  std::swap(swapped.src_layer_range, swapped.dst_layer_range);
-  DetailedStatus ext = ApplyExtParam(swapped, &args);
+  DetailedStatus ext = ApplyExtParam(ext_param, true, &args);
   if (!ext.ok()) return Report(ext, "PushKvCache");
   return Report(impl_->engine.Push(args), "PushKvCache");
 }
@@ -198,9 +211,7 @@ Status LlmDataDist::PushKvBlocks(const Cache &src_cache, const CacheIndex &dst_c
   args.blocks_api = true;
   args.local_blocks = src_blocks;
   args.remote_blocks = dst_blocks;
-  KvCacheExtParam swapped = ext_param;
-  std::swap(swapped.src_layer_range, swapped.dst_layer_range);
-  DetailedStatus ext = ApplyExtParam(swapped, &args);
+  DetailedStatus ext = ApplyExtParam(ext_param, true, &args);
   if (!ext.ok()) return Report(ext, "PushKvBlocks");
   return Report(impl_->engine.Push(args), "PushKvBlocks");
 }

@@ -14,6 +14,7 @@
 // bytes after its reply. A complete slot pull consumes a req key on the owner at kRelease.
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 
@@ -304,16 +305,19 @@ std::optional<LinkInfo> DataDistEngine::GetLinkInfo(uint64_t cluster_id) const {
 
 // ---- requester side -------------------------------------------------------------------------
 
-DetailedStatus DataDistEngine::CheckTransfer(const TransferArgs &args, const char *operation, std::shared_ptr<Link> *link,
+DetailedStatus DataDistEngine::CheckTransfer(const TransferArgs &args, const char *operation,
                                              std::shared_ptr<CacheEntry> *local) const {
   LLMDD_RETURN_IF_ERROR(CheckInitialized(operation));
   LLMDD_CHECK(args.remote_cluster_id != cluster_id_, LLM_PARAM_INVALID, "the key names cluster ",
               args.remote_cluster_id, ", which is this cluster; ", operation, " moves data between clusters");
   *local = registry_.Find(args.local_cache_id);
   LLMDD_CHECK(*local != nullptr, LLM_KV_CACHE_NOT_EXIST, "local cache ", args.local_cache_id, " does not exist");
-  *link = links_->Find(args.remote_cluster_id);
-  LLMDD_CHECK(*link != nullptr, LLM_NOT_YET_LINK, "cluster ", args.remote_cluster_id,
-              " is not linked; call link_clusters first");
+  return DetailedStatus::Ok();
+}
+
+DetailedStatus DataDistEngine::FindUsableLink(uint64_t remote_cluster_id, std::shared_ptr<Link> *link) const {
+  *link = links_->Find(remote_cluster_id);
+  LLMDD_CHECK(*link != nullptr, LLM_NOT_YET_LINK, "cluster ", remote_cluster_id, " is not linked; call link_clusters first");
   return (*link)->Usable();
 }
 
@@ -327,17 +331,53 @@ struct LocalPlan {
   WireRequest wire;
 };
 
-DetailedStatus TensorRange(int64_t begin, int64_t end, uint32_t num_tensors, const char *which, uint32_t *out_begin,
-                           uint32_t *out_count) {
-  if (begin < 0 && end < 0) {
-    *out_begin = 0;
-    *out_count = num_tensors;
+// Resolves the layer ranges of a transfer (see LayerSelection) into the local tensors and the
+// remote ones asked of the owner. Names are the API's: a pull's local side is dst_layer_range,
+// a push's is src_layer_range.
+DetailedStatus ResolveLayers(const LayerSelection &layers, const CacheEntry &local, bool push, LocalPlan *plan) {
+  const char *local_name = push ? "src_layer_range" : "dst_layer_range";
+  const char *remote_name = push ? "dst_layer_range" : "src_layer_range";
+  const int64_t n = layers.tensor_num_per_layer;
+  LLMDD_CHECK(n > 0 && n <= int64_t{UINT32_MAX}, LLM_PARAM_INVALID, "tensor_num_per_layer must be > 0, but got ", n);
+  const uint64_t tensors = local.desc.num_tensors;
+  const uint64_t num_layers = std::max<uint64_t>(1, (tensors + n - 1) / n);
+  const bool has_local = layers.local_begin >= 0 || layers.local_end >= 0;
+  const bool has_remote = layers.remote_begin >= 0 || layers.remote_end >= 0;
+  plan->tensor_begin = 0;
+  plan->tensor_count = static_cast<uint32_t>(tensors);
+  if (has_local) {
+    LLMDD_CHECK(layers.local_begin >= 0 && layers.local_end > layers.local_begin &&
+                    static_cast<uint64_t>(layers.local_end) <= num_layers,
+                LLM_PARAM_INVALID, local_name, " [", layers.local_begin, ", ", layers.local_end,
+                ") is out of range: local cache ", local.cache_id, " has ", num_layers, " layer(s) of ", n,
+                " tensor(s) (", tensors, " tensors)");
+    const uint64_t begin = static_cast<uint64_t>(layers.local_begin) * n;
+    const uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(layers.local_end) * n, tensors);
+    plan->tensor_begin = static_cast<uint32_t>(begin);
+    plan->tensor_count = static_cast<uint32_t>(end - begin);
+  }
+  WireRequest &w = plan->wire;
+  if (!has_remote) {
+    // The owner's whole cache, which must have as many tensors as the local selection.
+    w.all_tensors = 1;
+    w.tensor_begin = 0;
+    w.tensor_count = plan->tensor_count;
     return DetailedStatus::Ok();
   }
-  LLMDD_CHECK(begin >= 0 && end > begin && end <= num_tensors, LLM_PARAM_INVALID, which, " tensors [", begin, ", ",
-              end, ") are out of range for a cache of ", num_tensors, " tensors");
-  *out_begin = static_cast<uint32_t>(begin);
-  *out_count = static_cast<uint32_t>(end - begin);
+  LLMDD_CHECK(layers.remote_begin >= 0 && layers.remote_end > layers.remote_begin, LLM_PARAM_INVALID, remote_name,
+              " [", layers.remote_begin, ", ", layers.remote_end, ") is not a valid range");
+  const int64_t remote_layers = layers.remote_end - layers.remote_begin;
+  const int64_t local_layers = has_local ? layers.local_end - layers.local_begin : static_cast<int64_t>(num_layers);
+  LLMDD_CHECK(remote_layers == local_layers, LLM_PARAM_INVALID, remote_name, " [", layers.remote_begin, ", ",
+              layers.remote_end, ") has ", remote_layers, " layer(s) and ", local_name,
+              has_local ? " " : " (the whole local cache) ", local_layers);
+  const uint64_t remote_begin = static_cast<uint64_t>(layers.remote_begin) * n;
+  LLMDD_CHECK(remote_begin + plan->tensor_count <= UINT32_MAX, LLM_PARAM_INVALID, remote_name, " [",
+              layers.remote_begin, ", ", layers.remote_end, ") x tensor_num_per_layer ", n,
+              " is beyond any cache's tensors");
+  w.all_tensors = 0;
+  w.tensor_begin = static_cast<uint32_t>(remote_begin);
+  w.tensor_count = plan->tensor_count;
   return DetailedStatus::Ok();
 }
 
@@ -358,21 +398,7 @@ DetailedStatus PlanTransfer(const TransferArgs &args, const CacheEntry &local, b
                 " needs exactly one of req_id and prefix_id set, got req_id ", args.key.req_id, " and prefix_id ",
                 args.key.prefix_id);
   }
-  LLMDD_RETURN_IF_ERROR(TensorRange(args.local_tensor_begin, args.local_tensor_end, local.desc.num_tensors, "local",
-                                    &plan->tensor_begin, &plan->tensor_count));
-  if (args.remote_tensor_begin < 0 && args.remote_tensor_end < 0) {
-    w.all_tensors = 1;
-    w.tensor_begin = 0;
-    w.tensor_count = plan->tensor_count;
-  } else {
-    LLMDD_CHECK(args.remote_tensor_begin >= 0 && args.remote_tensor_end > args.remote_tensor_begin, LLM_PARAM_INVALID,
-                "remote tensors [", args.remote_tensor_begin, ", ", args.remote_tensor_end, ") are not a valid range");
-    w.all_tensors = 0;
-    w.tensor_begin = static_cast<uint32_t>(args.remote_tensor_begin);
-    w.tensor_count = static_cast<uint32_t>(args.remote_tensor_end - args.remote_tensor_begin);
-  }
-  LLMDD_CHECK(w.tensor_count == plan->tensor_count, LLM_PARAM_INVALID, "the remote selection has ", w.tensor_count,
-              " tensors and the local one ", plan->tensor_count);
+  LLMDD_RETURN_IF_ERROR(ResolveLayers(args.layers, local, push, plan));
   const uint64_t local_slots = static_cast<uint64_t>(local.desc.shape[0]);
   if (!args.blocks_api) {
     LLMDD_CHECK(!local.is_blocks || local.is_registered || local.mixed, LLM_PARAM_INVALID, op, " needs a contiguous local cache, but cache ",
@@ -569,9 +595,10 @@ DetailedStatus DataDistEngine::Pull(const TransferArgs &args) {
   const Deadline deadline = DeadlineIn(options_.sync_kv_timeout_ms);
   std::shared_ptr<Link> link;
   std::shared_ptr<CacheEntry> local;
-  LLMDD_RETURN_IF_ERROR(CheckTransfer(args, op, &link, &local));
+  LLMDD_RETURN_IF_ERROR(CheckTransfer(args, op, &local));
   LocalPlan plan;
   LLMDD_RETURN_IF_ERROR(PlanTransfer(args, *local, false, &plan));
+  LLMDD_RETURN_IF_ERROR(FindUsableLink(args.remote_cluster_id, &link));
   const uint64_t chunk_total = [&] {
     uint64_t t = 0;
     for (const Chunk &c : plan.chunks) t += c.bytes;
@@ -674,11 +701,12 @@ DetailedStatus DataDistEngine::Push(const TransferArgs &args) {
   const Deadline deadline = DeadlineIn(options_.sync_kv_timeout_ms);
   std::shared_ptr<Link> link;
   std::shared_ptr<CacheEntry> local;
-  LLMDD_RETURN_IF_ERROR(CheckTransfer(args, op, &link, &local));
+  LLMDD_RETURN_IF_ERROR(CheckTransfer(args, op, &local));
   LLMDD_CHECK(args.key_kind != RemoteKeyKind::kCacheKey, LLM_PARAM_INVALID, op,
               " addresses the remote cache by CacheKeyByIdAndIndex or BlocksCacheKey, not CacheKey");
   LocalPlan plan;
   LLMDD_RETURN_IF_ERROR(PlanTransfer(args, *local, true, &plan));
+  LLMDD_RETURN_IF_ERROR(FindUsableLink(args.remote_cluster_id, &link));
   plan.wire.delivery = static_cast<uint8_t>(Delivery::kStream);
   // The data always streams: the owner of the destination writes it into its own memory.
   StreamSpans send = MakeStreamSpans(*local, plan.tensor_begin, plan.tensor_count, plan.chunks);

@@ -46,4 +46,17 @@ def emit_core_line(level: int, line: str) -> None:
     core_logger.log(level, line)
 
 
-__all__ = ["logger", "core_logger", "JsonLineFormatter", "configure_from_env", "emit_core_line"]
+_warned_kinds: set = set()
+
+
+def warn_once(kind: str, message: str) -> None:
+    """One warning per `kind` per process: for inputs this library accepts where upstream
+    LLM-DataDist would refuse them or do something else, so that code developed here is told
+    before it runs on Ascend, without a line per call."""
+    if kind in _warned_kinds:
+        return
+    _warned_kinds.add(kind)
+    logger.warning("%s", message, extra={"operation": kind})
+
+
+__all__ = ["logger", "core_logger", "JsonLineFormatter", "configure_from_env", "emit_core_line", "warn_once"]

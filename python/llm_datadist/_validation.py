@@ -5,8 +5,8 @@ Upstream raises three kinds of error for a bad argument, and code written agains
 them by kind, so every public entry point here does the same:
 
 * wrong Python type -> ``TypeError("<name> only support [<types>], but got <type>.")``;
-  ``bool`` is *not* accepted where an int is asked for (``True`` as a cluster id is a bug, not
-  a 1), and ``None`` only where the caller says so;
+  a ``bool`` passes where an int is asked for, since upstream checks with ``isinstance``, and
+  ``None`` only where the caller says so;
 * an integer outside the range of its C type (uint64, int64, uint32, int32, uint16, uint8)
   -> ``ValueError`` naming the argument, the value and the range;
 * a semantic/precondition failure -> ``LLMException(..., status_code=LLM_PARAM_INVALID)`` with
@@ -57,19 +57,17 @@ def type_names(types: TypeSpec) -> str:
 
 
 def _matches(value: Any, types: Tuple[type, ...]) -> bool:
-    if isinstance(value, bool) and bool not in types:
-        # bool subclasses int; only accept it where bool itself is listed.
-        return False
+    # isinstance, as upstream's check_isinstance (utils/utils.py): a bool passes for an int.
     return isinstance(value, types)
 
 
 def check_type(value: Any, name: str, types: TypeSpec, allow_none: bool = False) -> Any:
     """Raise TypeError unless `value` is an instance of one of `types` (None only when
-    `allow_none`). A bool never passes for an int unless bool is listed. Returns `value`."""
+    `allow_none`). As upstream, a bool is an int. Returns `value`."""
     if value is None and allow_none:
         return value
     wanted = types if type(types) is tuple else _as_tuple(types)
-    if type(value) in wanted:  # the common case, exact type: one lookup (a bool matches only a listed bool)
+    if type(value) in wanted:  # the common case, exact type: one lookup
         return value
     if not _matches(value, wanted):
         raise TypeError(
@@ -89,7 +87,7 @@ def _check_int_range(value: int, name: str, ctype: str) -> None:
 
 
 def check_int(value: Any, name: str, ctype: str = "uint64", allow_none: bool = False) -> Any:
-    """TypeError unless `value` is an int (not bool); ValueError unless it fits C type `ctype`
+    """TypeError unless `value` is an int (a bool is one, as upstream); ValueError unless it fits C type `ctype`
     (one of INT_RANGES). Returns `value` (None passes through when `allow_none`)."""
     if value is None and allow_none:
         return value

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from ._logging import warn_once
 from ._validation import check_dict, check_int, check_int_list, check_range, check_type, param_invalid
 from .llm_types import BlocksCacheKey, Cache, CacheDesc, CacheKey, CacheKeyByIdAndIndex, Placement
 from .status import LLMException, LLMStatusCode, not_initialized
@@ -15,7 +16,9 @@ from .status import LLMException, LLMStatusCode, not_initialized
 __all__ = ["CacheManager"]
 
 U64 = 2**64 - 1
-_MAX_TENSORS = 2**32 - 1  # CacheDesc.num_tensors is a uint32
+_MAX_UINT32 = 2**32 - 1
+# (remote_begin, remote_end, local_begin, local_end, tensor_num_per_layer) as the core's transfer takes them
+_Layers = Tuple[int, int, int, int, int]
 
 
 def _key_tuple(key: CacheKey) -> Tuple[int, int, int, int]:
@@ -235,45 +238,48 @@ class CacheManager:
 
     # -- transfers between linked clusters ------------------------------------------------
     @staticmethod
-    def _tensor_ranges(cache: Cache, src_layer_range: Optional[range], dst_layer_range: Optional[range],
-                       tensor_num_per_layer: Any) -> Tuple[int, int, int, int]:
-        """Layer ranges -> (remote_begin, remote_end, local_begin, local_end) tensor indices.
-        A missing range means every layer of that side (-1, -1 for the remote side, whose
-        size the owner checks); given ranges must have equal lengths."""
+    def _layer_args(src_layer_range: Any, dst_layer_range: Any, tensor_num_per_layer: Any,
+                    push: bool) -> _Layers:
+        """Layer ranges -> (remote_begin, remote_end, local_begin, local_end, tensor_num_per_layer)
+        for the core, which resolves them against the cache and owns every LLM_PARAM_INVALID
+        about them (see LayerSelection in the core). Here only what upstream's Python checks
+        before its native call: the types, step 1, a non-negative start; a pull's empty range
+        selects every layer, as upstream's layer_range_to_tensor_indices has it."""
         if src_layer_range is None and dst_layer_range is None and type(tensor_num_per_layer) is int \
-                and 1 <= tensor_num_per_layer <= cache.cache_desc.num_tensors:
-            return -1, -1, -1, -1  # every tensor: the per-call common case, checked in one line
-        check_range(src_layer_range, "src_layer_range", allow_none=True)
-        check_range(dst_layer_range, "dst_layer_range", allow_none=True)
+                and 0 <= tensor_num_per_layer <= _MAX_UINT32:
+            return -1, -1, -1, -1, tensor_num_per_layer  # every tensor: the per-call common case
         check_int(tensor_num_per_layer, "tensor_num_per_layer", "uint32")
-        num_tensors = cache.cache_desc.num_tensors
-        if not 1 <= tensor_num_per_layer <= num_tensors:
-            raise param_invalid(f"tensor_num_per_layer must be in [1, {num_tensors}], but got {tensor_num_per_layer}.")
-        if src_layer_range is None and dst_layer_range is None:
-            return -1, -1, -1, -1
-        n = tensor_num_per_layer
-        local = dst_layer_range if dst_layer_range is not None else range(0, num_tensors // n)
-        if local.stop * n > num_tensors:
-            raise param_invalid(f"dst_layer_range {local!r} x tensor_num_per_layer {n} exceeds the cache's "
-                                f"{num_tensors} tensors.")
-        if src_layer_range is not None and src_layer_range.stop * n > _MAX_TENSORS:
-            raise param_invalid(f"src_layer_range {src_layer_range!r} x tensor_num_per_layer {n} exceeds the "
-                                f"{_MAX_TENSORS} tensors a cache can have.")
-        # stop - start, not len(): len() of a range longer than sys.maxsize raises OverflowError
-        if src_layer_range is not None and src_layer_range.stop - src_layer_range.start != local.stop - local.start:
-            raise param_invalid(f"src_layer_range {src_layer_range!r} and dst_layer_range {local!r} have different "
-                                f"lengths.")
-        remote = (-1, -1) if src_layer_range is None else (src_layer_range.start * n, src_layer_range.stop * n)
-        return remote[0], remote[1], local.start * n, local.stop * n
+        spans = []
+        for name, layers in (("src_layer_range", src_layer_range), ("dst_layer_range", dst_layer_range)):
+            if push:
+                layers = check_range(layers, name, allow_none=True)  # upstream: 0 <= start < stop
+            else:
+                check_type(layers, name, range, allow_none=True)
+                if layers is not None:
+                    if layers.step != 1:
+                        raise param_invalid(f"{name} must have step 1, but got {layers!r}.")
+                    if len(layers) == 0:
+                        layers = None
+                    elif layers.start < 0:
+                        raise param_invalid(f"{name} is invalid, the start value {layers.start} is < 0.")
+                    else:
+                        check_int(layers.start, name, "uint32")
+                        check_int(layers.stop - 1, name, "uint32")
+            spans.append((-1, -1) if layers is None else (layers.start, layers.stop))
+        (src_begin, src_end), (dst_begin, dst_end) = spans
+        if push:  # the local cache is the source
+            return dst_begin, dst_end, src_begin, src_end, tensor_num_per_layer
+        return src_begin, src_end, dst_begin, dst_end, tensor_num_per_layer
 
     @staticmethod
-    def _layer_kwargs(kwargs: Dict[str, Any]) -> Tuple[Optional[range], Optional[range], Any]:
+    def _layer_kwargs(kwargs: Dict[str, Any], func: str) -> Tuple[Any, Any, Any]:
         if not kwargs:
             return None, None, 2
         unknown = sorted(set(kwargs) - {"src_layer_range", "dst_layer_range", "tensor_num_per_layer"})
         if unknown:
-            raise param_invalid(f"unsupported keyword arguments {unknown}; supported: src_layer_range, "
-                                f"dst_layer_range, tensor_num_per_layer.")
+            # Upstream reads its three keywords with kwargs.get and ignores the rest; so do we.
+            warn_once(f"{func}.kwargs", f"{func} ignores the keyword arguments {unknown}, as upstream does; it "
+                                        f"reads src_layer_range, dst_layer_range and tensor_num_per_layer.")
         return kwargs.get("src_layer_range"), kwargs.get("dst_layer_range"), kwargs.get("tensor_num_per_layer", 2)
 
     @staticmethod
@@ -289,13 +295,14 @@ class CacheManager:
         return key.cluster_id, 2, U64, U64, key.model_id, -1, 0
 
     def _transfer(self, push: bool, key: Any, cache: Cache, blocks_api: bool, local_batch_index: int, size: int,
-                  remote_blocks: Sequence[int], local_blocks: Sequence[int], ranges: Tuple[int, int, int, int]) -> None:
+                  remote_blocks: Sequence[int], local_blocks: Sequence[int], layers: _Layers) -> None:
         # Positional on purpose: keyword parsing of 18 arguments costs more than the 4 KiB copy.
         # Order: push, remote_cluster_id, key_kind, req_id, prefix_id, model_id, remote_cache_id,
         # remote_batch_index, local_cache_id, blocks_api, local_batch_index, size, remote_blocks,
-        # local_blocks, remote_tensor_begin, remote_tensor_end, local_tensor_begin, local_tensor_end.
+        # local_blocks, remote_layer_begin, remote_layer_end, local_layer_begin, local_layer_end,
+        # tensor_num_per_layer.
         self._engine.transfer(push, *self._key_fields(key), cache.cache_id, blocks_api, local_batch_index, size,
-                              list(remote_blocks), list(local_blocks), *ranges)
+                              list(remote_blocks), list(local_blocks), *layers)
 
     def pull_cache(self, cache_key: Union[CacheKey, CacheKeyByIdAndIndex], cache: Cache, batch_index: int = 0,
                    size: int = -1, **kwargs: Any) -> None:
@@ -315,8 +322,8 @@ class CacheManager:
                                 f"use pull_blocks.")
         if batch_index >= cache.cache_desc.shape[0]:
             raise param_invalid(f"batch_index {batch_index} is out of range [0, {cache.cache_desc.shape[0]}).")
-        ranges = self._tensor_ranges(cache, *self._layer_kwargs(kwargs))
-        self._transfer(False, cache_key, cache, False, batch_index, size, (), (), ranges)
+        layers = self._layer_args(*self._layer_kwargs(kwargs, "pull_cache"), push=False)
+        self._transfer(False, cache_key, cache, False, batch_index, size, (), (), layers)
 
     def pull_blocks(self, src_cache_key: Union[CacheKey, CacheKeyByIdAndIndex, BlocksCacheKey], dst_cache: Cache,
                     src_blocks: Sequence[int] = (), dst_blocks: Sequence[int] = (), **kwargs: Any) -> None:
@@ -340,8 +347,8 @@ class CacheManager:
         elif src_blocks:
             raise param_invalid(f"src_blocks must be empty when pulling a remote contiguous cache "
                                 f"({src_cache_key!r}) into blocks, but got {len(src_blocks)} entries.")
-        ranges = self._tensor_ranges(dst_cache, *self._layer_kwargs(kwargs))
-        self._transfer(False, src_cache_key, dst_cache, True, 0, -1, src_blocks, dst_blocks, ranges)
+        layers = self._layer_args(*self._layer_kwargs(kwargs, "pull_blocks"), push=False)
+        self._transfer(False, src_cache_key, dst_cache, True, 0, -1, src_blocks, dst_blocks, layers)
 
     def push_cache(self, dst_cache_key: CacheKeyByIdAndIndex, src_cache: Cache, src_batch_index: int = 0,
                    src_layer_range: Optional[range] = None, dst_layer_range: Optional[range] = None,
@@ -360,9 +367,8 @@ class CacheManager:
                                 f"cache; use push_blocks.")
         if src_batch_index >= src_cache.cache_desc.shape[0]:
             raise param_invalid(f"src_batch_index {src_batch_index} is out of range [0, {src_cache.cache_desc.shape[0]}).")
-        # For a push the local cache is the source: its range is the "local" one.
-        rb, re_, lb, le = self._tensor_ranges(src_cache, dst_layer_range, src_layer_range, tensor_num_per_layer)
-        self._transfer(True, dst_cache_key, src_cache, False, src_batch_index, -1, (), (), (rb, re_, lb, le))
+        layers = self._layer_args(src_layer_range, dst_layer_range, tensor_num_per_layer, push=True)
+        self._transfer(True, dst_cache_key, src_cache, False, src_batch_index, -1, (), (), layers)
 
     def push_blocks(self, dst_cache_key: BlocksCacheKey, src_cache: Cache, src_blocks: Sequence[int] = (),
                     dst_blocks: Sequence[int] = (), src_layer_range: Optional[range] = None,
@@ -379,8 +385,8 @@ class CacheManager:
         if not dst_blocks or len(src_blocks) != len(dst_blocks):
             raise param_invalid(f"src_blocks ({len(src_blocks)}) and dst_blocks ({len(dst_blocks)}) must be "
                                 f"non-empty and of equal length.")
-        rb, re_, lb, le = self._tensor_ranges(src_cache, dst_layer_range, src_layer_range, tensor_num_per_layer)
-        self._transfer(True, dst_cache_key, src_cache, True, 0, -1, dst_blocks, src_blocks, (rb, re_, lb, le))
+        layers = self._layer_args(src_layer_range, dst_layer_range, tensor_num_per_layer, push=True)
+        self._transfer(True, dst_cache_key, src_cache, True, 0, -1, dst_blocks, src_blocks, layers)
 
     def transfer_cache_async(self, src_cache: Cache, layer_synchronizer: Any, transfer_configs: Any,
                              src_block_indices: Any = None, dst_block_indices: Any = None,

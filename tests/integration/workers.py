@@ -830,11 +830,12 @@ class RecordingProxy:
 # A segment is [dst_tensor, dst_offset, src_seed, src_tensor, src_tensor_bytes, src_offset, length].
 
 def layer_tensors(layer_range: Optional[range], tensor_num_per_layer: int, num_tensors: int) -> List[int]:
-    """Tensor indices a layer range selects: [start*N, stop*N); None: every tensor."""
+    """Tensor indices a layer range selects: [start*N, stop*N), the cache's shorter last group
+    counting as a layer; None: every tensor."""
     if layer_range is None:
         return list(range(num_tensors))
     n = tensor_num_per_layer
-    return list(range(layer_range.start * n, layer_range.stop * n))
+    return list(range(layer_range.start * n, min(layer_range.stop * n, num_tensors)))
 
 
 def _tensor_pairs(src: CacheRef, dst: CacheRef, src_layer_range: Optional[range],

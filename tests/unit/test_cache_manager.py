@@ -361,23 +361,30 @@ def test_pull_arguments_are_checked_before_the_link_is_looked_up(cache_manager):
     with raises_code(LLMStatusCode.LLM_NOT_YET_LINK):
         cache_manager.pull_blocks(key, dst, [1], [2])
     with pytest.raises(TypeError, match=r"src_blocks\[0\]"):
-        cache_manager.pull_blocks(key, dst, [True], [2])
+        cache_manager.pull_blocks(key, dst, [1.0], [2])
     with pytest.raises(ValueError, match=r"dst_blocks\[1\].*-3"):
         cache_manager.pull_blocks(key, dst, [1, 2], [2, -3])
     with pytest.raises(TypeError, match="tensor_num_per_layer"):
-        cache_manager.pull_blocks(key, dst, [1], [2], tensor_num_per_layer=True)
+        cache_manager.pull_blocks(key, dst, [1], [2], tensor_num_per_layer=1.0)
     with pytest.raises(ValueError, match="tensor_num_per_layer"):
         cache_manager.pull_blocks(key, dst, [1], [2], tensor_num_per_layer=-1)
-    with raises_code(PARAM_INVALID, match=r"tensor_num_per_layer must be in \[1, 4\], but got 5"):
-        cache_manager.pull_blocks(key, dst, [1], [2], tensor_num_per_layer=5)
-    with raises_code(PARAM_INVALID, match=r"tensor_num_per_layer must be in \[1, 4\], but got 0"):
+    with raises_code(PARAM_INVALID, match=r"tensor_num_per_layer must be > 0, but got 0"):
         cache_manager.pull_blocks(key, dst, [1], [2], tensor_num_per_layer=0)
-    with raises_code(PARAM_INVALID, match="unsupported keyword arguments"):
-        cache_manager.pull_blocks(key, dst, [1], [2], layer_range=range(0, 1))
+    with raises_code(PARAM_INVALID, match=r"dst_layer_range \[0, 5\) is out of range: local cache \d+ has 4 layer"):
+        cache_manager.pull_blocks(key, dst, [1], [2], dst_layer_range=range(0, 5), tensor_num_per_layer=1)
+    with raises_code(PARAM_INVALID, match=r"src_layer_range \[0, 1\) has 1 layer\(s\) and dst_layer_range 2"):
+        cache_manager.pull_blocks(key, dst, [1], [2], src_layer_range=range(0, 1), dst_layer_range=range(0, 2),
+                                  tensor_num_per_layer=1)
+    with raises_code(PARAM_INVALID, match=r"dst_layer_range must have step 1"):
+        cache_manager.pull_blocks(key, dst, [1], [2], dst_layer_range=range(0, 4, 2))
     with pytest.raises(TypeError, match="src_cache_key"):
         cache_manager.pull_blocks((7, 0), dst, [1], [2])
-    with raises_code(LLMStatusCode.LLM_NOT_YET_LINK):
-        cache_manager.pull_blocks(key, dst, [1], [2], tensor_num_per_layer=4)
+    # Upstream accepts these (cache_manager.py pull_blocks): any tensor_num_per_layer > 0 without a
+    # range, a bool for an int, and keyword arguments it does not know.
+    for accepted in ({"tensor_num_per_layer": 4}, {"tensor_num_per_layer": 5}, {"tensor_num_per_layer": True},
+                     {"layer_range": range(0, 1)}, {"dst_layer_range": range(2, 2)}):
+        with raises_code(LLMStatusCode.LLM_NOT_YET_LINK):
+            cache_manager.pull_blocks(key, dst, [1], [2], **accepted)
 
 
 # ---- registered memory ---------------------------------------------------------------------------
