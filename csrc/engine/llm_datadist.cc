@@ -64,10 +64,6 @@ namespace {
 Status CheckLinkCall(bool initialized, size_t count, int32_t timeout_in_millis, const char *operation) {
   if (!initialized) return Report(DetailedStatus(LLM_FAILED, "not initialized"), operation);
   if (count == 0) return Report(DetailedStatus(LLM_PARAM_INVALID, "clusters must not be empty"), operation);
-  if (count > kMaxClustersPerCall)
-    return Report(DetailedStatus(LLM_CLUSTER_NUM_EXCEED_LIMIT, detail::Concat(count, " clusters in one call, the limit is ",
-                                                                              kMaxClustersPerCall)),
-                  operation);
   if (timeout_in_millis <= 0)
     return Report(DetailedStatus(LLM_PARAM_INVALID, detail::Concat("timeout ", timeout_in_millis, " must be > 0")), operation);
   return LLM_SUCCESS;

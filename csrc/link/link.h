@@ -141,6 +141,8 @@ class Link {
   bool SilentFor(int64_t ms) const;
   // True when the peer has closed its end (its FIN arrived), even if the reader has not seen it yet.
   bool PeerHungUp() const;
+  // The peer unlinked this link (its kUnlinkRequest arrived), as opposed to dying or breaking.
+  bool unlinked_by_peer() const { return unlinked_by_peer_.load(); }
 
   // Set during the handshake, read-only afterwards.
   TransportKind transport = TransportKind::kTcp;
@@ -176,8 +178,8 @@ class Link {
   std::string close_reason_;
   std::mutex write_mutex_;
   std::atomic<int64_t> last_rx_ns_;
-  std::atomic<bool> in_frame_{false};
-  std::atomic<bool> unlinked_by_peer_{false};  // the peer's kUnlinkRequest arrived  // the reader is handling a frame (maybe a long transfer)
+  std::atomic<bool> in_frame_{false};  // the reader is handling a frame (maybe a long transfer)
+  std::atomic<bool> unlinked_by_peer_{false};  // the peer's kUnlinkRequest arrived
   std::atomic<int64_t> last_tx_ns_;
   std::atomic<uint64_t> next_request_id_{1};
   mutable std::mutex pending_mutex_;

@@ -7,10 +7,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <deque>
-#include <future>
+#include <functional>
+#include <thread>
 
 #include "common/logging.h"
 #include "common/sealed_memfd.h"
@@ -467,23 +470,32 @@ void LinkManager::CloseAll() {
   }
 }
 
-std::vector<DetailedStatus> LinkManager::LinkClusters(const std::vector<LinkTarget> &targets, int32_t timeout_ms) {
-  std::vector<std::future<DetailedStatus>> futures;
-  for (const LinkTarget &target : targets)
-    futures.push_back(std::async(std::launch::async, [this, target, timeout_ms] { return LinkOne(target, timeout_ms); }));
-  std::vector<DetailedStatus> results;
-  for (auto &f : futures) results.push_back(f.get());
+namespace {
+// Runs one(i) for every i in [0, count) on at most kParallelLinksPerCall threads, the rest queued
+// (upstream's 16-thread pool in LLMLinkManager): results in input order. Each one() has its own
+// deadline, so a call with more clusters than threads may take longer than one timeout, as upstream.
+std::vector<DetailedStatus> RunBounded(size_t count, const std::function<DetailedStatus(size_t)> &one) {
+  std::vector<DetailedStatus> results(count);
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t i = next.fetch_add(1); i < count; i = next.fetch_add(1)) results[i] = one(i);
+  };
+  std::vector<std::thread> threads;
+  const size_t n = std::min(count, kParallelLinksPerCall);
+  for (size_t t = 1; t < n; ++t) threads.emplace_back(worker);
+  if (n > 0) worker();
+  for (std::thread &t : threads) t.join();
   return results;
+}
+}  // namespace
+
+std::vector<DetailedStatus> LinkManager::LinkClusters(const std::vector<LinkTarget> &targets, int32_t timeout_ms) {
+  return RunBounded(targets.size(), [&](size_t i) { return LinkOne(targets[i], timeout_ms); });
 }
 
 std::vector<DetailedStatus> LinkManager::UnlinkClusters(const std::vector<uint64_t> &cluster_ids, int32_t timeout_ms,
                                                         bool force) {
-  std::vector<std::future<DetailedStatus>> futures;
-  for (uint64_t id : cluster_ids)
-    futures.push_back(std::async(std::launch::async, [this, id, timeout_ms, force] { return UnlinkOne(id, timeout_ms, force); }));
-  std::vector<DetailedStatus> results;
-  for (auto &f : futures) results.push_back(f.get());
-  return results;
+  return RunBounded(cluster_ids.size(), [&](size_t i) { return UnlinkOne(cluster_ids[i], timeout_ms, force); });
 }
 
 DetailedStatus LinkManager::LinkOne(const LinkTarget &target, int32_t timeout_ms) {
@@ -535,32 +547,29 @@ DetailedStatus LinkManager::UnlinkOne(uint64_t cluster_id, int32_t timeout_ms, b
       links_.erase(it);
     }
   }
-  LLMDD_CHECK(link != nullptr, LLM_NOT_YET_LINK, "cluster ", cluster_id, " is not linked");
+  // Unlinking what is already gone succeeds, force or not, as upstream (its DestroyEntity of a
+  // missing entity is success): two peers unlinking each other at once both get LLM_SUCCESS.
+  if (link == nullptr) return DetailedStatus::Ok();
   if (force) {
     link->NotifyClosing();
     link->Close(Link::State::kClosed, "unlinked (force)");
     return DetailedStatus::Ok();
   }
-  // Not telling the peer at all is LLM_NOTIFY_PROMPT_UNLINK_FAILED; telling it without its
-  // confirmation in time is LLM_UNLINK_FAILED. Either way the local end goes.
   DetailedStatus told = link->Usable();
   if (told.ok()) {
     auto call = std::make_shared<PendingCall>();
     told = link->Call(FrameType::kUnlinkRequest, {}, {}, call, deadline);
   }
   link->Close(Link::State::kClosed, "unlinked");
-  if (told.code() == LLM_TIMEOUT) {
-    return DetailedStatus(LLM_UNLINK_FAILED, detail::Concat("cluster ", cluster_id, " did not confirm the unlink within ",
-                                                            timeout_ms, " ms; the local end is torn down"))
-        .With("remote_cluster_id", cluster_id);
-  }
-  if (!told.ok()) {
-    return DetailedStatus(LLM_NOTIFY_PROMPT_UNLINK_FAILED,
-                          detail::Concat("cluster ", cluster_id, " could not be told about the unlink (", told.message(),
-                                         "); the local end is torn down"))
-        .With("remote_cluster_id", cluster_id);
-  }
-  return DetailedStatus::Ok();
+  // The peer unlinking us meanwhile is the same outcome as its confirmation.
+  if (told.ok() || link->unlinked_by_peer()) return DetailedStatus::Ok();
+  // Upstream reports a peer it cannot reach or that does not confirm as LLM_UNLINK_FAILED; here
+  // the local end goes either way, so a retry (or force) finds nothing and succeeds.
+  const std::string why = told.code() == LLM_TIMEOUT
+                              ? detail::Concat("did not confirm the unlink within ", timeout_ms, " ms")
+                              : detail::Concat("could not be told about the unlink (", told.message(), ")");
+  return DetailedStatus(LLM_UNLINK_FAILED, detail::Concat("cluster ", cluster_id, " ", why, "; the local end is torn down"))
+      .With("remote_cluster_id", cluster_id);
 }
 
 // ---- handshake ------------------------------------------------------------------------------

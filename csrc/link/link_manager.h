@@ -51,7 +51,9 @@ struct LinkOptions {
   bool require_secret = false;
 };
 
-constexpr size_t kMaxClustersPerCall = 16;
+// Links (or unlinks) of one call run on at most this many threads; the rest queue (upstream's
+// 16-thread pool). There is no limit on the clusters of one call.
+constexpr size_t kParallelLinksPerCall = 16;
 constexpr int64_t kHeartbeatIntervalMs = 100;
 // The listener's limits on connections that have not finished their handshake: beyond them a
 // new connection is closed at once. Per address, so that one flooding host does not lock out

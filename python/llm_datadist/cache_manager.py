@@ -36,6 +36,9 @@ class CacheManager:
         self._datadist = datadist
         self._engine = engine
         self._valid = True
+        # What upstream's CacheManager keeps to refuse some calls; here they only warn (warn_once).
+        self._remote_cache_accessible = datadist._options.get("llm.EnableRemoteCacheAccessible", "0") == "1"
+        self._linked_by_rank_table = False  # set by LLMDataDist.link, upstream's set_is_call_linked
 
     # -- helpers --------------------------------------------------------------------------
     def _check_valid(self) -> None:
@@ -51,6 +54,19 @@ class CacheManager:
             raise param_invalid(
                 f"{func} with placement {desc.placement!s} needs a memory pool: set LLMConfig.{option} "
                 f"before init.")
+
+    def _warn_remote_accessible_after_link(self, func: str, remote_accessible: Optional[bool]) -> None:
+        if remote_accessible and self._linked_by_rank_table:
+            warn_once("register.remote_accessible_after_link",
+                      f"{func}(remote_accessible=True) after link(): accepted here, but upstream raises "
+                      f"LLM_PARAM_INVALID (\"you can not register remote accessible cache after link\").")
+
+    def _warn_push_without_remote_access(self, func: str) -> None:
+        if not self._remote_cache_accessible:
+            warn_once("push.without_remote_cache_accessible",
+                      f"{func} without LLMConfig.enable_remote_cache_accessible: accepted here, but upstream "
+                      f"raises LLM_PARAM_INVALID (\"{func} is only supported while "
+                      f"enable_remote_cache_accessible is True\").")
 
     @staticmethod
     def _check_keys(cache_keys: Any, name: str = "cache_keys") -> List[CacheKey]:
@@ -145,6 +161,7 @@ class CacheManager:
         addr_list = self._check_addrs(addrs, desc)
         keys = self._check_keys(cache_keys)
         check_type(remote_accessible, "remote_accessible", bool, allow_none=True)
+        self._warn_remote_accessible_after_link("register_cache", remote_accessible)
         result = self._engine.register_cache(*_desc_args(desc), addr_list, [_key_tuple(k) for k in keys])
         return self._make_cache(result, desc, registered=True, blocks=False)
 
@@ -156,6 +173,7 @@ class CacheManager:
         addr_list = self._check_addrs(addrs, desc)
         check_type(blocks_cache_key, "blocks_cache_key", BlocksCacheKey, allow_none=True)
         check_type(remote_accessible, "remote_accessible", bool, allow_none=True)
+        self._warn_remote_accessible_after_link("register_blocks_cache", remote_accessible)
         key = None if blocks_cache_key is None else (blocks_cache_key.cluster_id, blocks_cache_key.model_id)
         result = self._engine.register_blocks_cache(*_desc_args(desc), addr_list, key)
         return self._make_cache(result, desc, registered=True, blocks=True)
@@ -312,6 +330,10 @@ class CacheManager:
         by a req CacheKey consumes the key on the owner. Waits at most sync_kv_timeout."""
         self._check_valid()
         check_type(cache_key, "cache_key", (CacheKey, CacheKeyByIdAndIndex))
+        if self._remote_cache_accessible and type(cache_key) is CacheKey:
+            warn_once("pull_cache.cache_key_with_remote_cache_accessible",
+                      "pull_cache by CacheKey with enable_remote_cache_accessible: accepted here, but upstream "
+                      "raises TypeError (in that mode it takes only CacheKeyByIdAndIndex).")
         self._check_cache(cache)
         check_int(batch_index, "batch_index", "uint32")
         check_int(size, "size", "int64")
@@ -357,6 +379,7 @@ class CacheManager:
         (cache_id, batch_index) named by `dst_cache_key`."""
         self._check_valid()
         check_type(dst_cache_key, "dst_cache_key", CacheKeyByIdAndIndex)
+        self._warn_push_without_remote_access("push_cache")
         self._check_cache(src_cache, "src_cache")
         check_int(src_batch_index, "src_batch_index", "uint32")
         check_int(size, "size", "int64")
@@ -377,6 +400,7 @@ class CacheManager:
         (named by `dst_cache_key`) at dst_blocks[i]."""
         self._check_valid()
         check_type(dst_cache_key, "dst_cache_key", BlocksCacheKey)
+        self._warn_push_without_remote_access("push_blocks")
         self._check_cache(src_cache, "src_cache")
         check_int_list(src_blocks, "src_blocks", "uint64")
         check_int_list(dst_blocks, "dst_blocks", "uint64")

@@ -9,6 +9,7 @@ import threading
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import _core
+from ._logging import warn_once
 from ._rank_table import CommRegistry
 from ._validation import check_dict, check_int, check_type, param_invalid
 from .cache_manager import CacheManager
@@ -21,7 +22,6 @@ __all__ = ["LLMDataDist"]
 logger = logging.getLogger("llm_datadist")
 
 _ROLE_OPTION = {LLMRole.PROMPT: "Prompt", LLMRole.DECODER: "Decoder", LLMRole.MIX: "Mix"}
-_MAX_CLUSTERS_PER_CALL = 16
 
 # Upstream allows one initialized LLMDataDist per process.
 _instance_lock = threading.Lock()
@@ -151,17 +151,16 @@ class LLMDataDist:
     # -- links ----------------------------------------------------------------------------
     @staticmethod
     def _check_clusters(clusters: Sequence[LLMClusterInfo], timeout: int) -> None:
-        check_type(clusters, "clusters", (list, tuple))
-        for i, cluster in enumerate(clusters):
-            check_type(cluster, f"clusters[{i}]", LLMClusterInfo)
+        """Upstream's checks of a link or unlink call (v2/llm_datadist.py), in its order; there is
+        no limit on the number of clusters (16 are linked at once, the rest wait their turn)."""
         check_int(timeout, "timeout", "int32")
         if timeout <= 0:
             raise param_invalid(f"timeout must be > 0 ms, but got {timeout}.")
-        if not clusters:
-            raise param_invalid("clusters must not be empty.")
-        if len(clusters) > _MAX_CLUSTERS_PER_CALL:
-            raise LLMException(f"{len(clusters)} clusters in one call; the limit is {_MAX_CLUSTERS_PER_CALL}.",
-                               status_code=LLMStatusCode.LLM_CLUSTER_NUM_EXCEED_LIMIT)
+        check_type(clusters, "clusters", (list, tuple))
+        for i, cluster in enumerate(clusters):
+            check_type(cluster, f"clusters[{i}]", LLMClusterInfo)
+        for cluster in clusters:
+            check_int(cluster.remote_cluster_id, "remote_cluster_id", "uint64")
 
     @staticmethod
     def _overall(results: List[LLMStatusCode]) -> LLMStatusCode:
@@ -178,6 +177,13 @@ class LLMDataDist:
         the reasons are logged at warning level and kept in last_link_errors."""
         engine = self._check_init()
         self._check_clusters(clusters, timeout)
+        if not clusters:
+            logger.warning("link_clusters: clusters is empty")
+            return LLMStatusCode.LLM_PARAM_INVALID, []  # upstream's native call returns this
+        if "llm.LocalCommRes" not in self._options and any(not c.local_ip_info_list for c in clusters):
+            warn_once("link_clusters.local_ip_info",
+                      "link_clusters: a cluster has no local_ip_info; this library needs none, but upstream "
+                      "raises LLM_PARAM_INVALID unless option llm.LocalCommRes is set (call append_local_ip_info).")
         results: List[Optional[LLMStatusCode]] = [None] * len(clusters)
         messages: List[str] = [""] * len(clusters)
         targets, positions = [], []
@@ -202,6 +208,9 @@ class LLMDataDist:
         engine = self._check_init()
         self._check_clusters(clusters, timeout)
         check_type(force, "force", bool)
+        if not clusters:
+            logger.warning("unlink_clusters: clusters is empty")
+            return LLMStatusCode.LLM_PARAM_INVALID, []
         ids = [c.remote_cluster_id for c in clusters]
         results, messages = [], []
         for code, message in engine.unlink_clusters(ids, timeout, force):
@@ -246,7 +255,9 @@ class LLMDataDist:
         HCCL rank table; returns a comm_id at once. Poll query_register_mem_status(comm_id) until
         OK before pulling. Each pair of members becomes one link (the lower rank listens at its
         rank-table address, the higher connects); see _rank_table.py for addresses and timing."""
-        return self._comm_registry().link(comm_name, cluster_rank_info, rank_table)
+        comm_id = self._comm_registry().link(comm_name, cluster_rank_info, rank_table)
+        self.cache_manager._linked_by_rank_table = True  # upstream's set_is_call_linked
+        return comm_id
 
     def unlink(self, comm_id: int) -> None:
         """Tears down a rank-table link (and each pair link no other comm uses)."""

@@ -112,7 +112,9 @@ LLMDD_TEST(LlmDataDistApi, RegisterUnregisterAndNotYetTransfers) {
   EXPECT_EQ(dist.LinkLlmClusters({ClusterInfo{}}, rets, 0), LLM_PARAM_INVALID);
   EXPECT_EQ(dist.LinkLlmClusters({ClusterInfo{}}, rets), LLM_PARAM_INVALID);  // no remote ip info
   EXPECT_EQ(rets.size(), size_t{1});
-  EXPECT_EQ(dist.LinkLlmClusters(std::vector<ClusterInfo>(17), rets), LLM_CLUSTER_NUM_EXCEED_LIMIT);
+  // No limit on clusters per call (upstream's llm_link_manager.cc): each of 17 gets its code.
+  EXPECT_EQ(dist.LinkLlmClusters(std::vector<ClusterInfo>(17), rets), LLM_PARAM_INVALID);
+  EXPECT_EQ(rets.size(), size_t{17});
   Cache c;
   EXPECT_EQ(dist.PullKvBlocks(CacheIndex{}, c, {0}, {0}), LLM_KV_CACHE_NOT_EXIST);
   EXPECT_EQ(dist.SetRole(LlmRole::kPrompt), LLM_SUCCESS);
@@ -208,7 +210,8 @@ LLMDD_TEST(LlmDataDistApi, LinkPullPushBetweenInstances) {
 
     EXPECT_EQ(decoder.UnlinkLlmClusters({cluster}, rets, 2000), LLM_SUCCESS);
     EXPECT_EQ(decoder.PullKvCache(CacheIndex{1, p_cache.cache_id, 2}, d_cache, 5), LLM_NOT_YET_LINK);
-    EXPECT_EQ(decoder.UnlinkLlmClusters({cluster}, rets, 2000), LLM_NOT_YET_LINK);
+    // Unlinking what is gone succeeds (upstream's comm_entity_manager.cc DestroyEntity).
+    EXPECT_EQ(decoder.UnlinkLlmClusters({cluster}, rets, 2000), LLM_SUCCESS);
     EXPECT_EQ(decoder.SetRole(LlmRole::kPrompt), LLM_SUCCESS);
   }
 }
