@@ -523,7 +523,12 @@ class LayerSynchronizer(ABC):
     @abstractmethod
     def synchronize_layer(self, layer_index: int, timeout_in_millis: Optional[int]) -> bool:
         """Wait until layer `layer_index` is computed; True to send it, False to abort (the
-        affected transfers then report LLM_PARAM_INVALID). The timeout is passed as None."""
+        transfers that include the layer then report LLM_PARAM_INVALID, as upstream).
+
+        transfer_cache_async calls it from its own thread, for the layers in ascending order,
+        with `timeout_in_millis` = the instance's sync_kv_timeout (upstream passes None): a call
+        that has not returned by then fails those transfers with LLM_TIMEOUT, so the task ends
+        even when a layer never becomes ready."""
 
 
 class TransferConfig:
@@ -590,9 +595,16 @@ class TransferConfig:
 
 
 class TransferWithCacheKeyConfig:
-    """A layer-wise push destination by key (remote-cache-accessible mode): source layers
-    `src_layer_range` go to the remote cache's layers `dst_layer_range` (both required, step 1,
-    0 <= start < stop, equal lengths). `src_batch_index` must be 0 for a BlocksCacheKey."""
+    """A layer-wise push destination by key: source layers `src_layer_range` go to the remote
+    cache's layers `dst_layer_range`.
+
+    As upstream, the constructor checks its arguments (both ranges given, step 1,
+    0 <= start < stop, equal lengths; `src_batch_index` 0 for a BlocksCacheKey), and after that
+    the fields are plain attributes: the setters check only the value's own type and form, so
+    `src_layer_range` and `dst_layer_range` can be changed one after the other to a new length,
+    a range can be set to None (src: every layer; dst: the same layer indices as the source),
+    and `dst_cluster_id` is writable (it starts as the key's cluster id; the push goes to the
+    key's cluster). The whole config is checked when it is used, by transfer_cache_async."""
 
     def __init__(self,
                  cache_key: Union[BlocksCacheKey, CacheKeyByIdAndIndex],
@@ -602,62 +614,53 @@ class TransferWithCacheKeyConfig:
         check_type(cache_key, "cache_key", (BlocksCacheKey, CacheKeyByIdAndIndex))
         check_range(src_layer_range, "src_layer_range")
         check_range(dst_layer_range, "dst_layer_range")
-        self._check_lengths(src_layer_range, dst_layer_range)
-        check_int(src_batch_index, "src_batch_index", "uint32")
-        self._check_batch_index(cache_key, src_batch_index)
-        self._cache_key = cache_key
-        self._src_layer_range = src_layer_range
-        self._dst_layer_range = dst_layer_range
-        self._src_batch_index = src_batch_index
-
-    @staticmethod
-    def _check_lengths(src: range, dst: range) -> None:
         # both have step 1 (check_range); stop - start, as len() of a range longer than
         # sys.maxsize raises OverflowError
-        src_len, dst_len = src.stop - src.start, dst.stop - dst.start
+        src_len = src_layer_range.stop - src_layer_range.start
+        dst_len = dst_layer_range.stop - dst_layer_range.start
         if src_len != dst_len:
-            raise param_invalid(f"src_layer_range {src!r} size ({src_len}) should be equal to "
-                                f"dst_layer_range {dst!r} size ({dst_len}).")
+            raise param_invalid(f"src_layer_range {src_layer_range!r} size ({src_len}) should be equal to "
+                                f"dst_layer_range {dst_layer_range!r} size ({dst_len}).")
+        check_int(src_batch_index, "src_batch_index", "uint32")
+        self._check_batch_index(cache_key, src_batch_index)
+        self._cache_key: Optional[Union[BlocksCacheKey, CacheKeyByIdAndIndex]] = cache_key
+        self._src_layer_range: Optional[range] = src_layer_range
+        self._dst_layer_range: Optional[range] = dst_layer_range
+        self._src_batch_index = src_batch_index
+        #: a plain attribute, as upstream: the key's cluster at construction
+        self.dst_cluster_id: Any = cache_key.cluster_id
 
     @staticmethod
-    def _check_batch_index(cache_key: Any, src_batch_index: int) -> None:
+    def _check_batch_index(cache_key: Any, src_batch_index: Any) -> None:
         if isinstance(cache_key, BlocksCacheKey) and src_batch_index != 0:
             raise param_invalid(f"src_batch_index should be 0 when cache_key is BlocksCacheKey, "
-                                f"but got {src_batch_index}.")
+                                f"but got {src_batch_index!r}.")
 
     @property
-    def cache_key(self) -> Union[BlocksCacheKey, CacheKeyByIdAndIndex]:
+    def cache_key(self) -> Optional[Union[BlocksCacheKey, CacheKeyByIdAndIndex]]:
         return self._cache_key
 
     @cache_key.setter
-    def cache_key(self, cache_key: Union[BlocksCacheKey, CacheKeyByIdAndIndex]) -> None:
-        check_type(cache_key, "cache_key", (BlocksCacheKey, CacheKeyByIdAndIndex))
-        self._check_batch_index(cache_key, self._src_batch_index)
+    def cache_key(self, cache_key: Optional[Union[BlocksCacheKey, CacheKeyByIdAndIndex]]) -> None:
+        check_type(cache_key, "cache_key", (BlocksCacheKey, CacheKeyByIdAndIndex), allow_none=True)
         self._cache_key = cache_key
 
     @property
-    def dst_cluster_id(self) -> int:
-        """The cluster owning the destination cache (the key's cluster_id)."""
-        return self._cache_key.cluster_id
-
-    @property
-    def src_layer_range(self) -> range:
+    def src_layer_range(self) -> Optional[range]:
         return self._src_layer_range
 
     @src_layer_range.setter
-    def src_layer_range(self, src_layer_range: range) -> None:
-        check_range(src_layer_range, "src_layer_range")
-        self._check_lengths(src_layer_range, self._dst_layer_range)
+    def src_layer_range(self, src_layer_range: Optional[range]) -> None:
+        check_range(src_layer_range, "src_layer_range", allow_none=True)
         self._src_layer_range = src_layer_range
 
     @property
-    def dst_layer_range(self) -> range:
+    def dst_layer_range(self) -> Optional[range]:
         return self._dst_layer_range
 
     @dst_layer_range.setter
-    def dst_layer_range(self, dst_layer_range: range) -> None:
-        check_range(dst_layer_range, "dst_layer_range")
-        self._check_lengths(self._src_layer_range, dst_layer_range)
+    def dst_layer_range(self, dst_layer_range: Optional[range]) -> None:
+        check_range(dst_layer_range, "dst_layer_range", allow_none=True)
         self._dst_layer_range = dst_layer_range
 
     @property
@@ -666,8 +669,9 @@ class TransferWithCacheKeyConfig:
 
     @src_batch_index.setter
     def src_batch_index(self, src_batch_index: int) -> None:
-        check_int(src_batch_index, "src_batch_index", "uint32")
+        # upstream's order: the BlocksCacheKey rule first, then the type and range
         self._check_batch_index(self._cache_key, src_batch_index)
+        check_int(src_batch_index, "src_batch_index", "uint32")
         self._src_batch_index = src_batch_index
 
     def __repr__(self) -> str:
@@ -679,9 +683,10 @@ class TransferWithCacheKeyConfig:
 
 class CacheTask:
     """Handle of a transfer_cache_async call: one future per transfer config, each resolving
-    to that config's LLMStatusCode (None when none of its layers was sent, e.g. because another
-    config failed first). A future that raised counts as the LLMException's code, or LLM_FAILED
-    for any other exception or a cancellation.
+    to that config's LLMStatusCode: LLM_SUCCESS once its last layer was sent, the code of the
+    first failure of one of its layers, or None when it neither finished nor failed (the task
+    stopped at another config's failure first, as upstream). A future that raised counts as
+    the LLMException's code, or LLM_FAILED for any other exception or a cancellation.
     """
 
     def __init__(self, futures: Sequence["concurrent.futures.Future[Any]"],

@@ -623,12 +623,12 @@ def test_transfer_with_cache_key_config(key):
     cfg.src_layer_range = range(1, 3)
     cfg.dst_layer_range = range(0, 2)
     assert (cfg.src_layer_range, cfg.dst_layer_range) == (range(1, 3), range(0, 2))
-    with param_invalid("range(0, 3)", "range(0, 2)"):
-        cfg.src_layer_range = range(0, 3)
-    with param_invalid("range(0, 1)"):
-        cfg.dst_layer_range = range(0, 1)
+    # Plain attributes after construction (upstream): lengths are checked by transfer_cache_async.
+    cfg.src_layer_range = range(0, 3)
+    cfg.dst_layer_range = None
+    assert (cfg.src_layer_range, cfg.dst_layer_range) == (range(0, 3), None)
     with type_error("dst_layer_range"):
-        cfg.dst_layer_range = None
+        cfg.dst_layer_range = (0, 1)
 
 
 def test_transfer_with_cache_key_config_errors():
@@ -665,10 +665,8 @@ def test_transfer_with_cache_key_config_errors():
     with type_error("src_batch_index"):
         TransferWithCacheKeyConfig(ikey, range(0, 1), range(0, 1), "0")
     cfg = TransferWithCacheKeyConfig(ikey, range(0, 1), range(0, 1), 3)
-    with param_invalid("BlocksCacheKey", "3"):
-        cfg.cache_key = bkey
     cfg.src_batch_index = 0
-    cfg.cache_key = bkey
+    cfg.cache_key = bkey  # upstream's cache_key setter checks only the type
     assert cfg.cache_key is bkey
     with param_invalid("BlocksCacheKey", "2"):
         cfg.src_batch_index = 2
