@@ -6,14 +6,25 @@ LLM_PARAM_INVALID); the native core re-checks everything that touches memory.
 """
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from ._layerwise import LayerDestination, LayerwisePush
 from ._logging import warn_once
 from ._validation import check_dict, check_int, check_int_list, check_range, check_type, param_invalid
-from .llm_types import BlocksCacheKey, Cache, CacheDesc, CacheKey, CacheKeyByIdAndIndex, Placement
+from .llm_types import (BlocksCacheKey, Cache, CacheDesc, CacheKey, CacheKeyByIdAndIndex, CacheTask,
+                        LayerSynchronizer, MemInfo, Memtype, Placement, TransferConfig,
+                        TransferWithCacheKeyConfig)
 from .status import LLMException, LLMStatusCode, not_initialized
 
 __all__ = ["CacheManager"]
+
+logger = logging.getLogger("llm_datadist")
+
+TransferConfigs = Union[TransferConfig, TransferWithCacheKeyConfig]
+_TENSORS_PER_LAYER = 2  # transfer_cache_async moves K and V of a layer (upstream's fixed 2)
+_DEFAULT_SYNC_KV_TIMEOUT_MS = 1000  # the core's default for llm.SyncKvCacheWaitTime
 
 U64 = 2**64 - 1
 _MAX_UINT32 = 2**32 - 1
@@ -412,15 +423,166 @@ class CacheManager:
         layers = self._layer_args(src_layer_range, dst_layer_range, tensor_num_per_layer, push=True)
         self._transfer(True, dst_cache_key, src_cache, True, 0, -1, dst_blocks, src_blocks, layers)
 
-    def transfer_cache_async(self, src_cache: Cache, layer_synchronizer: Any, transfer_configs: Any,
-                             src_block_indices: Any = None, dst_block_indices: Any = None,
-                             dst_block_memory_size: Any = None) -> Any:
-        raise self._not_provided("transfer_cache_async (layer-wise push)")
+    # -- layer-wise push -------------------------------------------------------------------
+    def transfer_cache_async(self, src_cache: Cache, layer_synchronizer: LayerSynchronizer,
+                             transfer_configs: Union[List[TransferConfigs], Tuple[TransferConfigs, ...]],
+                             src_block_indices: Optional[Sequence[int]] = None,
+                             dst_block_indices: Optional[Sequence[int]] = None,
+                             dst_block_memory_size: Optional[int] = None) -> CacheTask:
+        """Pushes `src_cache` layer by layer (2 tensors a layer) to every config's destination:
+        layer i moves as soon as `layer_synchronizer.synchronize_layer(i, timeout)` returns
+        True, while the caller computes the next layers. Returns at once with a CacheTask
+        (one result per config). Arguments are checked here, as upstream, and raise; what
+        happens during the push is reported by the task (see _layerwise).
 
-    def remap_registered_memory(self, mem_infos: Any) -> None:
-        raise self._not_provided("remap_registered_memory (documented upstream as reserved)")
-
-    def _not_provided(self, name: str) -> LLMException:
+        Destinations: TransferWithCacheKeyConfig with a CacheKeyByIdAndIndex (a slot of a
+        remote contiguous cache) or a BlocksCacheKey (blocks `src_block_indices[j]` ->
+        `dst_block_indices[j]`; without block indices, block `src_batch_index` -> block 0).
+        TransferConfig (raw remote addresses) and contiguous -> blocks are checked and then
+        refused with LLM_FEATURE_NOT_ENABLED."""
         self._check_valid()
-        return LLMException(f"{name} is not provided by this implementation yet.",
-                            status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED)
+        check_type(src_cache, "src_cache", Cache)
+        self._check_cache(src_cache, "src_cache")
+        if src_cache.cache_desc.placement == Placement.HOST:
+            raise param_invalid(f"src cache not support placement HOST (src_cache {src_cache.cache_id}).")
+        check_int_list(dst_block_indices, "dst_block_indices", "uint64", allow_none=True)
+        check_int_list(src_block_indices, "src_block_indices", "uint64", allow_none=True)
+        check_int(dst_block_memory_size, "dst_block_memory_size", "uint64", allow_none=True)
+        if src_block_indices:
+            if not dst_block_indices:
+                raise param_invalid("transfer from blocks to cache is not supported: src_block_indices "
+                                    "needs dst_block_indices.")
+            if len(src_block_indices) != len(dst_block_indices):
+                raise param_invalid(f"num_block_indices mismatches, src_num = {len(src_block_indices)}, "
+                                    f"dst_num = {len(dst_block_indices)}.")
+        elif dst_block_indices and dst_block_memory_size is None:
+            raise param_invalid("dst_block_memory_size must be set when transfer from cache to blocks.")
+        check_type(layer_synchronizer, "layer_synchronizer", LayerSynchronizer)
+        check_type(transfer_configs, "transfer_configs", (list, tuple))
+        remote_mode = self._option("llm.EnableRemoteCacheAccessible") == "1"
+        allowed = (TransferWithCacheKeyConfig,) if remote_mode else (TransferConfig, TransferWithCacheKeyConfig)
+        prefix = "While enable_remote_cache_accessible is True, " if remote_mode else ""
+        for i, config in enumerate(transfer_configs):
+            if type(config) not in allowed:
+                raise TypeError(f"{prefix}transfer_configs[{i}] only support {[t.__name__ for t in allowed]}, "
+                                f"but got {type(config).__name__}.")
+        if not dst_block_indices and dst_block_memory_size not in (None, 0):
+            raise param_invalid(f"dst_block_memory_size ({dst_block_memory_size}) is neither None nor 0 while dst "
+                                f"is not blocks.")
+        num_tensors = src_cache.cache_desc.num_tensors
+        if num_tensors % 2 != 0:
+            raise param_invalid(f"cache_desc.num_tensors ({num_tensors}) is not even: transfer_cache_async moves "
+                                f"2 tensors (K, V) a layer.")
+        blocks = _BlockArgs(list(src_block_indices or ()), list(dst_block_indices or ()), dst_block_memory_size or 0)
+        destinations = [self._layer_destination(i, config, src_cache, num_tensors // 2, blocks)
+                        for i, config in enumerate(transfer_configs)]
+        if not remote_mode and any(isinstance(c, TransferWithCacheKeyConfig) for c in transfer_configs):
+            warn_once("transfer_cache_async_key_config",
+                       "transfer_cache_async with TransferWithCacheKeyConfig runs here without "
+                       "enable_remote_cache_accessible; upstream raises TypeError for it unless "
+                       "LLMConfig.enable_remote_cache_accessible is True.")
+        timeout_ms = self._sync_timeout_ms()
+        return CacheTask(LayerwisePush(destinations, layer_synchronizer, timeout_ms).start())
+
+    def _option(self, key: str) -> Optional[str]:
+        return getattr(self._datadist, "_options", {}).get(key)
+
+    def _sync_timeout_ms(self) -> int:
+        value = self._option("llm.SyncKvCacheWaitTime")
+        return int(value) if value is not None and value.isdigit() else _DEFAULT_SYNC_KV_TIMEOUT_MS
+
+    def _layer_destination(self, index: int, config: TransferConfigs, src_cache: Cache, num_layers: int,
+                           blocks: "_BlockArgs") -> LayerDestination:
+        """Checks one transfer config against the source cache (upstream checks these when the
+        task starts) and returns how to push one of its layers."""
+        name = f"transfer_configs[{index}]"
+        src_range = config.src_layer_range if config.src_layer_range is not None else range(0, num_layers)
+        if not 0 <= src_range.start < src_range.stop <= num_layers:
+            raise param_invalid(f"{name}.src_layer_range: {src_range!r} out of range, src_layer_num = {num_layers}.")
+        if blocks.src and config.src_batch_index != 0:
+            raise param_invalid(f"Invalid {name}, src_batch_index ({config.src_batch_index}) != 0 while src is "
+                                f"blocks.")
+        num_layers_sent = src_range.stop - src_range.start
+        if isinstance(config, TransferConfig):
+            if len(config.dst_addrs) != num_layers_sent * _TENSORS_PER_LAYER:
+                raise param_invalid(f"{name}: expect {num_layers_sent * _TENSORS_PER_LAYER} dst_addrs, but "
+                                    f"len(dst_addrs) = {len(config.dst_addrs)}, range = {src_range!r}.")
+            raise LLMException(
+                f"{name}: a TransferConfig names its destination by raw remote addresses, which this "
+                f"implementation cannot push to yet (the owner resolves destinations by key); use "
+                f"TransferWithCacheKeyConfig with the destination's CacheKeyByIdAndIndex or BlocksCacheKey.",
+                status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED)
+        key = config.cache_key
+        check_type(key, f"{name}.cache_key", (BlocksCacheKey, CacheKeyByIdAndIndex))
+        if isinstance(key, BlocksCacheKey) and config.src_batch_index != 0:
+            raise param_invalid(f"{name}: src_batch_index should be 0 when cache_key is BlocksCacheKey, but got "
+                                f"{config.src_batch_index}.")
+        dst_range = config.dst_layer_range
+        if dst_range is not None and dst_range.stop - dst_range.start != num_layers_sent:
+            raise param_invalid(f"{name}: src_layer_range {src_range!r} size ({num_layers_sent}) should be equal "
+                                f"to dst_layer_range {dst_range!r} size ({dst_range.stop - dst_range.start}).")
+        if blocks.dst and not blocks.src:
+            raise LLMException(
+                f"{name}: a push from a contiguous cache into remote blocks (dst_block_indices without "
+                f"src_block_indices) is not supported yet; push from a blocks cache, or into a remote slot.",
+                status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED)
+        if blocks.src and blocks.block_bytes:
+            block_bytes = src_cache.cache_desc.size // src_cache.cache_desc.shape[0]
+            if blocks.block_bytes != block_bytes:
+                raise param_invalid(f"dst_block_memory_size ({blocks.block_bytes}) differs from the block size "
+                                    f"({block_bytes} bytes) of src_cache {src_cache.cache_id}; the blocks of both "
+                                    f"sides must be equal.")
+        dst_start = src_range.start if dst_range is None else dst_range.start
+        shift = dst_start - src_range.start
+        fields = self._key_fields(key)
+        engine, local_id, batch = self._engine, src_cache.cache_id, config.src_batch_index
+        if blocks.src:
+            local_blocks, remote_blocks, blocks_api = blocks.src, blocks.dst, True
+        elif isinstance(key, BlocksCacheKey):
+            # upstream moves slot src_batch_index (0) of each tensor to the remote slot 0: for a
+            # blocks cache, block 0 to block 0
+            local_blocks, remote_blocks, blocks_api = [batch], [0], True
+        else:
+            local_blocks, remote_blocks, blocks_api = [], [], False
+
+        def send(src_layer: int, dst_layer: int) -> None:
+            n = _TENSORS_PER_LAYER
+            engine.transfer(True, *fields, local_id, blocks_api, 0 if blocks_api else batch, -1, remote_blocks,
+                            local_blocks, dst_layer, dst_layer + 1, src_layer, src_layer + 1, n)
+
+        return LayerDestination(name=f"{name} (cluster {key.cluster_id})", src_layers=src_range,
+                                dst_layer_of=lambda layer: layer + shift, send=send)
+
+    def remap_registered_memory(self, mem_infos: Union[MemInfo, List[MemInfo]]) -> None:
+        """Upstream re-registers device memory with the NIC after a memory fault remapped its
+        physical pages. Validated as upstream (LLM_PARAM_INVALID for every bad input); then
+        there is nothing to redo here: tcp and CMA reach memory through its virtual address on
+        every transfer and shm maps the pool's memfd, so none holds a registration a remap
+        invalidates; cuda_ipc maps a CUDA allocation, whose physical memory CUDA does not swap
+        behind its address (a device with an uncorrectable error needs a reset and a relink)."""
+        self._check_valid()
+        if not isinstance(mem_infos, (list, MemInfo)):
+            raise param_invalid(f"mem_infos type only support list of MemInfo or MemInfo, but got "
+                                f"{type(mem_infos).__name__}.")
+        infos = [mem_infos] if isinstance(mem_infos, MemInfo) else mem_infos
+        for i, info in enumerate(infos):
+            if not isinstance(info, MemInfo):
+                raise param_invalid(f"mem_infos[{i}] type only support MemInfo, but got {type(info).__name__}.")
+            if info.mem_type != Memtype.MEM_TYPE_DEVICE:
+                raise param_invalid(f"check mem_info.mem_type failed, only support Memtype.MEM_TYPE_DEVICE, "
+                                    f"index={i} ({info.mem_type}).")
+            if info.addr == 0:
+                raise param_invalid(f"check mem_info.addr failed, addr can not be zero, index={i}.")
+            if info.size <= 0:
+                raise param_invalid(f"check mem_info.size failed, size must be > 0, index={i}.")
+        logger.info("[remap_registered_memory] %d range(s): nothing to re-register with this implementation's "
+                    "transports", len(infos))
+
+
+@dataclass(frozen=True)
+class _BlockArgs:
+    """transfer_cache_async's block arguments, checked: empty lists when not given."""
+    src: List[int]
+    dst: List[int]
+    block_bytes: int
+

@@ -495,7 +495,3 @@ def test_transfers_to_an_unlinked_cluster_are_not_yet_link(cache_manager):
             call()
     with raises_code(PARAM_INVALID, match="which is this cluster"):  # pulling from oneself
         cache_manager.pull_blocks(BlocksCacheKey(1, 0), cache, [0], [0])
-    for call in (lambda: cache_manager.transfer_cache_async(cache, None, []),
-                 lambda: cache_manager.remap_registered_memory([])):
-        with raises_code(LLMStatusCode.LLM_FEATURE_NOT_ENABLED, match="not provided"):
-            call()
