@@ -97,6 +97,20 @@ std::shared_ptr<CacheEntry> CacheRegistry::Find(int64_t cache_id) const {
   return it == caches_.end() ? nullptr : it->second.entry;
 }
 
+std::optional<CacheRegistry::AddressHit> CacheRegistry::FindAddress(uint64_t addr, uint64_t bytes) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const auto &[id, record] : caches_) {
+    const CacheEntry &entry = *record.entry;
+    for (size_t t = 0; t < entry.tensor_addrs.size(); ++t) {
+      const uint64_t base = entry.tensor_addrs[t];
+      // offset + bytes <= tensor_bytes, written so that no sum can wrap
+      if (addr < base || addr - base >= entry.tensor_bytes || bytes > entry.tensor_bytes - (addr - base)) continue;
+      return AddressHit{record.entry, static_cast<uint32_t>(t), addr - base};
+    }
+  }
+  return std::nullopt;
+}
+
 std::optional<KeySlot> CacheRegistry::FindKey(const CacheKeySpec &key) const {
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = keys_.find(ToBound(key));

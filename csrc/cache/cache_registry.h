@@ -99,6 +99,14 @@ class CacheRegistry {
   std::optional<int64_t> FindBlocksKey(uint64_t model_id) const;
   // The model id of the BlocksCacheKey bound to `cache_id`, if any.
   std::optional<uint64_t> BlocksKeyOf(int64_t cache_id) const;
+  // The cache tensor whose memory holds [addr, addr + bytes), and the offset of addr in it:
+  // how an owner finds the destination of a push named by address. A scan of every tensor.
+  struct AddressHit {
+    std::shared_ptr<CacheEntry> entry;
+    uint32_t tensor = 0;
+    uint64_t offset = 0;
+  };
+  std::optional<AddressHit> FindAddress(uint64_t addr, uint64_t bytes) const;
 
   // deallocate_cache / deallocate_blocks_cache semantics; unknown ids are a no-op.
   DetailedStatus Deallocate(int64_t cache_id, bool blocks);

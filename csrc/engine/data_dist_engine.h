@@ -47,7 +47,9 @@ struct EngineOptions {
 DetailedStatus ParseIpPort(const std::string &text, std::string *ip, uint16_t *port);
 
 // Which key names the remote cache of a transfer.
-enum class RemoteKeyKind : uint8_t { kCacheKey = 0, kCacheIdAndIndex = 1, kBlocksKey = 2 };
+// kAddress: a push to one tensor slot named by its address in the owner's memory (upstream's
+// TransferConfig); the owner resolves it to a cache id and slot (transfer.cc, AddressToSlot).
+enum class RemoteKeyKind : uint8_t { kCacheKey = 0, kCacheIdAndIndex = 1, kBlocksKey = 2, kAddress = 3 };
 
 // Which layers of each side a transfer moves, as upstream's API names them. A layer is
 // tensor_num_per_layer consecutive tensors; a cache's last, shorter group (or all of a cache with

@@ -45,7 +45,7 @@ struct WireRequest {
   uint8_t whole_slot = 0;    // kSlotToSlot: the requester asked for the whole slot (size -1)
   uint64_t chunk_bytes = 0;  // kBlocksToBlocks: block bytes; kSlotToBlocks: chunk bytes
   uint32_t chunk_count = 0;  // kSlotToBlocks
-  std::vector<uint64_t> blocks;  // kBlocksToBlocks: the owner's block indices
+  std::vector<uint64_t> blocks;  // kBlocksToBlocks: the owner's block indices; kAddress: the one address
 
   std::vector<uint8_t> Encode() const {
     ByteWriter w;
@@ -59,7 +59,7 @@ struct WireRequest {
     return r.Get(&key_kind) && r.Get(&req_id) && r.Get(&prefix_id) && r.Get(&model_id) && r.Get(&cache_id) &&
            r.Get(&batch_index) && r.Get(&layout) && r.Get(&delivery) && r.Get(&all_tensors) && r.Get(&tensor_begin) &&
            r.Get(&tensor_count) && r.Get(&size) && r.Get(&whole_slot) && r.Get(&chunk_bytes) && r.Get(&chunk_count) &&
-           r.GetVector(&blocks, kMaxBlocksPerTransfer) && key_kind <= 2 && layout <= 2 && delivery <= 1 &&
+           r.GetVector(&blocks, kMaxBlocksPerTransfer) && key_kind <= 3 && layout <= 2 && delivery <= 1 &&
            all_tensors <= 1 && whole_slot <= 1;
   }
 };
@@ -153,6 +153,8 @@ std::string DescribeRemoteKey(const WireRequest &w) {
       return detail::Concat("CacheKeyByIdAndIndex(cache_id=", w.cache_id, ", batch_index=", w.batch_index, ")");
     case RemoteKeyKind::kBlocksKey:
       return detail::Concat("BlocksCacheKey(model_id=", w.model_id, ")");
+    case RemoteKeyKind::kAddress:
+      return detail::Concat("address ", w.blocks.empty() ? 0 : w.blocks[0]);
   }
   return "unknown key";
 }
@@ -405,6 +407,12 @@ DetailedStatus PlanTransfer(const TransferArgs &args, const CacheEntry &local, b
                 local.cache_id, " is a blocks cache (use ", push ? "push_blocks" : "pull_blocks", ")");
     LLMDD_CHECK(args.key_kind != RemoteKeyKind::kBlocksKey, LLM_PARAM_INVALID, op,
                 " takes a CacheKey or CacheKeyByIdAndIndex, not a BlocksCacheKey");
+    if (args.key_kind == RemoteKeyKind::kAddress) {
+      LLMDD_CHECK(push && args.remote_blocks.size() == 1 && plan->tensor_count == 1, LLM_PARAM_INVALID,
+                  "a destination address names one tensor slot of a push; got ", args.remote_blocks.size(),
+                  " addresses for ", plan->tensor_count, " tensors", push ? "" : " in a pull");
+      w.blocks = args.remote_blocks;
+    }
     LLMDD_CHECK(args.local_batch_index < local_slots, LLM_PARAM_INVALID, "batch_index ", args.local_batch_index,
                 " is out of range [0, ", local_slots, ") of local cache ", local.cache_id);
     LLMDD_CHECK(args.size == -1 || args.size > 0, LLM_PARAM_INVALID, "size must be -1 or > 0, got ", args.size);
@@ -787,6 +795,8 @@ DetailedStatus ResolveRequest(const CacheRegistry &registry, uint64_t cluster_id
       entry = registry.Find(*id);
       break;
     }
+    case RemoteKeyKind::kAddress:  // pushes resolve it first (AddressToSlot): this is a pull
+      return DetailedStatus(LLM_PARAM_INVALID, "a pull cannot name its source by address");
   }
   LLMDD_CHECK(entry != nullptr, LLM_KV_CACHE_NOT_EXIST, "cluster ", cluster_id, " has no cache for ", key);
   const uint32_t num_tensors = entry->desc.num_tensors;
@@ -821,6 +831,31 @@ DetailedStatus ResolveRequest(const CacheRegistry &registry, uint64_t cluster_id
                                                  : uint64_t{w.chunk_count} * w.chunk_bytes == entry->stride);
   out->slot = slot;
   out->entry = std::move(entry);
+  return DetailedStatus::Ok();
+}
+
+// A push named by address (upstream's TransferConfig): finds the cache whose tensor holds the
+// destination and rewrites the request into one by cache id and slot, which ResolveRequest
+// then checks like any other. The address must start a slot; the push may fill less than a
+// whole slot (upstream writes the sender's slot bytes at the address).
+DetailedStatus AddressToSlot(const CacheRegistry &registry, uint64_t cluster_id, WireRequest *w) {
+  LLMDD_CHECK(w->blocks.size() == 1 && w->tensor_count == 1 && static_cast<Layout>(w->layout) == Layout::kSlotToSlot,
+              LLM_PARAM_INVALID, "a push by address moves one tensor slot to one address");
+  const uint64_t addr = w->blocks[0];
+  std::optional<CacheRegistry::AddressHit> hit = registry.FindAddress(addr, w->size);
+  LLMDD_CHECK(hit.has_value(), LLM_KV_CACHE_NOT_EXIST, "cluster ", cluster_id, " has no cache whose memory holds the ",
+              w->size, " bytes at address ", addr);
+  const CacheEntry &entry = *hit->entry;
+  LLMDD_CHECK(entry.stride > 0 && hit->offset % entry.stride == 0, LLM_PARAM_INVALID, "address ", addr, " is ",
+              hit->offset, " bytes into tensor ", hit->tensor, " of cache ", entry.cache_id,
+              ", not at the start of one of its slots of ", entry.stride, " bytes");
+  w->key_kind = static_cast<uint8_t>(RemoteKeyKind::kCacheIdAndIndex);
+  w->cache_id = entry.cache_id;
+  w->batch_index = static_cast<uint32_t>(hit->offset / entry.stride);
+  w->all_tensors = 0;
+  w->tensor_begin = hit->tensor;
+  w->whole_slot = 0;
+  w->blocks.clear();
   return DetailedStatus::Ok();
 }
 
@@ -911,7 +946,10 @@ DetailedStatus DataDistEngine::ServePush(Link &link, const FrameHeader &header, 
   WireRequest w;
   if (!w.Decode(payload)) return DetailedStatus(LLM_LINK_FAILED, "malformed push request from the peer");
   Resolved resolved;
-  DetailedStatus status = ResolveRequest(registry_, cluster_id_, w, &resolved);
+  DetailedStatus status = static_cast<RemoteKeyKind>(w.key_kind) == RemoteKeyKind::kAddress
+                              ? AddressToSlot(registry_, cluster_id_, &w)
+                              : DetailedStatus::Ok();
+  if (status.ok()) status = ResolveRequest(registry_, cluster_id_, w, &resolved);
   uint64_t expected = 0;
   if (status.ok()) {
     for (const Chunk &c : resolved.chunks) expected += c.bytes;
