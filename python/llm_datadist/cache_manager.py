@@ -25,6 +25,7 @@ logger = logging.getLogger("llm_datadist")
 TransferConfigs = Union[TransferConfig, TransferWithCacheKeyConfig]
 _TENSORS_PER_LAYER = 2  # transfer_cache_async moves K and V of a layer (upstream's fixed 2)
 _DEFAULT_SYNC_KV_TIMEOUT_MS = 1000  # the core's default for llm.SyncKvCacheWaitTime
+_KEY_KIND_ADDRESS = 3  # the core's RemoteKeyKind::kAddress: a push to a slot named by its address
 
 U64 = 2**64 - 1
 _MAX_UINT32 = 2**32 - 1
@@ -435,11 +436,13 @@ class CacheManager:
         (one result per config). Arguments are checked here, as upstream, and raise; what
         happens during the push is reported by the task (see _layerwise).
 
-        Destinations: TransferWithCacheKeyConfig with a CacheKeyByIdAndIndex (a slot of a
-        remote contiguous cache) or a BlocksCacheKey (blocks `src_block_indices[j]` ->
-        `dst_block_indices[j]`; without block indices, block `src_batch_index` -> block 0).
-        TransferConfig (raw remote addresses) and contiguous -> blocks are checked and then
-        refused with LLM_FEATURE_NOT_ENABLED."""
+        Destinations: TransferConfig (slot `src_batch_index` of each tensor to the remote
+        address dst_addrs gives it: the start of a slot of a cache the remote cluster holds),
+        TransferWithCacheKeyConfig with a CacheKeyByIdAndIndex (a slot of a remote contiguous
+        cache) or a BlocksCacheKey (blocks `src_block_indices[j]` -> `dst_block_indices[j]`;
+        without block indices, block `src_batch_index` -> block 0). A contiguous source into
+        remote blocks, and block indices with a TransferConfig, are checked and then refused
+        with LLM_FEATURE_NOT_ENABLED."""
         self._check_valid()
         check_type(src_cache, "src_cache", Cache)
         self._check_cache(src_cache, "src_cache")
@@ -507,11 +510,12 @@ class CacheManager:
             if len(config.dst_addrs) != num_layers_sent * _TENSORS_PER_LAYER:
                 raise param_invalid(f"{name}: expect {num_layers_sent * _TENSORS_PER_LAYER} dst_addrs, but "
                                     f"len(dst_addrs) = {len(config.dst_addrs)}, range = {src_range!r}.")
-            raise LLMException(
-                f"{name}: a TransferConfig names its destination by raw remote addresses, which this "
-                f"implementation cannot push to yet (the owner resolves destinations by key); use "
-                f"TransferWithCacheKeyConfig with the destination's CacheKeyByIdAndIndex or BlocksCacheKey.",
-                status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED)
+            if blocks.dst:
+                raise LLMException(
+                    f"{name}: a TransferConfig with block indices (remote blocks named by address) is not "
+                    f"supported yet; use TransferWithCacheKeyConfig with the destination's BlocksCacheKey.",
+                    status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED)
+            return self._address_destination(name, config, src_cache, src_range)
         key = config.cache_key
         check_type(key, f"{name}.cache_key", (BlocksCacheKey, CacheKeyByIdAndIndex))
         if isinstance(key, BlocksCacheKey) and config.src_batch_index != 0:
@@ -552,6 +556,24 @@ class CacheManager:
 
         return LayerDestination(name=f"{name} (cluster {key.cluster_id})", src_layers=src_range,
                                 dst_layer_of=lambda layer: layer + shift, send=send)
+
+    def _address_destination(self, name: str, config: TransferConfig, src_cache: Cache,
+                             src_range: range) -> LayerDestination:
+        """A TransferConfig: layer i's K and V go to dst_addrs[2k], dst_addrs[2k+1] (k = i - start),
+        addresses of slot starts in the owner's memory, which the owner resolves to its cache
+        and slot. One push per tensor, so K and V may live in different remote caches."""
+        engine, local_id, batch = self._engine, src_cache.cache_id, config.src_batch_index
+        cluster, addrs, start = config.dst_cluster_id, list(config.dst_addrs), src_range.start
+
+        def send(src_layer: int, _dst_layer: int) -> None:
+            for j in range(_TENSORS_PER_LAYER):
+                tensor = src_layer * _TENSORS_PER_LAYER + j
+                addr = addrs[(src_layer - start) * _TENSORS_PER_LAYER + j]
+                engine.transfer(True, cluster, _KEY_KIND_ADDRESS, U64, U64, 0, -1, 0, local_id, False, batch, -1,
+                                [addr], [], 0, 1, tensor, tensor + 1)
+
+        return LayerDestination(name=f"{name} (cluster {cluster})", src_layers=src_range,
+                                dst_layer_of=lambda layer: layer, send=send)
 
     def remap_registered_memory(self, mem_infos: Union[MemInfo, List[MemInfo]]) -> None:
         """Upstream re-registers device memory with the NIC after a memory fault remapped its

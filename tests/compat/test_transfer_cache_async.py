@@ -74,9 +74,14 @@ def key_of(spec):
     return ld.BlocksCacheKey(spec["cluster_id"], spec["model_id"])
 
 
+def config_of(s):
+    if "addrs" in s:
+        return ld.TransferConfig(s["cluster"], s["addrs"], range(*s["src"]), s.get("batch", 0))
+    return ld.TransferWithCacheKeyConfig(key_of(s["key"]), range(*s["src"]), range(*s["dst"]), s.get("batch", 0))
+
+
 def configs_of(specs):
-    return [ld.TransferWithCacheKeyConfig(key_of(s["key"]), range(*s["src"]), range(*s["dst"]), s.get("batch", 0))
-            for s in specs]
+    return [config_of(s) for s in specs]
 
 
 def names(codes):
@@ -148,6 +153,56 @@ def test_prefill_computes_8_layers_while_they_are_pushed(group, transport):
     d.verify(dst, DECODE_SEED, slot_copies(src, FRESH, 1, dst, 2), "slot 2 after 8 layer-wise pushes")
     print(f"[{transport}] start {out['start_s'] * 1e3:.1f} ms, compute {out['compute_s'] * 1e3:.0f} ms, "
           f"total {out['total_s'] * 1e3:.0f} ms")
+
+
+def slot_addrs(cache, slot, layers):
+    """Upstream's TransferConfig.dst_addrs: per layer, K's and V's address of a slot start."""
+    return [cache.addrs[t] + slot * cache.slot_bytes for layer in layers for t in (2 * layer, 2 * layer + 1)]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_transfer_config_pushes_to_remote_addresses(group, transport):
+    """Upstream: v2/llm_utils.py:186-193 (TransferConfig: layer i's K and V go to
+    dst_addrs[2k], dst_addrs[2k+1], k = i - src_layer_range.start) and
+    data_transfer/layer_wise_transfer_job.cc:29-44 (slot src_batch_index, one slot of bytes, to
+    each address). Layers 0-3 go to a registered cache's slot 3, layers 4-7 to an allocated
+    cache's slot 0, in one task."""
+    pair = _pair(group, transport)
+    p, d = pair.prefill, pair.decode
+    src = p.allocate(contig())
+    p.fill(src, STALE)
+    registered = d.register(contig("HOST"))
+    allocated = d.allocate(contig())
+    d.fill(registered, DECODE_SEED)
+    d.fill(allocated, DECODE_SEED + 1)
+    out = run_task(p, src=src.cache_id, configs=[
+        {"cluster": D, "addrs": slot_addrs(registered, 3, range(0, 4)), "src": [0, 4], "batch": 2},
+        {"cluster": D, "addrs": slot_addrs(allocated, 0, range(4, 8)), "src": [4, 8], "batch": 2}])
+    assert out["code"] == "LLM_SUCCESS" and out["results"] == ["LLM_SUCCESS", "LLM_SUCCESS"], out
+    d.verify(registered, DECODE_SEED, slot_copies(src, FRESH, 2, registered, 3, src_layer_range=range(0, 4),
+                                                  dst_layer_range=range(0, 4)), "layers 0-3 at their addresses")
+    d.verify(allocated, DECODE_SEED + 1, slot_copies(src, FRESH, 2, allocated, 0, src_layer_range=range(4, 8),
+                                                     dst_layer_range=range(4, 8)), "layers 4-7 at their addresses")
+
+
+def test_transfer_config_addresses_the_owner_does_not_hold(group):
+    """Upstream: src/llm_datadist/data_transfer/layer_wise_transfer_job.cc (the remote address is
+    written as given; here the owner checks it first). An address outside every cache is
+    LLM_KV_CACHE_NOT_EXIST, one inside a slot LLM_PARAM_INVALID; nothing is written."""
+    pair = _pair(group, "shm")
+    p, d = pair.prefill, pair.decode
+    src = p.allocate(contig())
+    dst = d.allocate(contig())
+    d.fill(dst, DECODE_SEED)
+    outside = [dst.addrs[-1] + dst.tensor_bytes + (1 << 30)] * 2
+    inside_a_slot = [a + 64 for a in slot_addrs(dst, 1, range(0, 1))]
+    out = run_task(p, src=src.cache_id, layers=LAYERS, compute=list(range(LAYERS)), configs=[
+        {"cluster": D, "addrs": outside, "src": [0, 1]}])
+    assert out["results"] == ["LLM_KV_CACHE_NOT_EXIST"], out
+    out = run_task(p, src=src.cache_id, layers=LAYERS, compute=list(range(LAYERS)), configs=[
+        {"cluster": D, "addrs": inside_a_slot, "src": [0, 1]}])
+    assert out["results"] == ["LLM_PARAM_INVALID"], out
+    d.verify(dst, DECODE_SEED, what="untouched")
 
 
 def test_two_destinations_blocks_and_shifted_layers(group):
@@ -337,8 +392,10 @@ def test_transfer_cache_async_argument_checks(cache_manager):
     code, msg = code_of(lambda: cm.transfer_cache_async(contiguous, Ready(), [TransferConfig(2, [1, 2])]))
     assert code == param and "expect 4 dst_addrs" in msg
     # Checked, then refused: not provided by this implementation (documented in docs/compat.md).
-    code, msg = code_of(lambda: cm.transfer_cache_async(contiguous, Ready(), [TransferConfig(2, [1, 2, 3, 4])]))
-    assert code == LLMStatusCode.LLM_FEATURE_NOT_ENABLED and "raw remote addresses" in msg
+    blocks = cm.allocate_blocks_cache(CacheDesc(4, [4, 16], DataType.DT_FLOAT))
+    code, msg = code_of(lambda: cm.transfer_cache_async(blocks, Ready(), [TransferConfig(2, [1, 2, 3, 4])], [0], [1]))
+    assert code == LLMStatusCode.LLM_FEATURE_NOT_ENABLED and "TransferConfig with block indices" in msg
+    cm.deallocate_blocks_cache(blocks)
     code, msg = code_of(lambda: cm.transfer_cache_async(contiguous, Ready(), [
         TransferWithCacheKeyConfig(BlocksCacheKey(2), range(0, 2), range(0, 2))], None, [1], 32))
     assert code == LLMStatusCode.LLM_FEATURE_NOT_ENABLED and "contiguous cache into remote blocks" in msg
