@@ -391,7 +391,7 @@ def test_transfer_cache_async_argument_checks(cache_manager):
     assert code == param and "range(1, 3) out of range, src_layer_num = 2" in msg
     code, msg = code_of(lambda: cm.transfer_cache_async(contiguous, Ready(), [TransferConfig(2, [1, 2])]))
     assert code == param and "expect 4 dst_addrs" in msg
-    # Checked, then refused: not provided by this implementation (documented in docs/compat.md).
+    # Checked, then refused: not provided by this implementation (docs/transfer.md).
     blocks = cm.allocate_blocks_cache(CacheDesc(4, [4, 16], DataType.DT_FLOAT))
     code, msg = code_of(lambda: cm.transfer_cache_async(blocks, Ready(), [TransferConfig(2, [1, 2, 3, 4])], [0], [1]))
     assert code == LLMStatusCode.LLM_FEATURE_NOT_ENABLED and "TransferConfig with block indices" in msg
