@@ -497,3 +497,112 @@ def test_remap_registered_memory_validates_as_upstream(cache_manager):
     cache_manager.remap_registered_memory([MemInfo(Memtype.MEM_TYPE_DEVICE, a, 128) for a in cache.tensor_addrs])
     cache_manager.remap_registered_memory([])
     cache_manager.deallocate_cache(cache)
+
+
+# ---- device memory (the CUDA backend; the fake CUDA driver on CPU-only hosts) ---------------------
+
+DEVICE_COMMON = r'''
+import json, sys, threading, time, numpy as np, llm_datadist as ld
+LAYERS, BLOCKS, BLOCK = 4, 8, 4096
+def config(listen=None, transport="auto"):
+    cfg = ld.LLMConfig(); cfg.device_id = 0; cfg.enable_cache_manager = True; cfg.device_backend = "cuda"
+    cfg.mem_pool_cfg = json.dumps({"memory_size": 16 << 20})
+    cfg.host_mem_pool_cfg = json.dumps({"memory_size": 16 << 20})
+    if listen: cfg.listen_ip_info = listen
+    options = cfg.generate_options(); options["llmdd.Transport"] = transport
+    return options
+def pattern(tensor):
+    return ((np.arange(BLOCKS * BLOCK, dtype=np.int64) * (tensor + 3) + tensor) % 251).astype(np.uint8).reshape(BLOCKS, BLOCK)
+def blocks(cm, placement, key=None):
+    desc = ld.CacheDesc(2 * LAYERS, [BLOCKS, BLOCK], ld.DataType.DT_UINT8, placement)
+    return cm.allocate_blocks_cache(desc, key)
+'''
+
+# The owner of the destination: a device blocks cache; on "check", its bytes.
+DEVICE_DECODE = DEVICE_COMMON + r'''
+dd = ld.LLMDataDist(ld.LLMRole.DECODER, 2); dd.init(config(sys.argv[1]))
+cm = dd.cache_manager
+dev = blocks(cm, ld.Placement.DEVICE, ld.BlocksCacheKey(2, 0))
+print("ready", flush=True)
+sys.stdin.readline()
+host = blocks(cm, ld.Placement.HOST)
+cm.swap_blocks(dev, host, {b: b for b in range(BLOCKS)})
+mapping = {1: 6, 2: 0, 5: 5}
+ok = all(np.array_equal(a[d], pattern(t)[s]) for t, a in enumerate(host.numpy()) for s, d in mapping.items())
+untouched = all(not a[b].any() for a in host.numpy() for b in range(BLOCKS) if b not in mapping.values())
+print("RESULT " + json.dumps({"bytes": bool(ok), "untouched": bool(untouched)}), flush=True)
+dd.finalize()
+'''
+
+# The prefill: layer i of a device blocks cache is "computed" (swapped in from host) while the
+# layers before it are pushed.
+DEVICE_PREFILL = DEVICE_COMMON + r'''
+dd = ld.LLMDataDist(ld.LLMRole.PROMPT, 1); dd.init(config(transport=sys.argv[2]))
+cm = dd.cache_manager
+cluster = ld.LLMClusterInfo(); cluster.remote_cluster_id = 2
+cluster.append_remote_ip_info("127.0.0.1", int(sys.argv[1]))
+assert dd.link_clusters([cluster], 5000)[0] == ld.LLMStatusCode.LLM_SUCCESS
+dev = blocks(cm, ld.Placement.DEVICE)
+host = blocks(cm, ld.Placement.HOST)
+for t, a in enumerate(host.numpy()): a[...] = pattern(t)
+ready = [threading.Event() for _ in range(LAYERS)]
+class Sync(ld.LayerSynchronizer):
+    def synchronize_layer(self, layer_index, timeout_in_millis):
+        return ready[layer_index].wait(timeout_in_millis / 1000)
+config_ = ld.TransferWithCacheKeyConfig(ld.BlocksCacheKey(2, 0), range(0, LAYERS), range(0, LAYERS))
+task = cm.transfer_cache_async(dev, Sync(), [config_], [1, 2, 5], [6, 0, 5])
+for i in range(LAYERS):
+    time.sleep(0.01)
+    # the layer's K and V land on the device: a swap_blocks of those two tensors, through a
+    # view of them registered as a cache of their own
+    src = ld.Cache.create_cpu_cache(ld.CacheDesc(2, [BLOCKS, BLOCK], ld.DataType.DT_UINT8, ld.Placement.HOST),
+                                    host.tensor_addrs[2 * i:2 * i + 2])
+    layer = cm.register_blocks_cache(ld.CacheDesc(2, [BLOCKS, BLOCK], ld.DataType.DT_UINT8, ld.Placement.DEVICE),
+                                     dev.tensor_addrs[2 * i:2 * i + 2])
+    cm.swap_blocks(src, layer, {b: b for b in range(BLOCKS)})
+    cm.unregister_cache(layer.cache_id)
+    ready[i].set()
+print("RESULT " + json.dumps({"code": task.synchronize(30000).name, "info": dd.link_info(2)}), flush=True)
+dd.finalize()
+'''
+
+
+def _result(text):
+    return json.loads([line for line in text.splitlines() if line.startswith("RESULT ")][-1][len("RESULT "):])
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("transport", ["auto", "tcp"])
+def test_layerwise_push_of_device_memory_on_fake_cuda(tmp_path_factory, transport):
+    """Upstream: v2/cache_manager.py:490-507 (the source is device memory: placement HOST is
+    refused) and examples/python/llm_datadist/transfer_cache_async_sample.py (a blocks cache to
+    a remote BlocksCacheKey). Device blocks pushed layer by layer while each layer lands on the
+    device, over a cuda_ipc/shm link and over tcp, against the fake CUDA driver."""
+    import socket
+    import subprocess
+    sys.path.insert(0, os.path.dirname(HERE))
+    from fake_cuda import build_fake_cuda, fake_cuda_env
+    lib = build_fake_cuda(tmp_path_factory.mktemp("fake_cuda"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMDD_")}
+    env.update(fake_cuda_env(lib))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    decode = subprocess.Popen([sys.executable, "-c", DEVICE_DECODE, f"127.0.0.1:{port}"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                              start_new_session=True)
+    try:
+        assert decode.stdout.readline().strip() == "ready", decode.stderr.read()
+        prefill = subprocess.run([sys.executable, "-c", DEVICE_PREFILL, str(port), transport], capture_output=True,
+                                 text=True, timeout=60, env=env)
+        assert prefill.returncode == 0, prefill.stdout + prefill.stderr
+        pushed = _result(prefill.stdout)
+        assert pushed["code"] == "LLM_SUCCESS", (pushed, prefill.stderr)
+        assert pushed["info"]["pushes"] == 4 and pushed["info"]["transport"] == ("tcp" if transport == "tcp" else "shm")
+        out, err = decode.communicate("check\n", timeout=60)
+        received = _result(out)
+        assert received["bytes"] and received["untouched"], (received, err)
+    finally:
+        if decode.poll() is None:
+            decode.kill()
+        decode.wait()
