@@ -500,11 +500,11 @@ class CacheManager:
         task starts) and returns how to push one of its layers."""
         name = f"transfer_configs[{index}]"
         src_range = config.src_layer_range if config.src_layer_range is not None else range(0, num_layers)
-        if not 0 <= src_range.start < src_range.stop <= num_layers:
-            raise param_invalid(f"{name}.src_layer_range: {src_range!r} out of range, src_layer_num = {num_layers}.")
         if blocks.src and config.src_batch_index != 0:
             raise param_invalid(f"Invalid {name}, src_batch_index ({config.src_batch_index}) != 0 while src is "
                                 f"blocks.")
+        if not 0 <= src_range.start < src_range.stop <= num_layers:
+            raise param_invalid(f"{name}.src_layer_range: {src_range!r} out of range, src_layer_num = {num_layers}.")
         num_layers_sent = src_range.stop - src_range.start
         if isinstance(config, TransferConfig):
             if len(config.dst_addrs) != num_layers_sent * _TENSORS_PER_LAYER:
