@@ -570,7 +570,7 @@ class CacheManager:
                 tensor = src_layer * _TENSORS_PER_LAYER + j
                 addr = addrs[(src_layer - start) * _TENSORS_PER_LAYER + j]
                 engine.transfer(True, cluster, _KEY_KIND_ADDRESS, U64, U64, 0, -1, 0, local_id, False, batch, -1,
-                                [addr], [], 0, 1, tensor, tensor + 1)
+                                [addr], [], 0, 1, tensor, tensor + 1, 1)
 
         return LayerDestination(name=f"{name} (cluster {cluster})", src_layers=src_range,
                                 dst_layer_of=lambda layer: layer, send=send)
