@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The upstream-compatible C++ API: class llm_datadist::LlmDataDist with upstream LLM-DataDist's
 // methods, argument order, defaults and Status numbers, so C++ code written for Ascend builds
-// against this header unchanged. Link with libllm_datadist.so (`llm-datadist doctor` prints
-// where it and this header are installed).
+// against this header unchanged, also where it names types through CANN's `ge` namespace
+// (ge_types.h: ge::Status, ge::SUCCESS, ge::AscendString, ge::DataType). Link with
+// libllm_datadist.so (`llm-datadist doctor` prints where it and this header are installed).
 //
 // Where upstream's current implementation returns LLM_FEATURE_NOT_ENABLED (AllocateCache,
 // DeallocateCache, CopyKvCache, CopyKvBlocks), this one implements the legacy semantics, which
@@ -38,7 +39,7 @@ class LlmDataDist {
   /// LLM_FAILED before Initialize; LLM_EXIST_LINK while links exist.
   Status SetRole(LlmRole role, const std::map<AscendString, AscendString> &options = {});
 
-  /// Links and transfers: LLM_FEATURE_NOT_ENABLED until the transfer layer is built.
+  /// One status per cluster in `rets`; LLM_SUCCESS when every cluster succeeded, else a failing one's code.
   Status LinkLlmClusters(const std::vector<ClusterInfo> &clusters, std::vector<Status> &rets,
                          int32_t timeout_in_millis = 1000);
   Status UnlinkLlmClusters(const std::vector<ClusterInfo> &clusters, std::vector<Status> &rets,

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Status codes and the rich status the core returns internally.
 //
-// `Status` is a plain uint32_t with upstream LLM-DataDist's numbers, so code written against
-// upstream's `llm_datadist::Status` compiles and compares unchanged. The constants, their
-// messages and their recovery metadata all come from status_table.def.
+// `Status` is ge::Status (a plain uint32_t) with upstream LLM-DataDist's numbers, so code written
+// against upstream's `llm_datadist::Status` or `ge::Status` compiles and compares unchanged.
+// The constants, their messages and their recovery metadata all come from status_table.def.
 //
 // `DetailedStatus` is what the core's internal functions return: the code plus a message that
 // names the concrete values, plus key/value context (operation, cluster, key, block index).
@@ -17,9 +17,11 @@
 #include <utility>
 #include <vector>
 
+#include "llm_datadist/ge_types.h"
+
 namespace llm_datadist {
 
-using Status = uint32_t;
+using ge::Status;
 
 #define LLMDD_STATUS(cpp_name, py_name, value, msg, recoverable, action, http, grpc, hint) \
   constexpr Status cpp_name = value;

@@ -10,47 +10,64 @@
 #include <utility>
 #include <vector>
 
+#include "llm_datadist/ge_types.h"
+
 namespace llm_datadist {
 
-// Upstream passes options as std::map<AscendString, AscendString>; this is a drop-in with the
-// parts of ge::AscendString that option maps use.
-class AscendString {
- public:
-  AscendString() = default;
-  AscendString(const char *s) : value_(s == nullptr ? "" : s) {}  // NOLINT: implicit as upstream
-  AscendString(std::string s) : value_(std::move(s)) {}           // NOLINT
-  const char *GetString() const { return value_.c_str(); }
-  size_t GetLength() const { return value_.size(); }
-  const std::string &str() const { return value_; }
-  bool operator<(const AscendString &o) const { return value_ < o.value_; }
-  bool operator==(const AscendString &o) const { return value_ == o.value_; }
+// Upstream's header declares these as aliases of CANN's ge names; so does this one, so that
+// llm_datadist::DT_BF16 and ge::DT_BF16 are one entity and code with both using-directives
+// is not ambiguous.
+using ge::AscendString;
+using ge::DataType;
+using ge::DT_BF16;
+using ge::DT_BOOL;
+using ge::DT_COMPLEX128;
+using ge::DT_COMPLEX32;
+using ge::DT_COMPLEX64;
+using ge::DT_DOUBLE;
+using ge::DT_DUAL;
+using ge::DT_DUAL_SUB_INT8;
+using ge::DT_DUAL_SUB_UINT8;
+using ge::DT_FLOAT;
+using ge::DT_FLOAT16;
+using ge::DT_FLOAT4_E1M2;
+using ge::DT_FLOAT4_E2M1;
+using ge::DT_FLOAT6_E2M3;
+using ge::DT_FLOAT6_E3M2;
+using ge::DT_FLOAT8_E4M3FN;
+using ge::DT_FLOAT8_E5M2;
+using ge::DT_FLOAT8_E8M0;
+using ge::DT_HIFLOAT8;
+using ge::DT_INT16;
+using ge::DT_INT2;
+using ge::DT_INT32;
+using ge::DT_INT4;
+using ge::DT_INT64;
+using ge::DT_INT8;
+using ge::DT_QINT16;
+using ge::DT_QINT32;
+using ge::DT_QINT8;
+using ge::DT_QUINT16;
+using ge::DT_QUINT8;
+using ge::DT_RESOURCE;
+using ge::DT_STRING;
+using ge::DT_STRING_REF;
+using ge::DT_UINT1;
+using ge::DT_UINT16;
+using ge::DT_UINT2;
+using ge::DT_UINT32;
+using ge::DT_UINT64;
+using ge::DT_UINT8;
+using ge::DT_UNDEFINED;
+using ge::DT_VARIANT;
 
- private:
-  std::string value_;
-};
-
-// ge::DataType numbers (the subset upstream Python exposes, plus DT_UNDEFINED).
-enum DataType : int32_t {
-  DT_FLOAT = 0,
-  DT_FLOAT16 = 1,
-  DT_INT8 = 2,
-  DT_INT32 = 3,
-  DT_UINT8 = 4,
-  DT_INT16 = 6,
-  DT_UINT16 = 7,
-  DT_UINT32 = 8,
-  DT_INT64 = 9,
-  DT_UINT64 = 10,
-  DT_DOUBLE = 11,
-  DT_BOOL = 12,
-  DT_STRING = 13,
-  DT_BF16 = 27,
-  DT_UNDEFINED = 28,
-};
-
-// Bytes per element, or -1 when the type has no fixed element size (DT_STRING, DT_UNDEFINED,
-// unknown numbers).
+// Bytes per element (CANN's sizes), or -1 when the type has no whole-byte element size that a
+// cache tensor of `shape` could be sized by: DT_STRING, DT_STRING_REF, DT_UNDEFINED, the
+// sub-byte types (DT_INT4, DT_UINT1, DT_INT2, DT_UINT2, DT_FLOAT6_*, DT_FLOAT4_*, DT_HIFLOAT4)
+// and numbers that name no type. Such types are refused (LLM_PARAM_INVALID), never mis-sized.
 int64_t DataTypeSize(int32_t data_type);
+// "DT_BF16"; "" for numbers that name no type.
+const char *DataTypeName(int32_t data_type);
 
 enum class LlmRole : int32_t { kPrompt = 1, kDecoder = 2, kMix = 3, kEnd };
 
