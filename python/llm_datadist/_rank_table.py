@@ -18,6 +18,12 @@ LLMDD_COMM_BASE_PORT (default 26100) + its `device_id`, so that several workers 
 
 Two comms over the same pair of clusters share that pair's link; it is unlinked when the last
 comm using it is.
+
+Codes, as upstream's: argument checks in upstream's order (its v2/llm_datadist.py `link`), a
+rank table that cannot be linked (unparsable, a rank missing, a comm name in use) is
+LLM_LINK_FAILED (upstream hands the table to HCCL and reports any failure of that as
+LLM_LINK_FAILED), and a comm id that is not linked is LLM_NOT_YET_LINK in `unlink` and
+`query_register_mem_status` (upstream's CommLinkManager).
 """
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ._validation import check_int, check_type, param_invalid
 from .llm_types import RegisterMemStatus
-from .status import LLMStatusCode, code_2_status
+from .status import LLMException, LLMStatusCode, code_2_status
 
 __all__ = ["CommRegistry", "Member", "parse_members"]
 
@@ -54,6 +60,10 @@ class Member:
     port: int
 
 
+def _link_failed(message: str) -> LLMException:
+    return LLMException(message, status_code=LLMStatusCode.LLM_LINK_FAILED)
+
+
 def _base_port() -> int:
     raw = os.environ.get("LLMDD_COMM_BASE_PORT", "")
     if not raw:
@@ -70,21 +80,33 @@ def _base_port() -> int:
 def _as_int(value: Any, what: str) -> int:
     """Rank tables write numbers as strings ("0"); accept both, nothing else."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise param_invalid(f"rank_table: {what} must be an integer or a string of one, but got {value!r}.")
+        raise _link_failed(f"rank_table: {what} must be an integer or a string of one, but got {value!r}.")
     try:
         return int(value)
     except ValueError:
-        raise param_invalid(f"rank_table: {what} must be an integer, but got {value!r}.") from None
+        raise _link_failed(f"rank_table: {what} must be an integer, but got {value!r}.") from None
 
 
-def check_cluster_rank_info(cluster_rank_info: Any, own_cluster_id: int) -> Dict[int, int]:
-    """Upstream's rules: a dict of 2..4 {cluster_id (uint64): rank (uint32)} with ranks ascending
-    in iteration order, and this cluster among them."""
+def check_link_args(comm_name: Any, cluster_rank_info: Any, rank_table: Any, own_cluster_id: int) -> Dict[int, int]:
+    """Upstream's rules, in upstream's order: comm_name a str of 1..127 characters; a dict of at
+    most 4 {cluster_id (uint64): rank (uint32)}; rank_table a str; at least 2 entries, ranks
+    ascending in iteration order; this cluster among them."""
+    check_type(comm_name, "comm_name", str)
+    if not 0 < len(comm_name) <= MAX_COMM_NAME_CHARS:
+        raise param_invalid(f"comm_name must have 1 to {MAX_COMM_NAME_CHARS} characters, but got "
+                            f"{len(comm_name)}.")
     check_type(cluster_rank_info, "cluster_rank_info", dict)
+    for cluster_id, rank in cluster_rank_info.items():
+        check_type(cluster_id, "cluster_rank_info key", int)
+        check_type(rank, f"cluster_rank_info[{cluster_id}]", int)
+    if len(cluster_rank_info) > MAX_MEMBERS:
+        raise param_invalid(f"cluster_rank_info must have {MIN_MEMBERS} to {MAX_MEMBERS} entries, but got "
+                            f"{len(cluster_rank_info)}.")
     for cluster_id, rank in cluster_rank_info.items():
         check_int(cluster_id, "cluster_rank_info key", "uint64")
         check_int(rank, f"cluster_rank_info[{cluster_id}]", "uint32")
-    if not MIN_MEMBERS <= len(cluster_rank_info) <= MAX_MEMBERS:
+    check_type(rank_table, "rank_table", str)
+    if len(cluster_rank_info) < MIN_MEMBERS:
         raise param_invalid(f"cluster_rank_info must have {MIN_MEMBERS} to {MAX_MEMBERS} entries, but got "
                             f"{len(cluster_rank_info)}.")
     ranks = list(cluster_rank_info.values())
@@ -97,47 +119,48 @@ def check_cluster_rank_info(cluster_rank_info: Any, own_cluster_id: int) -> Dict
 
 
 def parse_members(rank_table: Any, cluster_rank_info: Dict[int, int]) -> List[Member]:
-    """The members' addresses from an HCCL rank table (version 1.0 or 1.2), in rank order."""
+    """The members' addresses from an HCCL rank table (version 1.0 or 1.2), in rank order.
+    A table they cannot be read from: LLMException LLM_LINK_FAILED."""
     check_type(rank_table, "rank_table", str)
     try:
         table = json.loads(rank_table)
     except ValueError as exc:
-        raise param_invalid(f"rank_table is not valid JSON: {exc}.") from None
+        raise _link_failed(f"rank_table is not valid JSON: {exc}.") from None
     servers = table.get("server_list") if isinstance(table, dict) else None
     if not isinstance(servers, list):
-        raise param_invalid("rank_table has no server_list (an HCCL rank table, version 1.0 or 1.2, is expected).")
+        raise _link_failed("rank_table has no server_list (an HCCL rank table, version 1.0 or 1.2, is expected).")
     base = _base_port()
     by_rank: Dict[int, Tuple[str, int]] = {}  # rank -> (ip, port)
     for s, server in enumerate(servers):
         devices = server.get("device") if isinstance(server, dict) else None
         if not isinstance(devices, list):
-            raise param_invalid(f"rank_table server_list[{s}] has no device list.")
+            raise _link_failed(f"rank_table server_list[{s}] has no device list.")
         for d, device in enumerate(devices):
             where = f"server_list[{s}].device[{d}]"
             if not isinstance(device, dict) or "rank_id" not in device:
-                raise param_invalid(f"rank_table {where} has no rank_id.")
+                raise _link_failed(f"rank_table {where} has no rank_id.")
             rank = _as_int(device["rank_id"], f"{where}.rank_id")
             ip = device.get("device_ip")
             if not isinstance(ip, str):
-                raise param_invalid(f"rank_table {where} (rank {rank}) has no device_ip.")
+                raise _link_failed(f"rank_table {where} (rank {rank}) has no device_ip.")
             try:
                 ipaddress.ip_address(ip)
             except ValueError:
-                raise param_invalid(f"rank_table {where}.device_ip {ip!r} is not an IP address.") from None
+                raise _link_failed(f"rank_table {where}.device_ip {ip!r} is not an IP address.") from None
             if "device_port" in device:
                 port = _as_int(device["device_port"], f"{where}.device_port")
             else:
                 port = base + _as_int(device.get("device_id", 0), f"{where}.device_id")
             if not 1 <= port <= 65535:
-                raise param_invalid(f"rank_table {where} (rank {rank}) gives port {port}, outside [1, 65535].")
+                raise _link_failed(f"rank_table {where} (rank {rank}) gives port {port}, outside [1, 65535].")
             if rank in by_rank:
-                raise param_invalid(f"rank_table has rank_id {rank} twice.")
+                raise _link_failed(f"rank_table has rank_id {rank} twice.")
             by_rank[rank] = (ip, port)
     members = []
     for cluster_id, rank in cluster_rank_info.items():
         if rank not in by_rank:
-            raise param_invalid(f"rank_table has no device with rank_id {rank} (cluster {cluster_id}); it has "
-                                f"ranks {sorted(by_rank)}.")
+            raise _link_failed(f"rank_table has no device with rank_id {rank} (cluster {cluster_id}); it has "
+                               f"ranks {sorted(by_rank)}.")
         members.append(Member(cluster_id, rank, *by_rank[rank]))
     return members
 
@@ -168,21 +191,18 @@ class CommRegistry:
 
     # -- the API ---------------------------------------------------------------------------
     def link(self, comm_name: Any, cluster_rank_info: Any, rank_table: Any) -> int:
-        check_type(comm_name, "comm_name", str)
-        if not 0 < len(comm_name) <= MAX_COMM_NAME_CHARS:
-            raise param_invalid(f"comm_name must have 1 to {MAX_COMM_NAME_CHARS} characters, but got "
-                                f"{len(comm_name)}.")
-        ranks = check_cluster_rank_info(cluster_rank_info, self._own)
+        ranks = check_link_args(comm_name, cluster_rank_info, rank_table, self._own)
+        with self._lock:
+            self._check_room()   # upstream checks the limit before it hands the table to HCCL
         members = parse_members(rank_table, ranks)
         own = next(m for m in members if m.cluster_id == self._own)
         peers = [m for m in members if m.cluster_id != self._own]
         with self._lock:
             for comm in self._comms.values():
-                if comm.name == comm_name:
-                    raise param_invalid(f"comm_name {comm_name!r} is already linked (comm_id {comm.comm_id}); "
-                                        f"unlink it first.")
-            if len(self._comms) >= MAX_COMMS:
-                raise param_invalid(f"{MAX_COMMS} comms are linked, the most there can be; unlink one first.")
+                if comm.name == comm_name:   # upstream: HCCL's init fails for a name in use
+                    raise _link_failed(f"comm_name {comm_name!r} is already linked (comm_id {comm.comm_id}); "
+                                       f"unlink it first.")
+            self._check_room()
             comm = _Comm(self._next_id, comm_name, own, peers)
             self._next_id += 1
             self._comms[comm.comm_id] = comm
@@ -225,12 +245,17 @@ class CommRegistry:
             self._stop(comm)
 
     # -- internals -------------------------------------------------------------------------
+    def _check_room(self) -> None:
+        if len(self._comms) >= MAX_COMMS:
+            raise param_invalid(f"{MAX_COMMS} comms are linked, the most there can be; unlink one first.")
+
     def _find(self, comm_id: Any) -> _Comm:
         check_int(comm_id, "comm_id", "uint64")
         with self._lock:
             comm = self._comms.get(comm_id)
         if comm is None:
-            raise param_invalid(f"comm_id {comm_id} is not linked (never returned by link, or unlinked).")
+            raise LLMException(f"comm_id {comm_id} is not linked (never returned by link, or unlinked).",
+                               status_code=LLMStatusCode.LLM_NOT_YET_LINK)
         return comm
 
     @staticmethod

@@ -91,15 +91,15 @@ def test_bad_rank_tables(dd, table, match):
     exc_type = TypeError if isinstance(table, bytes) else LLMException
     with pytest.raises(exc_type, match=match) as info:
         dd.link("c", {1: 0, 2: 1}, table)
-    if exc_type is LLMException:
-        assert info.value.status_code == PARAM_INVALID
+    if exc_type is LLMException:   # upstream: HCCL cannot init from the table
+        assert info.value.status_code == LLMStatusCode.LLM_LINK_FAILED
 
 
 def test_unknown_comm_ids(dd):
     for call in (dd.unlink, dd.query_register_mem_status):
         with pytest.raises(LLMException, match="comm_id 42 is not linked") as info:
             call(42)
-        assert info.value.status_code == PARAM_INVALID
+        assert info.value.status_code == LLMStatusCode.LLM_NOT_YET_LINK
         with pytest.raises(TypeError, match="comm_id"):
             call("42")
 
