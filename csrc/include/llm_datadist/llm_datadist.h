@@ -74,7 +74,8 @@ class LlmDataDist {
   Status UnregisterKvCache(int64_t cache_id);
 
   /// The message of the last failed call on this thread (ours, not upstream): the Status number
-  /// says what, this says which value.
+  /// says what, this says which value. The pointer is valid until the next failed call on this
+  /// thread; copy it to keep it.
   static const char *LastErrorMessage();
 
  private:

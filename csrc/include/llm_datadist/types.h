@@ -109,11 +109,14 @@ struct Cache {
   uint8_t reserved[128] = {};
 };
 
+// Upstream's name for the default tensors per layer (a K and a V tensor).
+constexpr uint8_t kDefaultTensorNumPerLayer = 2U;
+
 // Layer ranges are inclusive [first, second]; -1 means all layers (upstream C++ convention).
 struct KvCacheExtParam {
   std::pair<int32_t, int32_t> src_layer_range = {-1, -1};
   std::pair<int32_t, int32_t> dst_layer_range = {-1, -1};
-  uint8_t tensor_num_per_layer = 2U;
+  uint8_t tensor_num_per_layer = kDefaultTensorNumPerLayer;
   uint8_t reserved[127] = {};
 };
 
