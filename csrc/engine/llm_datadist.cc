@@ -2,6 +2,8 @@
 // The upstream-style facade over DataDistEngine.
 #include "llm_datadist/llm_datadist.h"
 
+#include <arpa/inet.h>
+
 #include <string>
 
 #include "common/logging.h"
@@ -41,6 +43,10 @@ LlmDataDist::~LlmDataDist() = default;
 const char *LlmDataDist::LastErrorMessage() { return t_last_error.c_str(); }
 
 Status LlmDataDist::Initialize(const std::map<AscendString, AscendString> &options) {
+  const LlmRole role = impl_->engine.role();
+  if (role != LlmRole::kPrompt && role != LlmRole::kDecoder && role != LlmRole::kMix)
+    return Report(DetailedStatus(LLM_PARAM_INVALID, detail::Concat("role ", static_cast<int>(role), " is invalid")),
+                  "Initialize");
   auto opts = ToStringMap(options);
   auto device = opts.find(OPTION_DEVICE_ID);
   if (device == opts.end() || device->second.empty())
@@ -60,12 +66,26 @@ Status LlmDataDist::SetRole(LlmRole role, const std::map<AscendString, AscendStr
 }
 
 namespace {
-// Upstream C++ link calls: checks on the whole call, then one status per cluster.
-Status CheckLinkCall(bool initialized, size_t count, int32_t timeout_in_millis, const char *operation) {
+bool IsIpAddress(const std::string &ip) {
+  in6_addr any{};
+  return inet_pton(AF_INET, ip.c_str(), &any) == 1 || inet_pton(AF_INET6, ip.c_str(), &any) == 1;
+}
+
+// Upstream C++ link calls (llm_datadist_impl.cc): checks on the whole call in its order (timeout,
+// every ip string of every cluster, a non-empty list), then one status per cluster.
+Status CheckLinkCall(bool initialized, const std::vector<ClusterInfo> &clusters, int32_t timeout_in_millis,
+                     const char *operation) {
   if (!initialized) return Report(DetailedStatus(LLM_FAILED, "not initialized"), operation);
-  if (count == 0) return Report(DetailedStatus(LLM_PARAM_INVALID, "clusters must not be empty"), operation);
   if (timeout_in_millis <= 0)
     return Report(DetailedStatus(LLM_PARAM_INVALID, detail::Concat("timeout ", timeout_in_millis, " must be > 0")), operation);
+  for (size_t i = 0; i < clusters.size(); ++i)
+    for (const auto *infos : {&clusters[i].local_ip_infos, &clusters[i].remote_ip_infos})
+      for (const IpInfo &info : *infos)
+        if (!IsIpAddress(info.ip.str()))
+          return Report(DetailedStatus(LLM_PARAM_INVALID, detail::Concat("clusters[", i, "] has ip \"", info.ip.str(),
+                                                                         "\", which is not an IP address")),
+                        operation);
+  if (clusters.empty()) return Report(DetailedStatus(LLM_PARAM_INVALID, "clusters must not be empty"), operation);
   return LLM_SUCCESS;
 }
 
@@ -82,7 +102,7 @@ Status Collect(const std::vector<DetailedStatus> &results, std::vector<Status> &
 
 Status LlmDataDist::LinkLlmClusters(const std::vector<ClusterInfo> &clusters, std::vector<Status> &rets,
                                     int32_t timeout_in_millis) {
-  Status checked = CheckLinkCall(impl_->engine.initialized(), clusters.size(), timeout_in_millis, "LinkLlmClusters");
+  Status checked = CheckLinkCall(impl_->engine.initialized(), clusters, timeout_in_millis, "LinkLlmClusters");
   if (checked != LLM_SUCCESS) return checked;
   std::vector<LinkTarget> targets;
   std::vector<DetailedStatus> early(clusters.size());
@@ -103,7 +123,7 @@ Status LlmDataDist::LinkLlmClusters(const std::vector<ClusterInfo> &clusters, st
 
 Status LlmDataDist::UnlinkLlmClusters(const std::vector<ClusterInfo> &clusters, std::vector<Status> &rets,
                                       int32_t timeout_in_millis, bool force_flag) {
-  Status checked = CheckLinkCall(impl_->engine.initialized(), clusters.size(), timeout_in_millis, "UnlinkLlmClusters");
+  Status checked = CheckLinkCall(impl_->engine.initialized(), clusters, timeout_in_millis, "UnlinkLlmClusters");
   if (checked != LLM_SUCCESS) return checked;
   std::vector<uint64_t> ids;
   for (const ClusterInfo &c : clusters) ids.push_back(c.remote_cluster_id);

@@ -12,8 +12,8 @@ DetailedStatus CalcTensorSize(const std::vector<int64_t> &shape, int32_t data_ty
   LLMDD_CHECK(shape.size() < kMaxShapeDims, LLM_PARAM_INVALID, "shape has ", shape.size(),
               " dims, the limit is ", kMaxShapeDims - 1);
   const int64_t element = DataTypeSize(data_type);
-  LLMDD_CHECK(element > 0, LLM_PARAM_INVALID, "data_type ", data_type,
-              " has no fixed element size (DT_STRING and DT_UNDEFINED cannot be cached)");
+  LLMDD_CHECK(element > 0, LLM_PARAM_INVALID, "data_type ", data_type, " (", DataTypeName(data_type),
+              ") has no whole-byte element size: sub-byte, string and undefined types cannot be cached");
   int64_t total = element;
   for (size_t i = 0; i < shape.size(); ++i) {
     LLMDD_CHECK(shape[i] >= 0, LLM_PARAM_INVALID, "shape[", i, "] is ", shape[i],

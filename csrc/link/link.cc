@@ -335,7 +335,8 @@ DetailedStatus Link::ReadFrames() {
     if (type == FrameType::kUnlinkRequest) {
       // Gone for the manager from now on: the peer may link again as soon as it has the reply.
       unlinked_by_peer_.store(true);
-      Send(FrameType::kUnlinkReply, header.request_id, {}, {}, 0, DeadlineIn(1000));
+      // Best effort: the peer tears its end down whether or not the reply reaches it.
+      (void)Send(FrameType::kUnlinkReply, header.request_id, {}, {}, 0, DeadlineIn(1000));
       Close(State::kClosed, "the peer unlinked");
       break;
     }

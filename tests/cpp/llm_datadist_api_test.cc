@@ -36,6 +36,8 @@ LLMDD_TEST(LlmDataDistApi, InitializeNeedsDeviceId) {
   EXPECT_EQ(dist.Initialize(Options()), LLM_SUCCESS);
   EXPECT_EQ(dist.Initialize(Options()), LLM_SUCCESS);  // idempotent
   dist.Finalize();
+  LlmDataDist no_role(1, LlmRole::kEnd);  // upstream: "Invalid role" before anything else
+  EXPECT_EQ(no_role.Initialize(Options()), LLM_PARAM_INVALID);
 }
 
 LLMDD_TEST(LlmDataDistApi, BadPoolConfigIsParamInvalid) {
@@ -115,6 +117,17 @@ LLMDD_TEST(LlmDataDistApi, RegisterUnregisterAndNotYetTransfers) {
   // No limit on clusters per call (upstream's llm_link_manager.cc): each of 17 gets its code.
   EXPECT_EQ(dist.LinkLlmClusters(std::vector<ClusterInfo>(17), rets), LLM_PARAM_INVALID);
   EXPECT_EQ(rets.size(), size_t{17});
+  // An ip string that is no IP fails the whole call before any link, rets left empty
+  // (upstream's ConvertIpInfos); unlink checks them the same way.
+  ClusterInfo bad_ip;
+  bad_ip.remote_cluster_id = 9;
+  bad_ip.remote_ip_infos.push_back(IpInfo{AscendString("127.0.0.1"), 26000});
+  bad_ip.local_ip_infos.push_back(IpInfo{AscendString("not-an-ip"), 0});
+  rets.clear();
+  EXPECT_EQ(dist.LinkLlmClusters({bad_ip}, rets), LLM_PARAM_INVALID);
+  EXPECT_EQ(rets.size(), size_t{0});
+  EXPECT_EQ(dist.UnlinkLlmClusters({bad_ip}, rets, 1000), LLM_PARAM_INVALID);
+  EXPECT_EQ(rets.size(), size_t{0});
   Cache c;
   EXPECT_EQ(dist.PullKvBlocks(CacheIndex{}, c, {0}, {0}), LLM_KV_CACHE_NOT_EXIST);
   EXPECT_EQ(dist.SetRole(LlmRole::kPrompt), LLM_SUCCESS);
