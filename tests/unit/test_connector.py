@@ -1,10 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The connector's typed metadata, versioned handshake and scheduler half (no processes, no
-torch); role errors; the worker half's lease and load-error bookkeeping on a real LLMDataDist."""
+"""The connector core's typed metadata, versioned handshake and scheduler half (no processes,
+no torch); the worker half's lease expiry and load-error bookkeeping on a real LLMDataDist;
+vLLM stays optional. The consumed notice between processes is tested with real processes in
+tests/integration/test_disaggregated.py and tests/vllm/."""
 from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -12,9 +16,9 @@ import pytest
 import llm_datadist as ld
 from llm_datadist import LLMException, LLMStatusCode
 from llm_datadist.integrations import (CONNECTOR_VERSION, AgentMetadata, ConnectorConfig, ConnectorMetadata,
-                                       HealthRegistry, KVCacheLayout, KVConnectorRole, LLMDataDistConnector,
-                                       PeerState, RemoteMeta, Request, WorkerMetadata, compute_compatibility_hash,
-                                       decode_handshake, encode_handshake)
+                                       ConnectorScheduler, ConnectorWorker, HealthRegistry, KVCacheLayout, PeerState,
+                                       RemoteMeta, SendLease, compute_compatibility_hash, decode_handshake,
+                                       encode_handshake, ticket_id_of)
 
 LAYOUT = KVCacheLayout(num_layers=4, num_kv_heads=4, head_dim=32, block_size=16, dtype="DT_FLOAT")
 
@@ -70,77 +74,99 @@ def test_model_name_checked():
         decode_handshake(encode_handshake(agent()).to_dict(), compute_compatibility_hash(LAYOUT), "other")
 
 
+class Request:
+    """The fields of an engine request the scheduler half reads."""
+
+    def __init__(self, request_id, prompt_token_ids, kv_transfer_params):
+        self.request_id, self.prompt_token_ids, self.kv_transfer_params = request_id, prompt_token_ids, kv_transfer_params
+
+
 def test_scheduler_half_prefill_and_decode():
-    cfg = ConnectorConfig(LAYOUT, cluster_id=101, port=26000, free_timeout_s=5.0)
-    prefill = LLMDataDistConnector(KVConnectorRole.SCHEDULER, cfg)
+    cfg = ConnectorConfig(LAYOUT, cluster_id=101, port=26000, engine_id="p0", free_timeout_s=5.0)
+    prefill = ConnectorScheduler(cfg)
+    prefill.set_handshake({"version": CONNECTOR_VERSION, "compatibility_hash": "h", "agent_metadata": "{}"})
     req = Request("r1", list(range(40)), {"do_remote_decode": True})
-    t0 = time.monotonic()
+    t0 = time.time()
     delay, params = prefill.request_finished(req, [7, 8, 9])
     assert delay is True and params["do_remote_prefill"] and params["remote_block_ids"] == [7, 8, 9]
+    assert params["remote_engine_id"] == "p0" and params["remote_ticket_id"] == ticket_id_of("p0", "r1")
+    assert t0 + 4.9 <= params["remote_blocks_expiry_time"] <= time.time() + 5.0
+    assert params["remote_handshake"]["compatibility_hash"] == "h"
+    json.dumps(params)                                                  # travels with the request as JSON
     meta = prefill.build_connector_meta()
-    assert set(meta.reqs_to_send) == {"r1"} and t0 + 4.9 <= meta.reqs_to_send["r1"] <= time.monotonic() + 5.0
+    assert meta.reqs_to_send == {"r1": SendLease(params["remote_ticket_id"], params["remote_blocks_expiry_time"])}
     assert prefill.build_connector_meta() == ConnectorMetadata()        # drained
     assert prefill.request_finished(Request("r2", [1], None), [1]) == (False, None)
+    assert ticket_id_of("p0", "r1") != ticket_id_of("p1", "r1") and ticket_id_of("p0", "r1") < 2**63
 
-    decode = LLMDataDistConnector(KVConnectorRole.SCHEDULER, ConnectorConfig(LAYOUT, cluster_id=201))
-    dreq = Request("r1", list(range(40)), params)
-    assert decode.get_num_new_matched_tokens(dreq, 0) == (40, False)
+    decode = ConnectorScheduler(ConnectorConfig(LAYOUT, cluster_id=201))
+    dreq = Request("r1", list(range(40)), dict(params))
+    assert decode.get_num_new_matched_tokens(dreq, 0) == (40, True)     # asynchronous
+    assert decode.get_num_new_matched_tokens(dreq, 40) == (0, False)
     assert decode.get_num_new_matched_tokens(Request("x", [1, 2], None), 0) == (0, False)
-    decode.update_state_after_alloc(dreq, [3, 4, 5, 6], 40)            # 40 tokens: 3 blocks loaded
-    meta = decode.build_connector_meta()
-    rm = meta.reqs_to_recv["r1"]
-    assert rm.local_block_ids == [3, 4, 5] and rm.remote == RemoteMeta(101, "127.0.0.1", 26000, [7, 8, 9])
+    decode.update_state_after_alloc(dreq, [3, 4, 5], 40)
+    rm = decode.build_connector_meta().reqs_to_recv["r1"]
+    assert rm.local_block_ids == [3, 4, 5] and rm.remote == RemoteMeta.from_params(params)
     assert dreq.kv_transfer_params["do_remote_prefill"] is False       # loaded once
-    with pytest.raises(LLMException) as e:
-        decode.update_state_after_alloc(Request("r3", list(range(40)), dict(params, do_remote_prefill=True)), [1], 40)
-    assert e.value.status_code == LLMStatusCode.LLM_PARAM_INVALID
+    # a local prefix hit covered the first block: the tails line up
+    hit = Request("r4", list(range(40)), dict(params))
+    decode.update_state_after_alloc(hit, [11, 12], 24)
+    rm = decode.build_connector_meta().reqs_to_recv["r4"]
+    assert rm.local_block_ids == [11, 12] and rm.remote.block_ids == [8, 9]
 
 
-def test_wrong_role_is_a_real_error():
-    sched = LLMDataDistConnector(KVConnectorRole.SCHEDULER, ConnectorConfig(LAYOUT, cluster_id=1))
-    with pytest.raises(LLMException) as e:
-        sched.start_load_kv()
-    assert e.value.status_code == LLMStatusCode.LLM_PARAM_INVALID and "worker-side" in str(e.value)
-    with pytest.raises(ValueError):
-        LLMDataDistConnector(KVConnectorRole.WORKER, ConnectorConfig(LAYOUT, cluster_id=1))
-    with pytest.raises(TypeError):
-        LLMDataDistConnector("worker", ConnectorConfig(LAYOUT, cluster_id=1))
-
-
-def test_worker_metadata_aggregate():
-    a = WorkerMetadata({"a"}, {"b"}, {1})
-    b = WorkerMetadata({"c"}, set(), {2, 1})
-    assert a.aggregate(b) == WorkerMetadata({"a", "c"}, {"b"}, {1, 2})
-
-
-def test_worker_half_leases_and_load_errors(datadist):
-    """A prefill-side lease is freed by a confirmation or by its deadline; a pull from a peer
-    we are not linked to is reported as block ids (not raised), logged, and fed to health."""
+def test_worker_half_expiry_and_load_errors(datadist):
+    """A prefill-side lease whose ticket nobody pulled is freed at its expiry (its key
+    removed); a load from a prefill we cannot link to is reported as block ids (not raised)
+    in the same get_finished round as the request, logged, and fed to health."""
     cm = datadist.cache_manager
     cache = cm.allocate_blocks_cache(ld.CacheDesc(LAYOUT.num_tensors, LAYOUT.tensor_shape(8), ld.DataType.DT_FLOAT,
                                                   ld.Placement.HOST))
     health = HealthRegistry()
     cfg = ConnectorConfig(LAYOUT, cluster_id=1, retry_attempts=2)
-    w = LLMDataDistConnector(KVConnectorRole.WORKER, cfg, datadist, health)
+    w = ConnectorWorker(cfg, datadist, health)
     w.register_kv_caches(cache)
-    now = time.monotonic()
-    w.bind_connector_metadata(ConnectorMetadata(reqs_to_send={"a": now + 60, "b": now - 1}))
-    assert w.get_finished(set()) == ({"b"}, None)                       # b expired
-    assert w.worker.expired == {"b"} and w.worker.held_requests() == ["a"]
-    w.bind_connector_metadata(ConnectorMetadata(reqs_consumed={"a"}))
-    assert w.get_finished(set()) == ({"a"}, None)                       # a confirmed
+    keys_before = datadist._engine.key_count()
+    w.bind_connector_metadata(ConnectorMetadata(reqs_to_send={"a": SendLease(11, time.time() + 60),
+                                                               "b": SendLease(12, time.time() - 1)}))
+    assert datadist._engine.key_count() == keys_before + 2            # two tickets armed
+    assert w.get_finished() == ({"b"}, set())                           # b expired
+    assert w.expired == {"b"} and w.held_requests() == ["a"]
+    assert datadist._engine.key_count() == keys_before + 1            # its ticket went with it
 
-    sched = LLMDataDistConnector(KVConnectorRole.SCHEDULER, cfg)
+    sched = ConnectorScheduler(cfg)
     req = Request("r9", list(range(20)), RemoteMeta(55, "127.0.0.1", 1, [0, 1]).to_params())
     n, _ = sched.get_num_new_matched_tokens(req, 0)
-    sched.update_state_after_alloc(req, [4, 5, 6], n)
+    sched.update_state_after_alloc(req, [4, 5], n)
     w.bind_connector_metadata(sched.build_connector_meta())
-    w.start_load_kv()                                                  # must not raise
+    w.start_load_kv()                                                  # returns; the load runs on its thread
+    deadline = time.monotonic() + 10
+    recving = set()
+    while "r9" not in recving and time.monotonic() < deadline:
+        recving |= w.get_finished()[1]
+        time.sleep(0.01)
+    assert recving == {"r9"}
     assert w.get_block_ids_with_load_errors() == {4, 5}
     assert w.get_block_ids_with_load_errors() == set()                 # reported once
-    assert w.get_finished(set()) == (None, {"r9"})
-    rec = w.worker.transfers["r9"]
-    assert rec.ok is False and rec.error["code"] == "LLM_NOT_YET_LINK" and rec.error["request_id"] == "r9"
-    assert rec.attempts == 1                                           # not retryable: not retried
-    assert health.peer(55).state is PeerState.RELINKING                 # action "relink"
+    rec = w.pop_transfer("r9")
+    assert rec.ok is False and rec.error["code"] == "LLM_LINK_FAILED" and rec.error["request_id"] == "r9"
+    assert "no handshake" in rec.error["message"]
+    assert health.peer(55).state is not PeerState.ACTIVE
+    w.shutdown()
     cm.deallocate_blocks_cache(cache)
+
+
+def test_vllm_stays_optional():
+    """import llm_datadist (and its integrations) never imports vLLM; without vLLM the vLLM
+    connector's module says what is missing and which version is pinned."""
+    code = ("import sys, llm_datadist, llm_datadist.integrations; "
+            "assert 'vllm' not in sys.modules, sorted(m for m in sys.modules if 'vllm' in m)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError) as e:
+            import llm_datadist.integrations.vllm  # noqa: F401
+        assert "vLLM 0.34.0" in str(e.value) and "pip install --no-deps vllm==0.34.0" in str(e.value)
+    else:
+        pytest.skip("vLLM is installed here; the missing-vLLM message is checked in venvs without it")

@@ -424,11 +424,6 @@ class Cluster:
             self._release(d)
         if not rep.get("ok"):
             raise RuntimeError(f"{d.name} failed request {rid}: {rep.get('error')}")
-        if pw is not None:
-            try:
-                pw.send("free", request_ids=[rid])        # the decode confirmed: the prefill frees
-            except WorkerGone:
-                pass
         tr = rep.get("transfer")
         if tr is not None:
             h = self.health.peer(tr["peer"])

@@ -8,13 +8,16 @@ else printed goes to stderr, where log lines land as JSON when LLMDD_LOG_FORMAT=
 request carries an "id" that its answer repeats.
 
 prefill ops: prefill {request_id, prompt} -> {first_token, kv_transfer_params, kv_digest, prefill_ms}
-             free {request_ids} (the decode confirmed; no answer), ping, stats, quit
+             ping, stats, quit (a request's blocks are freed when the decode pulled its ticket, or
+             at the expiry: the connector's consumed notice, over the link)
 decode ops:  add_peer {payload} (handshake: hash checked, then link), relink {cluster_id},
              decode {request_id, prompt, max_new_tokens, first_token, kv_transfer_params, inject_fault}
              -> {tokens, transfer_ms, recompute_ms, first_decode_ms, decode_ms, t_first_token,
                  kv_digest, load_error_blocks, transfer}, ping, stats, quit
 
-Both roles use the connector (llm_datadist.integrations) for everything that crosses processes.
+Both roles use the connector's core (llm_datadist.integrations: ConnectorScheduler and
+ConnectorWorker, the halves vLLM's LLMDataDistConnector drives) for everything that crosses
+processes.
 """
 from __future__ import annotations
 
@@ -27,6 +30,15 @@ from dataclasses import asdict
 from typing import Any, Dict, List
 
 __all__ = ["main"]
+
+
+class _Request:
+    """The fields of an engine request the connector's scheduler half reads."""
+
+    def __init__(self, request_id: str, prompt_token_ids: List[int], kv_transfer_params: Any) -> None:
+        self.request_id = request_id
+        self.prompt_token_ids = prompt_token_ids
+        self.kv_transfer_params = kv_transfer_params
 
 
 def _options(ld: Any, conf: Dict[str, Any], backend: str) -> Dict[str, str]:
@@ -62,8 +74,7 @@ def main(argv: List[str]) -> int:
     torch.set_num_threads(int(conf.get("threads", 1)))
     import llm_datadist as ld
     from llm_datadist import fault_injection as fi
-    from llm_datadist.integrations import (ConnectorConfig, KVCacheLayout, KVConnectorRole, LLMDataDistConnector,
-                                           Request)
+    from llm_datadist.integrations import ConnectorConfig, ConnectorScheduler, ConnectorWorker, KVCacheLayout
 
     from .model import BlockAllocator, ModelConfig, TinyDecoder, kv_digest
 
@@ -78,10 +89,10 @@ def main(argv: List[str]) -> int:
         dd.init(_options(ld, conf, "cuda" if (cuda_torch or conf.get("stage_device")) else "cpu"))
         layout = KVCacheLayout(mcfg.num_layers, mcfg.num_kv_heads, mcfg.head_dim, mcfg.block_size, "DT_FLOAT")
         ccfg = ConnectorConfig(layout, conf["cluster_id"], conf["host"], conf.get("port", 0) if prefill else 0,
-                               model_name=f"tiny-decoder-seed{mcfg.seed}", free_timeout_s=conf["free_timeout_s"],
-                               link_timeout_ms=conf["link_timeout_ms"])
-        sched = LLMDataDistConnector(KVConnectorRole.SCHEDULER, ccfg)
-        conn = LLMDataDistConnector(KVConnectorRole.WORKER, ccfg, dd)
+                               engine_id=f"{role}-{conf['cluster_id']}", model_name=f"tiny-decoder-seed{mcfg.seed}",
+                               free_timeout_s=conf["free_timeout_s"], link_timeout_ms=conf["link_timeout_ms"])
+        sched = ConnectorScheduler(ccfg)
+        conn = ConnectorWorker(ccfg, dd)
         nb = conf["num_blocks"]
         placement = ld.Placement.DEVICE if cuda_torch else ld.Placement.HOST
         desc = ld.CacheDesc(layout.num_tensors, layout.tensor_shape(nb), ld.DataType.DT_FLOAT, placement)
@@ -106,13 +117,13 @@ def main(argv: List[str]) -> int:
     held: Dict[str, List[int]] = {}
 
     def reap() -> None:
-        sending, _ = conn.get_finished(set())
-        for rid in sending or ():
+        sending, _ = conn.get_finished()
+        for rid in sending:
             alloc.free(held.pop(rid, []))
 
     def do_prefill(msg: Dict[str, Any]) -> Dict[str, Any]:
         rid, prompt = msg["request_id"], msg["prompt"]
-        req = Request(rid, prompt, {"do_remote_decode": True})
+        req = _Request(rid, prompt, {"do_remote_decode": True})
         blocks = alloc.alloc(layout.blocks_for(len(prompt)))
         t0 = time.perf_counter()
         first = model.prefill(prompt, kv, blocks)
@@ -125,26 +136,40 @@ def main(argv: List[str]) -> int:
         return {"first_token": first, "kv_transfer_params": params, "prefill_ms": prefill_ms,
                 "kv_digest": kv_digest(kv, blocks), "held": len(held)}
 
+    def wait_loaded(rid: str, n_ext: int) -> None:
+        """The load runs on the connector's thread; an engine would step meanwhile, this
+        one-request-at-a-time worker waits for get_finished to report it (bounded)."""
+        if not n_ext:
+            return
+        deadline = time.monotonic() + conf.get("load_deadline_s", 60.0)
+        while time.monotonic() < deadline:
+            _, recving = conn.get_finished()
+            if rid in recving:
+                return
+            time.sleep(0.0005)
+        raise TimeoutError(f"the load of {rid} did not end within {conf.get('load_deadline_s', 60.0)} s")
+
     def do_decode(msg: Dict[str, Any]) -> Dict[str, Any]:
         rid, prompt, max_new = msg["request_id"], msg["prompt"], int(msg["max_new_tokens"])
-        req = Request(rid, prompt, msg.get("kv_transfer_params"))
+        req = _Request(rid, prompt, msg.get("kv_transfer_params"))
         n_ext, _ = sched.get_num_new_matched_tokens(req, 0)
         blocks = alloc.alloc(layout.blocks_for(len(prompt) + max_new))
         try:
-            sched.update_state_after_alloc(req, blocks, n_ext)
+            sched.update_state_after_alloc(req, blocks[:layout.blocks_for(len(prompt))], n_ext)  # the prompt's
             conn.bind_connector_metadata(sched.build_connector_meta())
             t0 = time.perf_counter()
             if msg.get("inject_fault"):
                 with fi.armed(**msg["inject_fault"]):        # a fault drill: needs the shim preloaded
                     conn.start_load_kv()
+                    wait_loaded(rid, n_ext)
             else:
                 conn.start_load_kv()
+                wait_loaded(rid, n_ext)
             sync()
             transfer_ms = (time.perf_counter() - t0) * 1e3 if n_ext else 0.0
             conn.clear_connector_metadata()
             bad = conn.get_block_ids_with_load_errors()
-            conn.get_finished(set())
-            rec = conn.worker.transfers.pop(rid, None)
+            rec = conn.pop_transfer(rid)
             prompt_blocks = blocks[:layout.blocks_for(len(prompt))]
             digest = kv_digest(kv, prompt_blocks) if n_ext and not bad else None
             first = msg.get("first_token")
@@ -179,7 +204,7 @@ def main(argv: List[str]) -> int:
 
     reply(0, ok=True, ready=True, pid=os.getpid(), role=role, cluster_id=conf["cluster_id"],
           handshake=conn.get_handshake_metadata().to_dict() if prefill else None,
-          compatibility_hash=conn.worker.compatibility_hash)
+          compatibility_hash=conn.compatibility_hash)
     fd = sys.stdin.fileno()
     buf = b""
     try:
@@ -203,13 +228,9 @@ def main(argv: List[str]) -> int:
                     if op == "ping":
                         reply(mid, ok=True, pid=os.getpid())
                     elif op == "stats":
-                        reply(mid, ok=True, held=sorted(held), free_blocks=alloc.free_count,
-                              expired=sorted(conn.worker.expired) if conn.worker else [])
-                    elif op == "free":                   # fire and forget
-                        sched.notify_consumed(msg["request_ids"])
-                        conn.bind_connector_metadata(sched.build_connector_meta())
-                        conn.clear_connector_metadata()
                         reap()
+                        reply(mid, ok=True, held=sorted(held), free_blocks=alloc.free_count,
+                              expired=sorted(conn.expired))
                     elif op == "prefill" and prefill:
                         reply(mid, ok=True, **do_prefill(msg))
                     elif op == "decode" and not prefill:

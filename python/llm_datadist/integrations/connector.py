@@ -1,83 +1,81 @@
 # SPDX-License-Identifier: Apache-2.0
-"""A KV connector over llm_datadist in the shape of vLLM's v1 KV connector (pull mode: the
-decode reads the prefill's blocks; the prefill keeps them until the decode confirms or a
-timeout passes).
+"""The engine-neutral core of the KV connector (pull mode: the decode reads the prefill's
+blocks; the prefill keeps them until the decode says it has them, or until they expire).
 
-Scheduler side (``role=KVConnectorRole.SCHEDULER``):
-- ``get_num_new_matched_tokens(request, num_computed_tokens)`` -> (tokens to load from a
-  remote prefill, load_async=False)
-- ``update_state_after_alloc(request, block_ids, num_external_tokens)``: remember where the
-  loaded blocks go
-- ``build_connector_meta(scheduler_output=None)`` -> ConnectorMetadata for the worker (step)
-- ``request_finished(request, block_ids)`` -> (delay_free, kv_transfer_params): on a prefill,
-  keep the blocks and hand the decode what it needs to pull them
-- ``notify_consumed(request_ids)``: the decode confirmed; free at the next step
+``llm_datadist.integrations.vllm.LLMDataDistConnector`` is vLLM's face of this core; the serve
+demo drives the core directly. Neither torch nor vLLM is imported here.
 
-Worker side (``role=KVConnectorRole.WORKER``):
-- ``register_kv_caches(cache_or_tensors)``: a llm_datadist blocks cache, or {layer: (K, V)}
-  torch tensors registered with ``register_blocks_cache`` (order K0, V0, K1, V1, ...)
-- ``get_handshake_metadata()`` (prefill) / ``add_remote_agent(payload)`` (decode): versioned
-  handshake, compatibility hash checked before decoding, then ``link_clusters``
-- ``bind_connector_metadata`` / ``clear_connector_metadata``
-- ``start_load_kv()``: pull every request's blocks (``pull_blocks``; the retry helper on
-  retryable codes only); a failed load is logged as a JSON line with the request id and
-  reported as block ids, never raised
-- ``wait_for_layer_load(layer)``, ``save_kv_layer(...)``, ``wait_for_save()``: no-ops (loads
-  finish inside start_load_kv; in pull mode the prefill saves nothing)
-- ``get_finished(finished_req_ids)`` -> (done_sending, done_recving)
-- ``get_block_ids_with_load_errors()`` -> set of local block ids whose load failed since the
-  last call: the engine recomputes them. They are reported in the same step as the request
-  appears in done_recving.
-- ``relink(cluster_id)``, ``shutdown()``
+Scheduler half (``ConnectorScheduler``), one per engine:
+- ``get_num_new_matched_tokens(request, num_computed_tokens)`` -> (tokens to load from the
+  remote prefill, True): the load is asynchronous
+- ``update_state_after_alloc(request, local_block_ids, num_external_tokens)``: where they land
+- ``request_finished(request, block_ids)`` -> (delay_free, kv_transfer_params) on a prefill
+- ``build_connector_meta()`` -> ``ConnectorMetadata`` for the workers, once per step
 
-vLLM is not imported here; the method names and return shapes follow ``KVConnectorBase_V1``.
+Worker half (``ConnectorWorker``), one per worker:
+- ``register_kv_caches(cache_or_tensors, layout)``: a llm_datadist blocks cache, or equally
+  shaped tensors registered in place (``register_blocks_cache``)
+- ``get_handshake_metadata()`` / ``add_remote_agent(payload)``: versioned handshake, layout
+  hash checked before decoding, then ``link_clusters``
+- ``bind_connector_metadata(meta)``: a prefill arms a *ticket* per finished request (below)
+- ``start_load_kv()``: queues the pulls on a background thread and returns
+- ``get_finished()`` -> (done_sending, done_recving) from real completions
+- ``get_block_ids_with_load_errors()``: blocks of failed loads, for the engine to recompute
+
+The "consumed" notice rides on an existing rule of the library, not on a new message: a
+complete pull of a request-keyed slot of an allocated cache consumes the key on the owner, and
+an allocated cache whose id reference was dropped is released when its last key goes. So the
+prefill allocates a tiny one-slot *ticket* cache per request under ``CacheKey(prefill cluster,
+ticket_id)`` and drops its own reference at once; the decode pulls that slot after its block
+pull succeeded; the prefill sees the ticket cache gone and frees the blocks. A ticket not
+pulled by its expiry is removed (``remove_cache_key``) and the blocks freed anyway.
 """
 from __future__ import annotations
 
-import enum
+import hashlib
 import json
 import logging
+import queue
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from .health import HealthRegistry
 from .metadata import (AgentMetadata, ConnectorMetadata, HandshakePayload, KVCacheLayout, RemoteMeta, ReqId,
-                       ReqMeta, WorkerMetadata, compute_compatibility_hash, decode_handshake, encode_handshake)
+                       ReqMeta, SendLease, compute_compatibility_hash, decode_handshake, encode_handshake)
 
-__all__ = ["KVConnectorRole", "ConnectorConfig", "Request", "TransferRecord", "LLMDataDistConnector",
-           "LLMDataDistConnectorScheduler", "LLMDataDistConnectorWorker"]
+__all__ = ["ConnectorConfig", "TransferRecord", "ConnectorScheduler", "ConnectorWorker", "ticket_id_of"]
 
 _log = logging.getLogger("llm_datadist.integrations")
 
+# The ticket's one slot: small, but a real transfer over the link.
+_TICKET_BYTES = 64
+_U64 = 2**64 - 1
 
-class KVConnectorRole(enum.Enum):
-    SCHEDULER = 0
-    WORKER = 1
+
+def ticket_id_of(engine_id: str, request_id: ReqId) -> int:
+    """A request's ticket key (CacheKey.req_id): 63 bits of sha256(engine id, request id), so
+    two engines' or two requests' tickets do not collide and 2**64-1 (padding) never occurs."""
+    digest = hashlib.sha256(f"{engine_id}\0{request_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 @dataclass
 class ConnectorConfig:
-    layout: KVCacheLayout
+    layout: Optional[KVCacheLayout]  # None: taken from the tensors at register_kv_caches
     cluster_id: int
     host: str = "127.0.0.1"
     port: int = 0                    # the prefill's listen port (0: this side does not listen)
+    engine_id: str = ""
     model_id: int = 0
     model_name: str = ""
-    free_timeout_s: float = 30.0     # a prefill frees unconfirmed blocks after this
+    free_timeout_s: float = 30.0     # a prefill frees blocks whose ticket was not pulled by then
     link_timeout_ms: int = 3000
     retry_attempts: int = 4
     retry_deadline_s: float = 10.0
     retry_base_delay_s: float = 0.02
-
-
-@dataclass
-class Request:
-    """The fields of an engine request the connector reads (vLLM's Request has them too)."""
-    request_id: ReqId
-    prompt_token_ids: List[int]
-    kv_transfer_params: Optional[Dict[str, Any]] = None
+    notice_deadline_s: float = 5.0   # a decode tries this long to pull a ticket not armed yet
 
 
 @dataclass
@@ -89,102 +87,125 @@ class TransferRecord:
     attempts: int
     blocks: int
     error: Optional[Dict[str, Any]] = None
+    notice_sent: bool = False
 
 
-def _role_error(method: str, role: KVConnectorRole) -> Exception:
-    from ..status import LLMException, LLMStatusCode
-    return LLMException(f"{method} is a {'worker' if role is KVConnectorRole.SCHEDULER else 'scheduler'}-side "
-                        f"method; this connector was built with role={role.name}",
-                        status_code=LLMStatusCode.LLM_PARAM_INVALID, context={"operation": method})
+def _params(request: Any) -> Dict[str, Any]:
+    return getattr(request, "kv_transfer_params", None) or {}
 
 
-# ---- scheduler side ------------------------------------------------------------------------------
+# ---- scheduler half ------------------------------------------------------------------------------
 
-class LLMDataDistConnectorScheduler:
+class ConnectorScheduler:
     def __init__(self, config: ConnectorConfig) -> None:
         self.config = config
+        self.handshake: Optional[Dict[str, Any]] = None   # this prefill's payload, sent with every request
         self._lock = threading.Lock()
         self._pending_recv: Dict[ReqId, ReqMeta] = {}
-        self._pending_send: Dict[ReqId, float] = {}
-        self._consumed: Set[ReqId] = set()
+        self._pending_send: Dict[ReqId, SendLease] = {}
+
+    def set_handshake(self, payload: Dict[str, Any]) -> None:
+        self.handshake = dict(payload)
 
     def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int) -> Tuple[int, bool]:
-        params = getattr(request, "kv_transfer_params", None) or {}
-        if not params.get("do_remote_prefill"):
+        if not _params(request).get("do_remote_prefill"):
             return 0, False
-        return max(0, len(request.prompt_token_ids) - num_computed_tokens), False
+        n = len(request.prompt_token_ids) - num_computed_tokens
+        return (n, True) if n > 0 else (0, False)
 
-    def update_state_after_alloc(self, request: Any, block_ids: Sequence[int], num_external_tokens: int) -> None:
-        params = getattr(request, "kv_transfer_params", None) or {}
-        if num_external_tokens <= 0 or not params.get("do_remote_prefill"):
+    def update_state_after_alloc(self, request: Any, local_block_ids: Sequence[int], num_external_tokens: int) -> None:
+        params = _params(request)
+        if not params.get("do_remote_prefill"):
+            return
+        params["do_remote_prefill"] = False        # loaded once, as vLLM's connectors do
+        if num_external_tokens <= 0:
             return
         remote = RemoteMeta.from_params(params)
-        n = self.config.layout.blocks_for(len(request.prompt_token_ids))
-        if len(remote.block_ids) < n or len(block_ids) < n:
-            from ..status import LLMException, LLMStatusCode
-            raise LLMException(f"request {request.request_id}: {len(request.prompt_token_ids)} prompt tokens need "
-                               f"{n} blocks; remote has {len(remote.block_ids)}, local {len(block_ids)}",
-                               status_code=LLMStatusCode.LLM_PARAM_INVALID,
-                               context={"operation": "update_state_after_alloc", "request_id": request.request_id})
-        remote = RemoteMeta(remote.cluster_id, remote.host, remote.port, remote.block_ids[:n], remote.model_id)
+        # The blocks to load are the tail of both lists (a local prefix hit covers the head).
+        n = min(len(local_block_ids), len(remote.block_ids))
+        local = list(local_block_ids)[len(local_block_ids) - n:]
         with self._lock:
-            self._pending_recv[request.request_id] = ReqMeta(request.request_id, list(block_ids[:n]), remote,
-                                                             len(request.prompt_token_ids))
-        params["do_remote_prefill"] = False        # loaded once, as vLLM does
-
-    def build_connector_meta(self, scheduler_output: Any = None) -> ConnectorMetadata:
-        with self._lock:
-            meta = ConnectorMetadata(self._pending_recv, self._pending_send, self._consumed)
-            self._pending_recv, self._pending_send, self._consumed = {}, {}, set()
-        return meta
+            self._pending_recv[request.request_id] = ReqMeta(request.request_id, local, remote.with_blocks(
+                remote.block_ids[len(remote.block_ids) - n:]), num_external_tokens)
 
     def request_finished(self, request: Any, block_ids: Sequence[int]) -> Tuple[bool, Optional[Dict[str, Any]]]:
-        params = getattr(request, "kv_transfer_params", None) or {}
-        if not params.get("do_remote_decode"):
+        """On a prefill, for a request that asked for a remote decode: keep its blocks and
+        return what the decode needs to pull them (the engine hands it to the client)."""
+        if not _params(request).get("do_remote_decode") or not block_ids:
             return False, None
-        with self._lock:
-            self._pending_send[request.request_id] = time.monotonic() + self.config.free_timeout_s
         c = self.config
-        return True, RemoteMeta(c.cluster_id, c.host, c.port, list(block_ids), c.model_id).to_params()
-
-    def notify_consumed(self, request_ids: Iterable[ReqId]) -> None:
+        lease = SendLease(ticket_id_of(c.engine_id, request.request_id), time.time() + c.free_timeout_s)
         with self._lock:
-            self._consumed.update(request_ids)
+            self._pending_send[request.request_id] = lease
+        remote = RemoteMeta(c.cluster_id, c.host, c.port, list(block_ids), c.model_id, c.engine_id,
+                            lease.ticket_id, lease.expires_at, self.handshake)
+        return True, remote.to_params()
+
+    def build_connector_meta(self) -> ConnectorMetadata:
+        with self._lock:
+            meta = ConnectorMetadata(self._pending_recv, self._pending_send)
+            self._pending_recv, self._pending_send = {}, {}
+        return meta
 
 
-# ---- worker side ---------------------------------------------------------------------------------
+# ---- worker half ---------------------------------------------------------------------------------
 
-class LLMDataDistConnectorWorker:
+@dataclass
+class _Lease:
+    ticket_cache_id: int
+    ticket_key: Any
+    expires_at: float
+
+
+class ConnectorWorker:
     def __init__(self, config: ConnectorConfig, datadist: Any, health: Optional[HealthRegistry] = None) -> None:
         self.config = config
         self.datadist = datadist
         self.health = health
-        self.compatibility_hash = compute_compatibility_hash(config.layout)
+        self.layout: Optional[KVCacheLayout] = config.layout
+        self.compatibility_hash = compute_compatibility_hash(config.layout) if config.layout else ""
         self.cache: Any = None
         self.staging: Any = None
         self.agents: Dict[int, AgentMetadata] = {}
         self.transfers: Dict[ReqId, TransferRecord] = {}
+        self.expired: Set[ReqId] = set()          # leases freed by the expiry, not by a notice
         self._meta: Optional[ConnectorMetadata] = None
-        self._leases: Dict[ReqId, float] = {}
-        self._done_sending: Set[ReqId] = set()
+        self._leases: Dict[ReqId, _Lease] = {}
+        self._lock = threading.Lock()             # guards what the load thread writes
         self._done_recving: Set[ReqId] = set()
         self._load_errors: Set[int] = set()
-        self.expired: Set[ReqId] = set()         # leases freed by the timeout, not by a confirmation
         self._registered: List[int] = []
+        self._ticket_sink: Any = None
+        self._jobs: "queue.Queue[Optional[ReqMeta]]" = queue.Queue()
+        self._loader: Optional[threading.Thread] = None
+        self._closed = False
 
     # -- caches -----------------------------------------------------------------------------
-    def register_kv_caches(self, kv_caches: Any, staging: Any = None) -> Any:
-        """A llm_datadist blocks cache (used as is), or {layer_name: (K, V)} torch tensors of
-        shape [num_blocks, block_size, kv_heads, head_dim] registered as one blocks cache.
-        ``staging``: an optional second blocks cache (e.g. device memory) that loads land in
-        first and are then copied from (swap_blocks)."""
+    def register_kv_caches(self, kv_caches: Any, layout: Optional[KVCacheLayout] = None, staging: Any = None) -> Any:
+        """A llm_datadist blocks cache (used as is), or a list of tensors of one shape
+        ``[num_blocks, ...]`` and dtype, registered in place as one blocks cache (under this
+        cluster's BlocksCacheKey when it listens). ``staging``: an optional second blocks cache
+        that loads land in first and are then copied from (swap_blocks)."""
         import llm_datadist as ld
-        if isinstance(kv_caches, dict):
-            tensors = [t for kv in kv_caches.values() for t in kv]
-            layout = self.config.layout
-            if len(tensors) != layout.num_tensors:
-                raise ValueError(f"{len(tensors)} tensors for a layout of {layout.num_tensors}")
-            desc = ld.CacheDesc(layout.num_tensors, list(tensors[0].shape), getattr(ld.DataType, layout.dtype))
+        if layout is not None:
+            self.layout = layout
+            self.compatibility_hash = compute_compatibility_hash(layout)
+        if self.layout is None:
+            raise ValueError("register_kv_caches needs a KVCacheLayout (none in the config, none given)")
+        if isinstance(kv_caches, (list, tuple)):
+            tensors = list(kv_caches)
+            if len(tensors) != self.layout.num_tensors:
+                raise ValueError(f"{len(tensors)} tensors for a layout of {self.layout.num_tensors}")
+            shape, dtype = list(tensors[0].shape), tensors[0].dtype
+            for i, t in enumerate(tensors):
+                if list(t.shape) != shape or t.dtype != dtype:
+                    raise ValueError(f"tensor {i} is {list(t.shape)} {t.dtype}, tensor 0 {shape} {dtype}: "
+                                     f"one blocks cache needs one shape and dtype")
+                if not t.is_contiguous():
+                    raise ValueError(f"tensor {i} ({list(t.shape)}, strides {t.stride()}) is not contiguous; "
+                                     f"its blocks cannot be addressed as [num_blocks, block bytes]")
+            placement = ld.Placement.DEVICE if tensors[0].device.type == "cuda" else ld.Placement.HOST
+            desc = ld.CacheDesc(len(tensors), shape, getattr(ld.DataType, self.layout.dtype), placement)
             key = ld.BlocksCacheKey(self.config.cluster_id, self.config.model_id) if self.config.port else None
             self.cache = self.datadist.cache_manager.register_blocks_cache(desc, [t.data_ptr() for t in tensors], key)
             self._registered.append(self.cache.cache_id)
@@ -196,9 +217,11 @@ class LLMDataDistConnectorWorker:
     # -- handshake --------------------------------------------------------------------------
     def get_handshake_metadata(self) -> HandshakePayload:
         c = self.config
+        if self.layout is None:
+            raise ValueError("get_handshake_metadata before register_kv_caches: no layout yet")
         num_blocks = self.cache.cache_desc.shape[0] if self.cache is not None else 0
-        return encode_handshake(AgentMetadata(c.cluster_id, c.host, c.port, c.model_id, num_blocks, c.layout,
-                                              c.model_name))
+        return encode_handshake(AgentMetadata(c.cluster_id, c.host, c.port, c.model_id, num_blocks, self.layout,
+                                              c.model_name, c.engine_id))
 
     def add_remote_agent(self, payload: Any) -> AgentMetadata:
         """Checks the peer's payload (version, hash, then decode) and links to it. Raises
@@ -246,33 +269,72 @@ class LLMDataDistConnectorWorker:
     # -- metadata ---------------------------------------------------------------------------
     def bind_connector_metadata(self, meta: ConnectorMetadata) -> None:
         self._meta = meta
-        now = time.monotonic()
-        for rid, deadline in meta.reqs_to_send.items():
-            self._leases[rid] = deadline
-        for rid in meta.reqs_consumed:
-            if self._leases.pop(rid, None) is not None:
-                self._done_sending.add(rid)
-        self._expire(now)
+        for rid, lease in meta.reqs_to_send.items():
+            self._arm_ticket(rid, lease)
 
     def clear_connector_metadata(self) -> None:
         self._meta = None
 
-    def _expire(self, now: float) -> None:
-        for rid, deadline in list(self._leases.items()):
-            if now >= deadline:
-                del self._leases[rid]
-                self._done_sending.add(rid)
-                self.expired.add(rid)
+    def _arm_ticket(self, rid: ReqId, lease: SendLease) -> None:
+        import llm_datadist as ld
+        cm = self.datadist.cache_manager
+        key = ld.CacheKey(self.config.cluster_id, lease.ticket_id, self.config.model_id)
+        ticket = cm.allocate_cache(ld.CacheDesc(1, [1, _TICKET_BYTES], ld.DataType.DT_UINT8, ld.Placement.HOST),
+                                   [key])
+        cache_id = ticket.cache_id
+        # Our reference goes now: the key alone keeps the ticket, so its pull releases it.
+        cm.deallocate_cache(ticket)
+        self._leases[rid] = _Lease(cache_id, key, lease.expires_at)
 
     def held_requests(self) -> List[ReqId]:
         return list(self._leases)
 
+    def _reap_leases(self) -> Set[ReqId]:
+        done: Set[ReqId] = set()
+        if not self._leases:
+            return done
+        engine = self.datadist.cache_manager._engine
+        now = time.time()
+        for rid, lease in list(self._leases.items()):
+            if not engine.has_cache(lease.ticket_cache_id):
+                done.add(rid)                    # the decode pulled the ticket: it has the blocks
+            elif now >= lease.expires_at:
+                self.datadist.cache_manager.remove_cache_key(lease.ticket_key)
+                self.expired.add(rid)
+                done.add(rid)
+            else:
+                continue
+            del self._leases[rid]
+        return done
+
     # -- loads ------------------------------------------------------------------------------
     def start_load_kv(self, forward_context: Any = None, **kwargs: Any) -> None:
-        if self._meta is None:
+        """Queues this step's loads on the load thread and returns at once."""
+        if self._meta is None or not self._meta.reqs_to_recv:
             return
+        if self._loader is None:
+            self._loader = threading.Thread(target=self._load_loop, name="llmdd-connector-load", daemon=True)
+            self._loader.start()
         for req in self._meta.reqs_to_recv.values():
+            self._jobs.put(req)
+
+    def _load_loop(self) -> None:
+        while True:
+            req = self._jobs.get()
+            if req is None:
+                return
             self._load(req)
+
+    def _peer(self, req: ReqMeta) -> None:
+        """Links to the request's prefill the first time it is seen (handshake from the params)."""
+        if req.remote.cluster_id in self.agents:
+            return
+        from ..status import LLMException, LLMStatusCode
+        if req.remote.handshake is None:
+            raise LLMException(f"request {req.request_id}: prefill cluster {req.remote.cluster_id} is not linked "
+                               f"and its kv_transfer_params carry no handshake",
+                               status_code=LLMStatusCode.LLM_LINK_FAILED, context={"operation": "connector_handshake"})
+        self.add_remote_agent(req.remote.handshake)
 
     def _pull(self, req: ReqMeta) -> None:
         import llm_datadist as ld
@@ -299,6 +361,7 @@ class LLMDataDistConnectorWorker:
 
         t0 = time.perf_counter()
         try:
+            self._peer(req)
             retry(lambda: self._pull(req), attempts=c.retry_attempts, deadline=c.retry_deadline_s,
                   base_delay=c.retry_base_delay_s, on_retry=on_retry)
         except Exception as exc:  # noqa: BLE001 - a failed load is data (block ids), never raised
@@ -309,7 +372,6 @@ class LLMDataDistConnectorWorker:
             err["request_id"] = req.request_id
             rec = TransferRecord(req.request_id, req.remote.cluster_id, False, time.perf_counter() - t0,
                                  attempts[0], len(req.local_block_ids), err)
-            self._load_errors.update(req.local_block_ids)
             _log.error("%s", json.dumps({"event": "load_failed", "request_id": req.request_id,
                                          "peer": req.remote.cluster_id, "blocks": req.local_block_ids,
                                          "error": err}),
@@ -317,132 +379,93 @@ class LLMDataDistConnectorWorker:
                               "remote_cluster_id": req.remote.cluster_id, "error": err})
             if self.health is not None:
                 self.health.peer(req.remote.cluster_id).record_failure(exc.status_code.name, exc.action, err)
-        else:
-            rec = TransferRecord(req.request_id, req.remote.cluster_id, True, time.perf_counter() - t0,
-                                 attempts[0], len(req.local_block_ids))
-            if self.health is not None:
-                self.health.peer(req.remote.cluster_id).record_success()
-        self.transfers[req.request_id] = rec
-        self._done_recving.add(req.request_id)
+            with self._lock:
+                self.transfers[req.request_id] = rec
+                self._load_errors.update(req.local_block_ids)
+                self._done_recving.add(req.request_id)
+            return
+        rec = TransferRecord(req.request_id, req.remote.cluster_id, True, time.perf_counter() - t0,
+                             attempts[0], len(req.local_block_ids))
+        if self.health is not None:
+            self.health.peer(req.remote.cluster_id).record_success()
+        with self._lock:
+            self.transfers[req.request_id] = rec
+            self._done_recving.add(req.request_id)
+        rec.notice_sent = self._send_notice(req)
+
+    def _send_notice(self, req: ReqMeta) -> bool:
+        """Pulls the request's ticket from the prefill (which frees its blocks when the ticket
+        is gone). The prefill arms it one step after it returned the params, so a missing key
+        is retried until notice_deadline_s or the lease's expiry, whichever is first."""
+        import llm_datadist as ld
+        if req.remote.ticket_id is None:
+            return False
+        cm = self.datadist.cache_manager
+        if self._ticket_sink is None:
+            self._ticket_sink = cm.allocate_cache(
+                ld.CacheDesc(1, [1, _TICKET_BYTES], ld.DataType.DT_UINT8, ld.Placement.HOST))
+        key = ld.CacheKey(req.remote.cluster_id, req.remote.ticket_id, req.remote.model_id)
+        deadline = min(time.monotonic() + self.config.notice_deadline_s,
+                       time.monotonic() + max(0.0, (req.remote.expires_at or 0.0) - time.time()))
+        delay = 0.005
+        while not self._closed:
+            try:
+                cm.pull_cache(key, self._ticket_sink, 0, tensor_num_per_layer=1)
+                return True
+            except ld.LLMException as exc:
+                if exc.status_code is not ld.LLMStatusCode.LLM_KV_CACHE_NOT_EXIST or time.monotonic() >= deadline:
+                    _log.warning("%s", json.dumps({"event": "consumed_notice_failed", "request_id": req.request_id,
+                                                   "peer": req.remote.cluster_id, "error": exc.to_dict()}),
+                                 extra={"request_id": req.request_id, "operation": "consumed_notice",
+                                        "remote_cluster_id": req.remote.cluster_id, "error": exc.to_dict()})
+                    return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        return False
 
     def wait_for_layer_load(self, layer_name: str) -> None:
-        return None
+        return None        # loads are whole requests, awaited by the engine through get_finished
 
-    def save_kv_layer(self, layer_name: str, kv_layer: Any, attn_metadata: Any = None, **kwargs: Any) -> None:
-        return None
-
-    def wait_for_save(self) -> None:
-        return None
-
-    def get_finished(self, finished_req_ids: Set[ReqId]) -> Tuple[Optional[Set[ReqId]], Optional[Set[ReqId]]]:
-        self._expire(time.monotonic())
-        sending, recving = self._done_sending, self._done_recving
-        self._done_sending, self._done_recving = set(), set()
-        return (sending or None), (recving or None)
+    def get_finished(self) -> Tuple[Set[ReqId], Set[ReqId]]:
+        """(done_sending, done_recving) since the last call: requests whose blocks a prefill
+        freed (ticket pulled, or expired), and loads that ended (ok or failed)."""
+        sending = self._reap_leases()
+        with self._lock:
+            recving, self._done_recving = self._done_recving, set()
+        return sending, recving
 
     def get_block_ids_with_load_errors(self) -> Set[int]:
-        bad, self._load_errors = self._load_errors, set()
+        with self._lock:
+            bad, self._load_errors = self._load_errors, set()
         return bad
 
-    def build_connector_worker_meta(self) -> WorkerMetadata:
-        sending, recving = self.get_finished(set())
-        return WorkerMetadata(sending or set(), recving or set(), self.get_block_ids_with_load_errors())
+    def pop_transfer(self, request_id: ReqId) -> Optional[TransferRecord]:
+        with self._lock:
+            return self.transfers.pop(request_id, None)
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Stops the load thread (after the load in flight, at most timeout_s), unregisters
+        what was registered and unlinks every peer."""
+        self._closed = True
+        if self._loader is not None:
+            self._jobs.put(None)
+            self._loader.join(timeout_s)
+            self._loader = None
+        cm = self.datadist.cache_manager
         for cache_id in self._registered:
             try:
-                self.datadist.cache_manager.unregister_cache(cache_id)
+                cm.unregister_cache(cache_id)
             except Exception:  # noqa: BLE001 - best effort at shutdown
                 pass
         self._registered.clear()
+        if self.agents:
+            try:
+                self.datadist.unlink_clusters([self._cluster(a) for a in self.agents.values()],
+                                              timeout=self.config.link_timeout_ms, force=True)
+            except Exception:  # noqa: BLE001 - best effort at shutdown
+                pass
+            self.agents.clear()
 
 
-# ---- the facade ----------------------------------------------------------------------------------
-
-class LLMDataDistConnector:
-    """One class, two roles; each method forwards to the half that exists and raises
-    LLMException(LLM_PARAM_INVALID) on the wrong role (no assert)."""
-
-    def __init__(self, role: KVConnectorRole, config: ConnectorConfig, datadist: Any = None,
-                 health: Optional[HealthRegistry] = None) -> None:
-        if not isinstance(role, KVConnectorRole):
-            raise TypeError(f"role must be a KVConnectorRole, got {role!r}")
-        self.role = role
-        self.config = config
-        self.scheduler = LLMDataDistConnectorScheduler(config) if role is KVConnectorRole.SCHEDULER else None
-        if role is KVConnectorRole.WORKER:
-            if datadist is None:
-                raise ValueError("the worker role needs an initialized LLMDataDist")
-            self.worker: Optional[LLMDataDistConnectorWorker] = LLMDataDistConnectorWorker(config, datadist, health)
-        else:
-            self.worker = None
-
-    def _s(self, method: str) -> LLMDataDistConnectorScheduler:
-        if self.scheduler is None:
-            raise _role_error(method, self.role)
-        return self.scheduler
-
-    def _w(self, method: str) -> LLMDataDistConnectorWorker:
-        if self.worker is None:
-            raise _role_error(method, self.role)
-        return self.worker
-
-    # Scheduler Side Methods
-    def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int) -> Tuple[int, bool]:
-        return self._s("get_num_new_matched_tokens").get_num_new_matched_tokens(request, num_computed_tokens)
-
-    def update_state_after_alloc(self, request: Any, block_ids: Sequence[int], num_external_tokens: int) -> None:
-        self._s("update_state_after_alloc").update_state_after_alloc(request, block_ids, num_external_tokens)
-
-    def build_connector_meta(self, scheduler_output: Any = None) -> ConnectorMetadata:
-        return self._s("build_connector_meta").build_connector_meta(scheduler_output)
-
-    def request_finished(self, request: Any, block_ids: Sequence[int]) -> Tuple[bool, Optional[Dict[str, Any]]]:
-        return self._s("request_finished").request_finished(request, block_ids)
-
-    def notify_consumed(self, request_ids: Iterable[ReqId]) -> None:
-        self._s("notify_consumed").notify_consumed(request_ids)
-
-    # Worker Side Methods
-    def register_kv_caches(self, kv_caches: Any, staging: Any = None) -> Any:
-        return self._w("register_kv_caches").register_kv_caches(kv_caches, staging)
-
-    def get_handshake_metadata(self) -> HandshakePayload:
-        return self._w("get_handshake_metadata").get_handshake_metadata()
-
-    def add_remote_agent(self, payload: Any) -> AgentMetadata:
-        return self._w("add_remote_agent").add_remote_agent(payload)
-
-    def relink(self, cluster_id: int) -> bool:
-        return self._w("relink").relink(cluster_id)
-
-    def bind_connector_metadata(self, meta: ConnectorMetadata) -> None:
-        self._w("bind_connector_metadata").bind_connector_metadata(meta)
-
-    def clear_connector_metadata(self) -> None:
-        self._w("clear_connector_metadata").clear_connector_metadata()
-
-    def start_load_kv(self, forward_context: Any = None, **kwargs: Any) -> None:
-        self._w("start_load_kv").start_load_kv(forward_context, **kwargs)
-
-    def wait_for_layer_load(self, layer_name: str) -> None:
-        self._w("wait_for_layer_load").wait_for_layer_load(layer_name)
-
-    def save_kv_layer(self, layer_name: str, kv_layer: Any, attn_metadata: Any = None, **kwargs: Any) -> None:
-        self._w("save_kv_layer").save_kv_layer(layer_name, kv_layer, attn_metadata, **kwargs)
-
-    def wait_for_save(self) -> None:
-        self._w("wait_for_save").wait_for_save()
-
-    def get_finished(self, finished_req_ids: Set[ReqId]) -> Tuple[Optional[Set[ReqId]], Optional[Set[ReqId]]]:
-        return self._w("get_finished").get_finished(finished_req_ids)
-
-    def get_block_ids_with_load_errors(self) -> Set[int]:
-        return self._w("get_block_ids_with_load_errors").get_block_ids_with_load_errors()
-
-    def build_connector_worker_meta(self) -> WorkerMetadata:
-        return self._w("build_connector_worker_meta").build_connector_worker_meta()
-
-    def shutdown(self) -> None:
-        if self.worker is not None:
-            self.worker.shutdown()
+def transfer_dict(rec: Optional[TransferRecord]) -> Optional[Dict[str, Any]]:
+    return asdict(rec) if rec is not None else None

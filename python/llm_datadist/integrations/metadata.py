@@ -6,8 +6,8 @@
 - ``AgentMetadata`` + ``HandshakePayload``: what a prefill publishes out of band; a decode
   checks version and hash *before* decoding the rest (two-phase decode), so a mismatch is a
   clear ``LLMException(LLM_LINK_FAILED)`` naming both sides, never a decoder crash.
-- ``RemoteMeta``/``ReqMeta``/``ConnectorMetadata`` (scheduler -> worker) and
-  ``WorkerMetadata`` (worker -> scheduler, ``aggregate()`` merges across workers).
+- ``RemoteMeta`` (carried in kv_transfer_params from the prefill to the decode),
+  ``ReqMeta``/``SendLease``/``ConnectorMetadata`` (scheduler -> worker, once per step).
 """
 from __future__ import annotations
 
@@ -18,14 +18,16 @@ from typing import Any, Dict, List, Optional, Set
 
 __all__ = ["CONNECTOR_VERSION", "ReqId", "KVCacheLayout", "compute_compatibility_hash", "AgentMetadata",
            "HandshakePayload", "encode_handshake", "decode_handshake", "RemoteMeta", "ReqMeta",
-           "ConnectorMetadata", "WorkerMetadata"]
+           "SendLease", "ConnectorMetadata"]
 
 # Connector wire version. Bump it when a field of AgentMetadata/HandshakePayload/RemoteMeta (as
 # carried in kv_transfer_params) is added, removed or changes meaning, or when the tensor order
 # of the blocks cache changes. Changelog:
 #   1: first version: layout (layers, K/V per layer in order K0,V0,K1,V1,..., kv heads, head
 #      dim, block size, dtype), agent (cluster id, host, port, model id, blocks).
-CONNECTOR_VERSION = 1
+#   2: agent carries the engine id; kv_transfer_params carry the engine id, the consumed-notice
+#      ticket id, the expiry (wall clock) and the prefill's handshake payload.
+CONNECTOR_VERSION = 2
 
 ReqId = str
 
@@ -79,6 +81,7 @@ class AgentMetadata:
     num_blocks: int
     layout: KVCacheLayout
     model_name: str = ""
+    engine_id: str = ""
 
     @staticmethod
     def from_dict(d: Dict[str, Any]) -> "AgentMetadata":
@@ -137,21 +140,37 @@ def decode_handshake(payload: Any, expected_hash: str, expected_model_name: Opti
 
 @dataclass(frozen=True)
 class RemoteMeta:
-    """Where a request's KV lives on the prefill (carried in kv_transfer_params)."""
+    """Where a request's KV lives on the prefill, and how to tell the prefill it was read
+    (carried in kv_transfer_params; ``handshake`` lets a decode link to a prefill it has not
+    seen, after the same checks as ``decode_handshake``)."""
     cluster_id: int
     host: str
     port: int
     block_ids: List[int]
     model_id: int = 0
+    engine_id: str = ""
+    ticket_id: Optional[int] = None
+    expires_at: Optional[float] = None          # time.time() after which the prefill frees anyway
+    handshake: Optional[Dict[str, Any]] = None
+
+    def with_blocks(self, block_ids: List[int]) -> "RemoteMeta":
+        return RemoteMeta(self.cluster_id, self.host, self.port, list(block_ids), self.model_id, self.engine_id,
+                          self.ticket_id, self.expires_at, self.handshake)
 
     def to_params(self) -> Dict[str, Any]:
-        return {"do_remote_prefill": True, "remote_cluster_id": self.cluster_id, "remote_host": self.host,
-                "remote_port": self.port, "remote_block_ids": list(self.block_ids), "remote_model_id": self.model_id}
+        return {"do_remote_prefill": True, "do_remote_decode": False, "remote_engine_id": self.engine_id,
+                "remote_cluster_id": self.cluster_id, "remote_host": self.host, "remote_port": self.port,
+                "remote_block_ids": list(self.block_ids), "remote_model_id": self.model_id,
+                "remote_ticket_id": self.ticket_id, "remote_blocks_expiry_time": self.expires_at,
+                "remote_handshake": self.handshake}
 
     @staticmethod
     def from_params(p: Dict[str, Any]) -> "RemoteMeta":
+        ticket, expiry = p.get("remote_ticket_id"), p.get("remote_blocks_expiry_time")
         return RemoteMeta(int(p["remote_cluster_id"]), str(p["remote_host"]), int(p["remote_port"]),
-                          [int(b) for b in p["remote_block_ids"]], int(p.get("remote_model_id", 0)))
+                          [int(b) for b in p["remote_block_ids"]], int(p.get("remote_model_id", 0)),
+                          str(p.get("remote_engine_id", "")), None if ticket is None else int(ticket),
+                          None if expiry is None else float(expiry), p.get("remote_handshake"))
 
 
 @dataclass
@@ -162,22 +181,16 @@ class ReqMeta:
     num_tokens: int
 
 
+@dataclass(frozen=True)
+class SendLease:
+    """A prefill's hold on a finished request's blocks: the ticket the decode pulls when it has
+    them, and the wall-clock time after which they are freed anyway."""
+    ticket_id: int
+    expires_at: float
+
+
 @dataclass
 class ConnectorMetadata:
     """Scheduler -> worker, once per engine step."""
     reqs_to_recv: Dict[ReqId, ReqMeta] = field(default_factory=dict)
-    reqs_to_send: Dict[ReqId, float] = field(default_factory=dict)      # request -> free deadline (monotonic)
-    reqs_consumed: Set[ReqId] = field(default_factory=set)              # decode confirmed: free now
-
-
-@dataclass
-class WorkerMetadata:
-    """Worker -> scheduler; aggregate() merges the reports of several workers."""
-    finished_sending: Set[ReqId] = field(default_factory=set)
-    finished_recving: Set[ReqId] = field(default_factory=set)
-    load_error_block_ids: Set[int] = field(default_factory=set)
-
-    def aggregate(self, other: "WorkerMetadata") -> "WorkerMetadata":
-        return WorkerMetadata(self.finished_sending | other.finished_sending,
-                              self.finished_recving | other.finished_recving,
-                              self.load_error_block_ids | other.load_error_block_ids)
+    reqs_to_send: Dict[ReqId, SendLease] = field(default_factory=dict)

@@ -1,0 +1,124 @@
+# SPDX-License-Identifier: Apache-2.0
+"""LLMDataDistConnector driven by vLLM's own Scheduler: a prefill process and a decode process
+(tests/vllm/vllm_side.py) each run requests through scheduling steps, with CPU tensors standing
+in for the GPU KV cache and a stand-in model runner that writes, per token, bytes naming who
+computed them. Checked: the decode's blocks hold the prefill's bytes exactly (sha256 of every
+block, against the prefill's and against what the prefill must have written), completion
+reported asynchronously through get_finished, the prefill's blocks freed after the consumed
+notice and, without one, after the expiry; a killed prefill gives load-error blocks that the
+decode's scheduler recomputes; a peer of another layout is refused naming both hashes."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytest.importorskip("vllm", reason="vLLM is not installed (requirements/vllm-test.txt; README, 'vLLM')")
+pytest.importorskip("llm_datadist.integrations.vllm")
+
+from conftest import init_side  # noqa: E402
+from workers import free_port  # noqa: E402
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(900)]
+
+FREE_TIMEOUT_S = 4.0
+PROMPT = list(range(3, 3 + 40))           # 40 tokens: 3 blocks of 16, the last one partial
+STEP_DEADLINE = 60.0
+
+
+@pytest.fixture(scope="module")
+def cluster(sides):
+    """prefill (kv_producer, FlashAttention layout), decode (kv_consumer, same layout), a
+    decode with the FlashInfer layout, and a second prefill that a test kills: started in
+    parallel (each imports vLLM), initialized in turn."""
+    names = ["prefill", "decode", "decode-flashinfer", "prefill-doomed"]
+    procs = {n: sides.start(n) for n in names}
+    extra = {"free_timeout_s": FREE_TIMEOUT_S, "link_timeout_ms": 3000, "retry_attempts": 2,
+             "retry_deadline_s": 3.0, "notice_deadline_s": 5.0}
+    info = {
+        "prefill": init_side(procs["prefill"], role="prefill", engine_id="prefill-0", port=free_port(), extra=extra),
+        "decode": init_side(procs["decode"], role="decode", engine_id="decode-0", port=free_port(), extra=extra),
+        "decode-flashinfer": init_side(procs["decode-flashinfer"], role="decode", engine_id="decode-1",
+                                       port=free_port(), layout="flashinfer", extra=extra),
+        "prefill-doomed": init_side(procs["prefill-doomed"], role="prefill", engine_id="prefill-1",
+                                    port=free_port(), extra=extra),
+    }
+    return procs, info
+
+
+def test_vllm_loads_the_connector_through_its_factory(cluster):
+    _, info = cluster
+    assert {i["connector"] for i in info.values()} == {"llm_datadist.integrations.vllm.LLMDataDistConnector"}
+    assert info["prefill"]["handshake_hash"] == info["decode"]["handshake_hash"]
+    assert info["prefill"]["handshake_hash"] != info["decode-flashinfer"]["handshake_hash"]
+
+
+def test_decode_pulls_prefill_bytes_async_and_prefill_frees_on_notice(cluster):
+    procs, info = cluster
+    p, d = procs["prefill"], procs["decode"]
+    free_before = info["prefill"]["free_blocks"]
+    pre = p.call("prefill", deadline=STEP_DEADLINE, request_id="req-pull", prompt=PROMPT)
+    params = pre["kv_transfer_params"]
+    assert pre["finish_reason"] == "length"
+    assert len(pre["block_ids"]) == 3 and pre["free_blocks"] == free_before - 3    # held for the decode
+    assert params["do_remote_prefill"] and params["remote_engine_id"] == "prefill-0"
+    assert params["remote_blocks_expiry_time"] > time.time()
+    # what the prefill holds is what its model wrote for all 40 prompt tokens
+    assert pre["digest"] == p.call("expected_digest", request_id="req-pull", prompt_len=len(PROMPT), writer=1)
+
+    dec = d.call("decode", deadline=STEP_DEADLINE, request_id="req-pull", prompt=PROMPT, kv_transfer_params=params)
+    # parked while the load ran in the background, then scheduled with 39 tokens loaded: only the
+    # last prompt token and the one generated token were computed on the decode
+    assert dec["statuses"] == ["WAITING", "WAITING_FOR_REMOTE_KVS", "RUNNING"], dec["statuses"]
+    assert dec["computed"] == [[39, 1], [40, 1]], dec["computed"]
+    assert dec["load_errors"] == [] and dec["transfer"]["ok"] and dec["transfer"]["attempts"] == 1
+    assert dec["digest_at_load"] == pre["digest"]                   # every byte of the 3 blocks
+
+    freed = p.call("step", deadline=STEP_DEADLINE, until_freed=["req-pull"], deadline_s=30.0)
+    assert "req-pull" in freed["freed"] and "req-pull" not in freed["expired"], d.stderr_text()[-3000:]
+    assert freed["free_blocks"] == free_before
+    assert freed["elapsed_s"] < FREE_TIMEOUT_S                     # the notice, not the expiry
+
+
+def test_prefill_frees_at_the_expiry_when_no_decode_comes(cluster):
+    procs, info = cluster
+    p = procs["prefill"]
+    pre = p.call("prefill", deadline=STEP_DEADLINE, request_id="req-orphan", prompt=PROMPT[:20])
+    expiry = pre["kv_transfer_params"]["remote_blocks_expiry_time"]
+    assert pre["free_blocks"] == info["prefill"]["free_blocks"] - 2
+    freed = p.call("step", deadline=STEP_DEADLINE, until_freed=["req-orphan"], deadline_s=FREE_TIMEOUT_S + 20)
+    assert "req-orphan" in freed["expired"]
+    assert time.time() >= expiry
+    assert freed["free_blocks"] == info["prefill"]["free_blocks"]
+
+
+def test_killed_prefill_gives_load_errors_and_decode_recomputes(cluster):
+    procs, _ = cluster
+    p, d = procs["prefill-doomed"], procs["decode"]
+    pre = p.call("prefill", deadline=STEP_DEADLINE, request_id="req-doomed", prompt=PROMPT)
+    p.kill()
+    dec = d.call("decode", deadline=STEP_DEADLINE, request_id="req-doomed", prompt=PROMPT,
+                 kv_transfer_params=pre["kv_transfer_params"])
+    assert not dec["transfer"]["ok"], dec["transfer"]
+    assert len(set(dec["load_errors"])) >= 3, dec                 # the request's 3 local blocks
+    assert dec["statuses"][:2] == ["WAITING", "WAITING_FOR_REMOTE_KVS"], dec["statuses"]
+    # vLLM's scheduler recomputed the prompt from token 0, then generated one token
+    assert dec["computed"][0] == [0, 40] and dec["computed"][-1] == [40, 1], dec["computed"]
+
+
+def test_incompatible_peer_refused_naming_both_hashes(cluster):
+    procs, info = cluster
+    p, d = procs["prefill"], procs["decode-flashinfer"]
+    pre = p.call("prefill", deadline=STEP_DEADLINE, request_id="req-mismatch", prompt=PROMPT)
+    dec = d.call("decode", deadline=STEP_DEADLINE, request_id="req-mismatch", prompt=PROMPT,
+                 kv_transfer_params=pre["kv_transfer_params"])
+    err = dec["transfer"]["error"]
+    assert not dec["transfer"]["ok"] and err["code"] == "LLM_LINK_FAILED", err
+    assert info["prefill"]["handshake_hash"][:16] in err["message"], err["message"]
+    assert info["decode-flashinfer"]["handshake_hash"][:16] in err["message"], err["message"]
+    assert dec["computed"][0] == [0, 40], dec["computed"]          # recomputed instead
+    # nothing was read, so no notice: the prefill frees this request at the expiry
+    freed = p.call("step", deadline=STEP_DEADLINE, until_freed=["req-mismatch"], deadline_s=FREE_TIMEOUT_S + 20)
+    assert "req-mismatch" in freed["expired"]
+
+
