@@ -73,9 +73,10 @@ def test_decode_pulls_prefill_bytes_async_and_prefill_frees_on_notice(cluster):
     assert dec["computed"] == [[39, 1], [40, 1]], dec["computed"]
     assert dec["load_errors"] == [] and dec["transfer"]["ok"] and dec["transfer"]["attempts"] == 1
     assert dec["digest_at_load"] == pre["digest"]                   # every byte of the 3 blocks
+    assert set(d.call("link_transports").values()) == {"shm"}       # linked from the params' handshake
 
     freed = p.call("step", deadline=STEP_DEADLINE, until_freed=["req-pull"], deadline_s=30.0)
-    assert "req-pull" in freed["freed"] and "req-pull" not in freed["expired"], d.stderr_text()[-3000:]
+    assert "req-pull" in freed["freed"] and "req-pull" not in freed["expired"], d.stderr_text()[-2000:]
     assert freed["free_blocks"] == free_before
     assert freed["elapsed_s"] < FREE_TIMEOUT_S                     # the notice, not the expiry
 
@@ -122,3 +123,20 @@ def test_incompatible_peer_refused_naming_both_hashes(cluster):
     assert "req-mismatch" in freed["expired"]
 
 
+
+
+@pytest.mark.cuda
+def test_cuda_kv_caches_over_cuda_ipc(sides):
+    """The same pull with the KV cache in CUDA memory (registered in place): bytes equal, link
+    over cuda_ipc. Needs a CUDA device (benchmarks/gpu_record.sh runs the cuda marker)."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device visible to torch")
+    p, d = sides.start("prefill-cuda"), sides.start("decode-cuda")
+    init_side(p, role="prefill", engine_id="prefill-cuda", port=free_port(), device="cuda")
+    init_side(d, role="decode", engine_id="decode-cuda", port=free_port(), device="cuda")
+    pre = p.call("prefill", deadline=STEP_DEADLINE, request_id="req-cuda", prompt=PROMPT)
+    dec = d.call("decode", deadline=STEP_DEADLINE, request_id="req-cuda", prompt=PROMPT,
+                 kv_transfer_params=pre["kv_transfer_params"])
+    assert dec["transfer"]["ok"] and dec["digest_at_load"] == pre["digest"]
+    assert set(d.call("link_transports").values()) == {"cuda_ipc"}

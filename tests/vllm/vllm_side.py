@@ -62,10 +62,11 @@ class Side:
         self.recv_digests: Dict[str, str] = {}
         self.load_errors: List[int] = []
         self.loaded_at: Dict[str, float] = {}
+        self.device_sync: Any = None
 
     # -- setup ------------------------------------------------------------------------------
     def init(self, role: str, engine_id: str, port: int, layout: str = "flash_attn", extra: Optional[dict] = None,
-             kv_heads: int = KV_HEADS) -> Dict[str, Any]:
+             kv_heads: int = KV_HEADS, device: str = "cpu") -> Dict[str, Any]:
         import torch
         from transformers import LlamaConfig
         from vllm.config import (CacheConfig, DeviceConfig, KVTransferConfig, ModelConfig, SchedulerConfig,
@@ -105,15 +106,21 @@ class Side:
         self.conn = KVConnectorFactory.create_connector(vcfg, KVConnectorRole.WORKER, kcc)
         for n in names:        # the attention backends' shapes, as vLLM allocates them
             if layout == "flash_attn":
-                self.kv[n] = torch.zeros(2, NUM_BLOCKS, BLOCK_SIZE, kv_heads, HEAD)
+                self.kv[n] = torch.zeros(2, NUM_BLOCKS, BLOCK_SIZE, kv_heads, HEAD, device=device)
             else:              # flashinfer
-                self.kv[n] = torch.zeros(NUM_BLOCKS, 2, BLOCK_SIZE, kv_heads, HEAD)
+                self.kv[n] = torch.zeros(NUM_BLOCKS, 2, BLOCK_SIZE, kv_heads, HEAD, device=device)
+        if device.startswith("cuda"):
+            self.device_sync = torch.cuda.synchronize
         self.conn.register_kv_caches(self.kv)
         hs = self.conn.get_handshake_metadata()
         self.sched.connector.set_xfer_handshake_metadata({0: hs})
         return {"handshake_hash": hs.payload["compatibility_hash"],
                 "connector": type(self.sched.connector).__module__ + "." + type(self.sched.connector).__name__,
                 "free_blocks": self._free_blocks()}
+
+    def link_transports(self) -> Dict[str, str]:
+        dd = self.conn.datadist
+        return {str(c): dd.link_info(c)["transport"] for c in self.conn.worker.agents}
 
     # -- the stand-in model runner ----------------------------------------------------------------
     def _slot(self, name: str, kv: int, block: int, off: int) -> Any:
@@ -132,7 +139,7 @@ class Side:
             for kv in (0, 1):
                 for b in blocks:
                     t = self.kv[name][kv, b] if self.layout == "flash_attn" else self.kv[name][b, kv]
-                    h.update(t.contiguous().numpy().tobytes())
+                    h.update(t.contiguous().cpu().numpy().tobytes())
         return h.hexdigest()
 
     def step(self) -> Any:
@@ -148,10 +155,12 @@ class Side:
             for pos in range(start, start + n):
                 for li, name in enumerate(self.kv):
                     for kv in (0, 1):
-                        self._slot(name, kv, blocks[pos // BLOCK_SIZE], pos % BLOCK_SIZE).copy_(
-                            pattern(self.writer, _seed(rid), li, kv, pos))
+                        slot = self._slot(name, kv, blocks[pos // BLOCK_SIZE], pos % BLOCK_SIZE)
+                        slot.copy_(pattern(self.writer, _seed(rid), li, kv, pos).to(slot.device))
             scheduled[rid] = (start, n)
         self.conn.wait_for_save()
+        if self.device_sync is not None:
+            self.device_sync()                   # the stand-in model's writes land before a peer reads
         sending, recving = self.conn.get_finished(set(out.finished_req_ids))
         for rid in recving or ():
             # taken before anything of this request is computed here: the bytes the load brought
@@ -266,7 +275,8 @@ def main() -> None:
     side = Side()
     emit({"event": "ready", "ok": True, "pid": os.getpid()})
     ops = {"init": side.init, "prefill": side.prefill, "decode": side.decode, "step": side.run_steps,
-           "expected_digest": side.expected_digest}
+           "expected_digest": side.expected_digest,
+           "link_transports": side.link_transports}
     fd, buf = sys.stdin.fileno(), b""
     while True:
         # Between requests the engine keeps stepping while it holds requests (vLLM's engine core
