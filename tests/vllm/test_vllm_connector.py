@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("vllm", reason="vLLM is not installed (requirements/vllm-test.txt; README, 'vLLM')")
 pytest.importorskip("llm_datadist.integrations.vllm")
 
-from conftest import init_side  # noqa: E402
+from vllm_fixtures import init_side  # noqa: E402
 from workers import free_port  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(900)]

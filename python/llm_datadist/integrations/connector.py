@@ -152,7 +152,7 @@ class ConnectorScheduler:
 
 @dataclass
 class _Lease:
-    ticket_cache_id: int
+    ticket_cache_id: Optional[int]     # None: no ticket could be armed; freed at the expiry only
     ticket_key: Any
     expires_at: float
 
@@ -279,8 +279,15 @@ class ConnectorWorker:
         import llm_datadist as ld
         cm = self.datadist.cache_manager
         key = ld.CacheKey(self.config.cluster_id, lease.ticket_id, self.config.model_id)
-        ticket = cm.allocate_cache(ld.CacheDesc(1, [1, _TICKET_BYTES], ld.DataType.DT_UINT8, ld.Placement.HOST),
-                                   [key])
+        try:
+            ticket = cm.allocate_cache(ld.CacheDesc(1, [1, _TICKET_BYTES], ld.DataType.DT_UINT8,
+                                                    ld.Placement.HOST), [key])
+        except ld.LLMException as exc:
+            # No ticket (e.g. the host pool is full): the blocks are still held, until the expiry.
+            _log.warning("%s", json.dumps({"event": "ticket_not_armed", "request_id": rid, "error": exc.to_dict()}),
+                         extra={"request_id": rid, "operation": "consumed_notice", "error": exc.to_dict()})
+            self._leases[rid] = _Lease(None, None, lease.expires_at)
+            return
         cache_id = ticket.cache_id
         # Our reference goes now: the key alone keeps the ticket, so its pull releases it.
         cm.deallocate_cache(ticket)
@@ -293,13 +300,16 @@ class ConnectorWorker:
         done: Set[ReqId] = set()
         if not self._leases:
             return done
+        # Whether a cache id is still alive is not in the public API (upstream has no such call);
+        # the engine below it knows.
         engine = self.datadist.cache_manager._engine
         now = time.time()
         for rid, lease in list(self._leases.items()):
-            if not engine.has_cache(lease.ticket_cache_id):
+            if lease.ticket_cache_id is not None and not engine.has_cache(lease.ticket_cache_id):
                 done.add(rid)                    # the decode pulled the ticket: it has the blocks
             elif now >= lease.expires_at:
-                self.datadist.cache_manager.remove_cache_key(lease.ticket_key)
+                if lease.ticket_key is not None:
+                    self.datadist.cache_manager.remove_cache_key(lease.ticket_key)
                 self.expired.add(rid)
                 done.add(rid)
             else:

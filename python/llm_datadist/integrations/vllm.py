@@ -227,11 +227,11 @@ class LLMDataDistConnector(KVConnectorBase_V1):
     # ==== worker side ==========================================================================
     def register_kv_caches(self, kv_caches: Dict[str, "torch.Tensor"]) -> None:
         w = self._w("register_kv_caches")
-        spec = self._kv_cache_config.kv_cache_groups[0].kv_cache_spec
         if len(self._kv_cache_config.kv_cache_groups) != 1:
             raise LLMException(f"{len(self._kv_cache_config.kv_cache_groups)} KV cache groups: one is supported yet",
                                status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
                                context={"operation": "register_kv_caches"})
+        spec = self._kv_cache_config.kv_cache_groups[0].kv_cache_spec
         names = [n for n in self._kv_cache_config.kv_cache_groups[0].layer_names if n in kv_caches]
         ordered = {n: kv_caches[n] for n in names} if len(names) == len(kv_caches) else dict(kv_caches)
         heads = getattr(spec, "num_kv_heads", 1)
@@ -243,11 +243,7 @@ class LLMDataDistConnector(KVConnectorBase_V1):
         return LLMDataDistHandshakeMetadata(self._w("get_handshake_metadata").get_handshake_metadata().to_dict())
 
     def start_load_kv(self, forward_context: Any, **kwargs: Any) -> None:
-        w = self._w("start_load_kv")
-        meta = self._connector_metadata
-        if isinstance(meta, LLMDataDistConnectorMetadata):
-            w._meta = meta.core
-            w.start_load_kv()
+        self._w("start_load_kv").start_load_kv()     # the metadata bound in bind_connector_metadata
 
     def bind_connector_metadata(self, connector_metadata: KVConnectorMetadata) -> None:
         super().bind_connector_metadata(connector_metadata)
