@@ -31,7 +31,7 @@ HOST_CACHE, KEYED_CACHE, KEYED_STRIDE, KEYED_TENSORS = 3, 4, 64, 2  # HOST_CACHE
 REQ_KEYS, PREFIX_KEY = (100, 101), 200
 
 SLOT_TO_SLOT, BLOCKS_TO_BLOCKS, SLOT_TO_BLOCKS = 0, 1, 2
-CACHE_KEY, ID_AND_INDEX, BLOCKS_KEY = 0, 1, 2
+CACHE_KEY, ID_AND_INDEX, BLOCKS_KEY, ADDRESS = 0, 1, 2, 3  # RemoteKeyKind
 DESCRIBE, STREAM = 0, 1
 
 
@@ -83,6 +83,10 @@ def push_requests():
         "push-blockskey-blocks": (request(BLOCKS_KEY, BLOCKS_TO_BLOCKS, STREAM, model_id=BLOCKS_MODEL,
                                           tensor_count=BLOCKS_TENSORS, chunk_bytes=BLOCK_BYTES, blocks=(2, 5)),
                                   2 * BLOCKS_TENSORS * BLOCK_BYTES),
+        # TransferConfig's destination by address (protocol 4); the harness's addresses differ per
+        # run, so this one reaches the owner's address lookup and its refusal
+        "push-address-slot": (request(ADDRESS, SLOT_TO_SLOT, STREAM, all_tensors=0, tensor_count=1,
+                                      size=SMALL_STRIDE, whole_slot=1, blocks=(0x7F0000001000,)), SMALL_STRIDE),
     }
 
 

@@ -14,6 +14,8 @@
 //   3: the client proves the secret first: kHello carries only ids, a nonce and whether a secret
 //      is set; the boot id, pid, regions and pool channel name move after authentication into
 //      kAuth and the new kAuthReply; kShmAbort carries a reason; kHello has no client timeout.
+//   4: a push request may name its destination by address (key kind 3, RemoteKeyKind::kAddress:
+//      upstream's TransferConfig), which a version-3 owner drops as malformed.
 #ifndef LLM_DATADIST_LINK_WIRE_H_
 #define LLM_DATADIST_LINK_WIRE_H_
 
@@ -28,7 +30,7 @@
 namespace llm_datadist {
 
 constexpr uint32_t kFrameMagic = 0x4C4C4444;  // "LLDD"
-constexpr uint16_t kProtocolVersion = 3;
+constexpr uint16_t kProtocolVersion = 4;
 // A control payload larger than this is malformed (data follows frames, not inside them).
 constexpr uint64_t kMaxControlPayload = 64ull << 20;
 // Blocks (or chunks) one transfer request may name: the owner sizes its work by this count

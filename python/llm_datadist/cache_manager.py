@@ -288,13 +288,13 @@ class CacheManager:
                 if layers is not None:
                     if layers.step != 1:
                         raise param_invalid(f"{name} must have step 1, but got {layers!r}.")
-                    if len(layers) == 0:
+                    if layers.stop <= layers.start:  # not len(): it overflows beyond sys.maxsize
                         layers = None
                     elif layers.start < 0:
                         raise param_invalid(f"{name} is invalid, the start value {layers.start} is < 0.")
-                    else:
-                        check_int(layers.start, name, "uint32")
-                        check_int(layers.stop - 1, name, "uint32")
+            if layers is not None:  # upstream's check_uint32 of the first and the last layer
+                check_int(layers.start, name, "uint32")
+                check_int(layers.stop - 1, name, "uint32")
             spans.append((-1, -1) if layers is None else (layers.start, layers.stop))
         (src_begin, src_end), (dst_begin, dst_end) = spans
         if push:  # the local cache is the source

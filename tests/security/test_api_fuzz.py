@@ -748,18 +748,21 @@ def test_api_fuzz(fuzzer):
     assert fuzzer.pool_accounting() == fuzzer.baseline
 
 
-def test_layer_ranges_longer_than_sys_maxsize_are_param_invalid(fuzzer):
-    """Found by the fuzz: len() of range(0, 2**63) raises OverflowError; the checks now compare
-    stop - start, and a remote range beyond any cache's tensors is refused by name."""
+def test_layer_ranges_beyond_uint32_are_value_errors(fuzzer):
+    """Found by the fuzz: len() of range(0, 2**63) raises OverflowError; the checks compare
+    stop - start, and a layer beyond uint32 is a ValueError naming the range (upstream's
+    check_uint32 of the first and last layer), for pulls and pushes alike."""
     cm = fuzzer.cm
     cache = cm.allocate_cache(CacheDesc(2, [2, 16], DataType.DT_FLOAT, Placement.HOST))
     try:
         for kwargs in ({"src_layer_range": range(0, 2**63), "dst_layer_range": range(0, 1)},
                        {"src_layer_range": range(0, 2**63)},
                        {"src_layer_range": range(2**40, 2**40 + 1), "dst_layer_range": range(0, 1)}):
-            with pytest.raises(LLMException) as info:
+            with pytest.raises(ValueError, match="src_layer_range"):
                 cm.pull_cache(CacheKeyByIdAndIndex(OTHER_ID, 1, 0), cache, 0, **kwargs)
-            assert info.value.status_code == LLMStatusCode.LLM_PARAM_INVALID, info.value
+            with pytest.raises(ValueError, match="src_layer_range"):
+                cm.push_cache(CacheKeyByIdAndIndex(OTHER_ID, 1, 0), cache, 0, kwargs["src_layer_range"],
+                              kwargs.get("dst_layer_range"))
         with pytest.raises(LLMException) as info:
             TransferWithCacheKeyConfig(BlocksCacheKey(OTHER_ID), range(0, 2**63), range(0, 1))
         assert info.value.status_code == LLMStatusCode.LLM_PARAM_INVALID

@@ -2,7 +2,7 @@
 """The connector core's typed metadata, versioned handshake and scheduler half (no processes,
 no torch); the worker half's lease expiry and load-error bookkeeping on a real LLMDataDist;
 vLLM stays optional. The consumed notice between processes is tested with real processes in
-tests/integration/test_disaggregated.py and tests/vllm/."""
+tests/integration/test_disaggregated.py and tests/vllm_connector/."""
 from __future__ import annotations
 
 import dataclasses

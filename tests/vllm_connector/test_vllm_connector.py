@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """LLMDataDistConnector driven by vLLM's own Scheduler: a prefill process and a decode process
-(tests/vllm/vllm_side.py) each run requests through scheduling steps, with CPU tensors standing
+(tests/vllm_connector/vllm_side.py) each run requests through scheduling steps, with CPU tensors standing
 in for the GPU KV cache and a stand-in model runner that writes, per token, bytes naming who
 computed them. Checked: the decode's blocks hold the prefill's bytes exactly (sha256 of every
 block, against the prefill's and against what the prefill must have written), completion
