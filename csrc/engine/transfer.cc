@@ -373,10 +373,11 @@ DetailedStatus ResolveLayers(const LayerSelection &layers, const CacheEntry &loc
   LLMDD_CHECK(remote_layers == local_layers, LLM_PARAM_INVALID, remote_name, " [", layers.remote_begin, ", ",
               layers.remote_end, ") has ", remote_layers, " layer(s) and ", local_name,
               has_local ? " " : " (the whole local cache) ", local_layers);
+  // Division, not multiplication: the core's callers are not only the checked Python side.
+  LLMDD_CHECK(static_cast<uint64_t>(layers.remote_begin) <= (UINT32_MAX - uint64_t{plan->tensor_count}) / n,
+              LLM_PARAM_INVALID, remote_name, " [", layers.remote_begin, ", ", layers.remote_end,
+              ") x tensor_num_per_layer ", n, " is beyond any cache's tensors");
   const uint64_t remote_begin = static_cast<uint64_t>(layers.remote_begin) * n;
-  LLMDD_CHECK(remote_begin + plan->tensor_count <= UINT32_MAX, LLM_PARAM_INVALID, remote_name, " [",
-              layers.remote_begin, ", ", layers.remote_end, ") x tensor_num_per_layer ", n,
-              " is beyond any cache's tensors");
   w.all_tensors = 0;
   w.tensor_begin = static_cast<uint32_t>(remote_begin);
   w.tensor_count = plan->tensor_count;

@@ -495,3 +495,18 @@ def test_transfers_to_an_unlinked_cluster_are_not_yet_link(cache_manager):
             call()
     with raises_code(PARAM_INVALID, match="which is this cluster"):  # pulling from oneself
         cache_manager.pull_blocks(BlocksCacheKey(1, 0), cache, [0], [0])
+
+
+def test_core_refuses_remote_layers_whose_tensor_index_would_wrap(cache_manager):
+    """The core owns the layer checks for every caller, not only the checked Python side: a
+    remote layer 2**62 x 4 tensors per layer wraps 64 bits to tensor 0 unless divided first."""
+    dst = cache_manager.allocate_cache(contiguous(Placement.HOST, num_tensors=4))
+    try:
+        with raises_code(PARAM_INVALID, match=r"src_layer_range \[4611686018427387904, .* is beyond any cache"):
+            # push, cluster, key kind 1 (CacheKeyByIdAndIndex), req, prefix, model, remote cache,
+            # remote slot, local cache, blocks_api, local slot, size, remote blocks, local blocks,
+            # remote layers [2**62, 2**62 + 1), local layers [0, 1), 4 tensors per layer
+            cache_manager._engine.transfer(False, 7, 1, U64MAX, U64MAX, 0, 1, 0, dst.cache_id, False, 0, -1, [], [],
+                                           2**62, 2**62 + 1, 0, 1, 4)
+    finally:
+        cache_manager.deallocate_cache(dst)
