@@ -66,6 +66,30 @@ def free_port_pair() -> int:
     raise RuntimeError("no two consecutive free ports")
 
 
+def wait_until_linked(datadist, ld, comm_id: int, timeout_s: float = 60) -> None:
+    """Polls query_register_mem_status until OK, as vllm-ascend's add_remote_agent does (it sleeps
+    1 s between polls; 50 ms here), with a deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ret = datadist.query_register_mem_status(comm_id=comm_id)
+        if ret == ld.RegisterMemStatus.OK:
+            return
+        if ret == ld.RegisterMemStatus.FAILED or time.monotonic() > deadline:
+            raise RuntimeError(f"Linking failed, comm id: {comm_id}: {datadist.comm_info(comm_id)['error']}")
+        time.sleep(0.05)
+
+
+def report_linked_then_wait(is_prefill: bool) -> None:
+    """The prefill says it sees the link; the decode waits for that before it pulls (and later
+    unlinks). A serving engine unlinks at shutdown, long after both ends saw the link; a decode
+    here that pulled and unlinked within one poll of the listening prefill's status would leave
+    the prefill waiting for a link that came and went."""
+    if is_prefill:
+        print("linked", flush=True)
+    else:
+        sys.stdin.readline()
+
+
 def mla_worker(datadist, ld, is_prefill: bool, rank_table: str) -> int:
     """vllm-ascend's MLA path with one layer: k_normed [blocks, tokens, 1, 512] and k_pe
     [blocks, tokens, 1, 64], one tensor each (one layer)."""
@@ -82,14 +106,8 @@ def mla_worker(datadist, ld, is_prefill: bool, rank_table: str) -> int:
         key = ld.BlocksCacheKey(cluster_id=cluster_id, model_id=model_id)
         caches[model_id] = datadist.cache_manager.register_blocks_cache(desc, [t.ctypes.data for t in tensors], key)
     comm_id = datadist.link("pd_comm_127.0.0.1_127.0.0.1", {PREFILL_ID: 0, DECODE_ID: 1}, rank_table)
-    deadline = time.monotonic() + 60
-    while True:
-        ret = datadist.query_register_mem_status(comm_id=comm_id)
-        if ret == ld.RegisterMemStatus.OK:
-            break
-        if ret == ld.RegisterMemStatus.FAILED or time.monotonic() > deadline:
-            raise RuntimeError(f"Linking failed, comm id: {comm_id}")
-        time.sleep(0.05)  # vllm-ascend sleeps 1 s between polls
+    wait_until_linked(datadist, ld, comm_id)
+    report_linked_then_wait(is_prefill)
     ok = True
     if is_prefill:
         sys.stdin.readline()  # until the decode has pulled
@@ -140,14 +158,8 @@ def worker(role_name: str, rank_table: str, mla: bool = False) -> int:
         cache = datadist.cache_manager.register_blocks_cache(desc, [t.ctypes.data for t in kv], key)
 
         comm_id = datadist.link(f"pd_comm_{PREFILL_ID}_{DECODE_ID}", {PREFILL_ID: 0, DECODE_ID: 1}, rank_table)
-        deadline = time.monotonic() + 60
-        while datadist.query_register_mem_status(comm_id) == ld.RegisterMemStatus.PREPARING:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the rank-table link did not come up")
-            time.sleep(0.05)
-        status = datadist.query_register_mem_status(comm_id)
-        if status != ld.RegisterMemStatus.OK:
-            raise RuntimeError(f"link failed: {datadist.comm_info(comm_id)['error']}")
+        wait_until_linked(datadist, ld, comm_id)
+        report_linked_then_wait(is_prefill)
 
         if is_prefill:
             sys.stdin.readline()  # until the decode has pulled (vllm-ascend: a "finished" message)
@@ -184,10 +196,15 @@ def main() -> int:
     else:
         table = make_rank_table([free_port(), free_port()])
     extra = ["--mla"] if mla else []
-    prefill = subprocess.Popen([sys.executable, __file__, "prefill", table, *extra], stdin=subprocess.PIPE, text=True,
-                               env=env)
-    decode = subprocess.Popen([sys.executable, __file__, "decode", table, *extra], env=env)
+    prefill = subprocess.Popen([sys.executable, __file__, "prefill", table, *extra], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True, env=env)
+    decode = subprocess.Popen([sys.executable, __file__, "decode", table, *extra], stdin=subprocess.PIPE, text=True,
+                              env=env)
+    prefill_rc = decode_rc = None
     try:
+        if prefill.stdout.readline().strip() == "linked":
+            decode.stdin.write("go\n")
+        decode.stdin.close()  # a prefill that failed to link lets the decode go on and fail too
         decode_rc = decode.wait(timeout=120)
         prefill.stdin.write("done\n")
         prefill.stdin.flush()

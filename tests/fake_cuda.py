@@ -70,3 +70,19 @@ def fake_cuda_env(lib_path: Union[str, os.PathLike], devices: int = 1,
     if mem_limit is not None:
         env["LLMDD_FAKE_CUDA_MEM_LIMIT"] = str(int(mem_limit))
     return env
+
+
+# The child processes' config on the CUDA backend, for tests that run Python source in a
+# subprocess pointed at the fake: config(listen=None, transport="auto") -> init options with a
+# 16 MiB device pool and a 16 MiB host pool.
+CUDA_CHILD_CONFIG = '''
+import json
+import llm_datadist as ld
+def config(listen=None, transport="auto"):
+    cfg = ld.LLMConfig(); cfg.device_id = 0; cfg.enable_cache_manager = True; cfg.device_backend = "cuda"
+    cfg.mem_pool_cfg = json.dumps({"memory_size": 16 << 20})
+    cfg.host_mem_pool_cfg = json.dumps({"memory_size": 16 << 20})
+    if listen: cfg.listen_ip_info = listen
+    options = cfg.generate_options(); options["llmdd.Transport"] = transport
+    return options
+'''

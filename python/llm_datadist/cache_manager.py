@@ -24,7 +24,6 @@ logger = logging.getLogger("llm_datadist")
 
 TransferConfigs = Union[TransferConfig, TransferWithCacheKeyConfig]
 _TENSORS_PER_LAYER = 2  # transfer_cache_async moves K and V of a layer (upstream's fixed 2)
-_DEFAULT_SYNC_KV_TIMEOUT_MS = 1000  # the core's default for llm.SyncKvCacheWaitTime
 _KEY_KIND_ADDRESS = 3  # the core's RemoteKeyKind::kAddress: a push to a slot named by its address
 
 U64 = 2**64 - 1
@@ -462,7 +461,7 @@ class CacheManager:
             raise param_invalid("dst_block_memory_size must be set when transfer from cache to blocks.")
         check_type(layer_synchronizer, "layer_synchronizer", LayerSynchronizer)
         check_type(transfer_configs, "transfer_configs", (list, tuple))
-        remote_mode = self._option("llm.EnableRemoteCacheAccessible") == "1"
+        remote_mode = self._remote_cache_accessible
         allowed = (TransferWithCacheKeyConfig,) if remote_mode else (TransferConfig, TransferWithCacheKeyConfig)
         prefix = "While enable_remote_cache_accessible is True, " if remote_mode else ""
         for i, config in enumerate(transfer_configs):
@@ -473,26 +472,19 @@ class CacheManager:
             raise param_invalid(f"dst_block_memory_size ({dst_block_memory_size}) is neither None nor 0 while dst "
                                 f"is not blocks.")
         num_tensors = src_cache.cache_desc.num_tensors
-        if num_tensors % 2 != 0:
+        if num_tensors % _TENSORS_PER_LAYER != 0:
             raise param_invalid(f"cache_desc.num_tensors ({num_tensors}) is not even: transfer_cache_async moves "
-                                f"2 tensors (K, V) a layer.")
+                                f"{_TENSORS_PER_LAYER} tensors (K, V) a layer.")
         blocks = _BlockArgs(list(src_block_indices or ()), list(dst_block_indices or ()), dst_block_memory_size or 0)
-        destinations = [self._layer_destination(i, config, src_cache, num_tensors // 2, blocks)
+        destinations = [self._layer_destination(i, config, src_cache, num_tensors // _TENSORS_PER_LAYER, blocks)
                         for i, config in enumerate(transfer_configs)]
         if not remote_mode and any(isinstance(c, TransferWithCacheKeyConfig) for c in transfer_configs):
             warn_once("transfer_cache_async_key_config",
                        "transfer_cache_async with TransferWithCacheKeyConfig runs here without "
                        "enable_remote_cache_accessible; upstream raises TypeError for it unless "
                        "LLMConfig.enable_remote_cache_accessible is True.")
-        timeout_ms = self._sync_timeout_ms()
-        return CacheTask(LayerwisePush(destinations, layer_synchronizer, timeout_ms).start())
-
-    def _option(self, key: str) -> Optional[str]:
-        return getattr(self._datadist, "_options", {}).get(key)
-
-    def _sync_timeout_ms(self) -> int:
-        value = self._option("llm.SyncKvCacheWaitTime")
-        return int(value) if value is not None and value.isdigit() else _DEFAULT_SYNC_KV_TIMEOUT_MS
+        # the engine's parsed sync_kv_timeout (llm.SyncKvCacheWaitTime), its default included
+        return CacheTask(LayerwisePush(destinations, layer_synchronizer, self._engine.sync_kv_timeout_ms).start())
 
     def _layer_destination(self, index: int, config: TransferConfigs, src_cache: Cache, num_layers: int,
                            blocks: "_BlockArgs") -> LayerDestination:

@@ -19,11 +19,13 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
+sys.path.insert(0, os.path.dirname(HERE))
 
 import llm_datadist as ld  # noqa: E402
 from llm_datadist import (BlocksCacheKey, CacheDesc, CacheKeyByIdAndIndex, DataType, LayerSynchronizer,  # noqa: E402
                           LLMException, LLMStatusCode, MemInfo, Memtype, Placement, TransferConfig,
                           TransferWithCacheKeyConfig)
+from fake_cuda import CUDA_CHILD_CONFIG, build_fake_cuda, fake_cuda_env  # noqa: E402
 from worker_fixtures import group  # noqa: E402,F401 - the shared worker fixture
 from workers import (DECODE_ID, PREFILL_ID, block_copies, combine, desc, slot_copies, start_pair,  # noqa: E402
                      wait_link_state)
@@ -501,16 +503,9 @@ def test_remap_registered_memory_validates_as_upstream(cache_manager):
 
 # ---- device memory (the CUDA backend; the fake CUDA driver on CPU-only hosts) ---------------------
 
-DEVICE_COMMON = r'''
+DEVICE_COMMON = CUDA_CHILD_CONFIG + r'''
 import json, sys, threading, time, numpy as np, llm_datadist as ld
 LAYERS, BLOCKS, BLOCK = 4, 8, 4096
-def config(listen=None, transport="auto"):
-    cfg = ld.LLMConfig(); cfg.device_id = 0; cfg.enable_cache_manager = True; cfg.device_backend = "cuda"
-    cfg.mem_pool_cfg = json.dumps({"memory_size": 16 << 20})
-    cfg.host_mem_pool_cfg = json.dumps({"memory_size": 16 << 20})
-    if listen: cfg.listen_ip_info = listen
-    options = cfg.generate_options(); options["llmdd.Transport"] = transport
-    return options
 def pattern(tensor):
     return ((np.arange(BLOCKS * BLOCK, dtype=np.int64) * (tensor + 3) + tensor) % 251).astype(np.uint8).reshape(BLOCKS, BLOCK)
 def blocks(cm, placement, key=None):
@@ -581,7 +576,6 @@ def test_layerwise_push_of_device_memory_on_fake_cuda(tmp_path_factory, transpor
     import socket
     import subprocess
     sys.path.insert(0, os.path.dirname(HERE))
-    from fake_cuda import build_fake_cuda, fake_cuda_env
     lib = build_fake_cuda(tmp_path_factory.mktemp("fake_cuda"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMDD_")}
     env.update(fake_cuda_env(lib))

@@ -13,17 +13,10 @@ import textwrap
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from fake_cuda import build_fake_cuda, fake_cuda_env  # noqa: E402
+from fake_cuda import CUDA_CHILD_CONFIG, build_fake_cuda, fake_cuda_env  # noqa: E402
 
-COMMON = textwrap.dedent("""
+COMMON = CUDA_CHILD_CONFIG + textwrap.dedent("""
     import json, sys, time, numpy as np, llm_datadist as ld
-    def config(listen=None, transport="auto"):
-        cfg = ld.LLMConfig(); cfg.device_id = 0; cfg.enable_cache_manager = True; cfg.device_backend = "cuda"
-        cfg.mem_pool_cfg = json.dumps({"memory_size": 16 << 20})
-        cfg.host_mem_pool_cfg = json.dumps({"memory_size": 16 << 20})
-        if listen: cfg.listen_ip_info = listen
-        options = cfg.generate_options(); options["llmdd.Transport"] = transport
-        return options
     def pattern(tensor, blocks=16, block=4096):
         return ((np.arange(blocks * block, dtype=np.int64) * (tensor + 5) + tensor) % 241).astype(np.uint8).reshape(blocks, block)
 """)
