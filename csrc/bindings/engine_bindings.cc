@@ -448,6 +448,7 @@ void RegisterEngineBindings(py::module_ &m) {
              return d;
            })
       .def("linked_clusters", &DataDistEngine::LinkedClusters)
+      .def("links_installed", &DataDistEngine::LinksInstalled, py::arg("cluster_id"))
       .def_property_readonly("listen_address", &DataDistEngine::ListenAddress)
       .def("cache_count", [](const DataDistEngine &e) { return e.registry().cache_count(); })
       .def("key_count", [](const DataDistEngine &e) { return e.registry().key_count(); })

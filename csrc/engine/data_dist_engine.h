@@ -169,6 +169,8 @@ class DataDistEngine : public LinkHandler {
   DetailedStatus Push(const TransferArgs &args);
   std::optional<LinkInfo> GetLinkInfo(uint64_t cluster_id) const;
   std::vector<uint64_t> LinkedClusters() const;
+  // Links to or from that cluster installed since Initialize (see LinkManager::links_installed).
+  uint64_t LinksInstalled(uint64_t cluster_id) const;
   std::string ListenAddress() const;
   DetailedStatus OnPeerFrame(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload) override;
 

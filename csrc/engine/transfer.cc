@@ -273,6 +273,10 @@ std::vector<uint64_t> DataDistEngine::LinkedClusters() const {
   return links_ ? links_->linked_clusters() : std::vector<uint64_t>{};
 }
 
+uint64_t DataDistEngine::LinksInstalled(uint64_t cluster_id) const {
+  return links_ ? links_->links_installed(cluster_id) : 0;
+}
+
 std::string DataDistEngine::ListenAddress() const { return links_ ? links_->listen_address() : ""; }
 
 std::optional<LinkInfo> DataDistEngine::GetLinkInfo(uint64_t cluster_id) const {

@@ -407,6 +407,12 @@ size_t LinkManager::link_count() const {
   return n;
 }
 
+uint64_t LinkManager::links_installed(uint64_t cluster_id) const {
+  std::lock_guard<std::mutex> lock(links_mutex_);
+  auto it = installs_.find(cluster_id);
+  return it == installs_.end() ? 0 : it->second;
+}
+
 std::vector<uint64_t> LinkManager::linked_clusters() const {
   std::lock_guard<std::mutex> lock(links_mutex_);
   std::vector<uint64_t> ids;
@@ -438,6 +444,7 @@ DetailedStatus LinkManager::Install(const std::shared_ptr<Link> &link) {
                 " already has a live link to cluster ", cluster_id_, "; unlink it first");
     old = slot;
     slot = link;
+    ++installs_[link->peer_cluster_id()];
   }
   if (old) old->Close(Link::State::kClosed, "replaced by a new link from the same cluster");
   return DetailedStatus::Ok();

@@ -96,6 +96,10 @@ class LinkManager {
   std::shared_ptr<Link> Find(uint64_t cluster_id) const;
   size_t link_count() const;
   std::vector<uint64_t> linked_clusters() const;
+  // How many links to or from `cluster_id` this manager has installed since it started. A
+  // caller that must know whether a peer linked after some moment (the rank-table API's
+  // listening side) compares two readings: the link itself may be gone by the time it looks.
+  uint64_t links_installed(uint64_t cluster_id) const;
   // Closes every link without telling peers (finalize).
   void CloseAll();
 
@@ -132,6 +136,7 @@ class LinkManager {
 
   mutable std::mutex links_mutex_;
   std::map<uint64_t, std::shared_ptr<Link>> links_;
+  std::map<uint64_t, uint64_t> installs_;  // guarded by links_mutex_
   std::mutex peer_locks_mutex_;
   std::map<uint64_t, std::shared_ptr<std::timed_mutex>> peer_locks_;
 

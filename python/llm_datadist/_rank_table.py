@@ -173,6 +173,8 @@ class _Comm:
         self.status = RegisterMemStatus.PREPARING
         self.error = ""
         self.linked: List[int] = []   # peers whose link this comm holds a reference on
+        # Links the higher-rank peers had made to us before this comm began (see _linked_in).
+        self.installs_before: Dict[int, int] = {}
         self.cancel = threading.Event()
         self.thread: Optional[threading.Thread] = None
 
@@ -204,6 +206,8 @@ class CommRegistry:
                                        f"unlink it first.")
             self._check_room()
             comm = _Comm(self._next_id, comm_name, own, peers)
+            comm.installs_before = {p.cluster_id: self._engine.links_installed(p.cluster_id)
+                                    for p in peers if p.rank > own.rank}
             self._next_id += 1
             self._comms[comm.comm_id] = comm
         if any(p.rank > own.rank for p in peers):
@@ -289,7 +293,12 @@ class CommRegistry:
             if status != LLMStatusCode.LLM_SUCCESS:
                 logger.info("unlink comm %d: cluster %d: %s: %s", comm.comm_id, cluster_id, status, message)
 
-    def _linked_in(self, peer: Member) -> bool:
+    def _linked_in(self, comm: _Comm, peer: Member) -> bool:
+        # Linked if the link is up now, or if the peer made one since this comm began: a peer
+        # that linked and unlinked again between two polls did link (its comm reports OK, so
+        # must ours), and a live link alone would miss it.
+        if self._engine.links_installed(peer.cluster_id) > comm.installs_before.get(peer.cluster_id, 0):
+            return True
         info = self._engine.link_info(peer.cluster_id)
         return info is not None and info.get("state") == "active"
 
@@ -312,7 +321,7 @@ class CommRegistry:
                     else:
                         self._fail(comm, f"cluster {peer.cluster_id} at {peer.ip}:{peer.port}: {status!s}: {message}")
                         return
-                elif self._linked_in(peer):     # the higher rank connects to us
+                elif self._linked_in(comm, peer):     # the higher rank connects to us
                     pending.remove(peer)
                     self._hold(comm, peer)
                 else:

@@ -139,3 +139,21 @@ def test_finalize_with_a_comm_still_preparing_returns_promptly(spawn):
     t0 = time.monotonic()
     lone.exec("dd.finalize()")
     assert time.monotonic() - t0 < 10.0
+
+
+def test_a_peer_that_links_and_unlinks_between_two_polls_still_linked(members):
+    """The listening rank learns of a link from the link count, not only from a live link: a
+    higher rank that links and unlinks again within one poll (50 ms) must not leave it FAILED."""
+    p, d = members[0], members[1]
+    port_p = free_port()
+    table = rank_table([port_p, free_port()])
+    cid_p = link(p, "blink", {1: 0, 2: 1}, table)   # rank 0: listening once link() returns
+    # Rank 1 through the cluster API, link and unlink in one step: a few ms, inside one poll.
+    codes = d.exec(
+        "info = ld.LLMClusterInfo(); info.remote_cluster_id = 1; "
+        f"info.append_remote_ip_info({LOOPBACK!r}, {port_p}); "
+        "linked = dd.link_clusters([info], 3000); unlinked = dd.unlink_clusters([info], 3000); "
+        "result = [linked[0].name, [s.name for s in linked[1]], unlinked[0].name]")
+    assert codes == ["LLM_SUCCESS", ["LLM_SUCCESS"], "LLM_SUCCESS"], codes
+    wait_ok(p, cid_p, timeout=5.0)
+    unlink(p, cid_p)
