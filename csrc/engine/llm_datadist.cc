@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 
+#include <mutex>
 #include <string>
 
 #include "common/logging.h"
@@ -20,6 +21,17 @@ Status Report(const DetailedStatus &status, const char *operation) {
   t_last_error = std::string(operation) + ": " + status.ToString();
   LLMDD_LOG(kWarning, t_last_error);
   return status.code();
+}
+
+// Upstream pushes only from device caches ("Only support push to device cache"); ours also reads
+// host memory. Code that relies on that will not run on upstream, so say so once per process.
+void WarnOnceIfHostPush(const Cache &src_cache, const char *operation) {
+  static std::once_flag warned;
+  if (src_cache.cache_desc.placement != CachePlacement::kHost) return;
+  std::call_once(warned, [operation] {
+    LLMDD_LOG(kWarning, operation, " from a host cache: accepted here, but upstream returns LLM_PARAM_INVALID "
+              "(\"Only support push to device cache\")");
+  });
 }
 
 std::map<std::string, std::string> ToStringMap(const std::map<AscendString, AscendString> &options) {
@@ -202,6 +214,7 @@ Status LlmDataDist::PullKvBlocks(const CacheIndex &src_cache_index, const Cache 
 Status LlmDataDist::PushKvCache(const Cache &src_cache, const CacheIndex &dst_cache_index, uint32_t src_batch_index,
                                 int64_t size, const KvCacheExtParam &ext_param) {
   if (size != -1) return Report(DetailedStatus(LLM_PARAM_INVALID, "PushKvCache size must be -1"), "PushKvCache");
+  WarnOnceIfHostPush(src_cache, "PushKvCache");
   TransferArgs args;
   args.remote_cluster_id = dst_cache_index.cluster_id;
   args.key_kind = RemoteKeyKind::kCacheIdAndIndex;
@@ -219,6 +232,7 @@ Status LlmDataDist::PushKvBlocks(const Cache &src_cache, const CacheIndex &dst_c
                                  const KvCacheExtParam &ext_param) {
   if (dst_cache_index.batch_index != 0)
     return Report(DetailedStatus(LLM_PARAM_INVALID, "dst_cache_index.batch_index must be 0"), "PushKvBlocks");
+  WarnOnceIfHostPush(src_cache, "PushKvBlocks");
   TransferArgs args;
   args.remote_cluster_id = dst_cache_index.cluster_id;
   args.key_kind = RemoteKeyKind::kCacheIdAndIndex;
