@@ -16,9 +16,10 @@ import pytest
 import llm_datadist as ld
 from llm_datadist import LLMException, LLMStatusCode
 from llm_datadist.integrations import (CONNECTOR_VERSION, AgentMetadata, ConnectorConfig, ConnectorMetadata,
-                                       ConnectorScheduler, ConnectorWorker, HealthRegistry, KVCacheLayout, PeerState,
-                                       RemoteMeta, SendLease, compute_compatibility_hash, decode_handshake,
-                                       encode_handshake, ticket_id_of)
+                                       ConnectorScheduler, ConnectorWorker, HealthRegistry, KVCacheLayout,
+                                       LandingRecord, PeerState, PushMeta, RemoteMeta, SendLease,
+                                       compute_compatibility_hash, decode_handshake, encode_handshake, push_ticket_id,
+                                       ticket_id_of)
 
 LAYOUT = KVCacheLayout(num_layers=4, num_kv_heads=4, head_dim=32, block_size=16, dtype="DT_FLOAT")
 
@@ -113,6 +114,44 @@ def test_scheduler_half_prefill_and_decode():
     decode.update_state_after_alloc(hit, [11, 12], 24)
     rm = decode.build_connector_meta().reqs_to_recv["r4"]
     assert rm.local_block_ids == [11, 12] and rm.remote.block_ids == [8, 9]
+
+
+def test_scheduler_half_push_mode():
+    """Push mode: the decode's request names the prefill and waits for a push into its blocks;
+    the prefill's is queued for the step that computes its prompt and held until confirmed."""
+    params = {"kv_mode": "push", "transfer_id": "t-1"}
+    decode = ConnectorScheduler(ConnectorConfig(LAYOUT, cluster_id=201, mode="push"))
+    dreq = Request("d-1", list(range(40)), dict(params, do_remote_prefill=True, remote_cluster_id=101,
+                                                remote_host="127.0.0.1", remote_port=26000))
+    assert decode.get_num_new_matched_tokens(dreq, 0) == (40, True)
+    decode.update_state_after_alloc(dreq, [3, 4, 5], 40)
+    rm = decode.build_connector_meta().reqs_to_recv["d-1"]
+    assert rm.push and rm.local_block_ids == [3, 4, 5] and rm.prompt_tokens == 40
+    assert rm.remote.cluster_id == 101 and rm.remote.block_ids == [] and rm.remote.ticket_id == push_ticket_id("t-1")
+
+    prefill = ConnectorScheduler(ConnectorConfig(LAYOUT, cluster_id=101, port=26000, free_timeout_s=5.0, mode="push"))
+    preq = Request("p-1", list(range(40)), dict(params, do_remote_decode=True, remote_cluster_id=201))
+    assert prefill.is_push_prefill(preq) and not prefill.is_push_prefill(Request("x", [1], {"do_remote_decode": 1}))
+    prefill.queue_push(preq, [7, 8, 9])
+    push = prefill.build_connector_meta().reqs_to_push["p-1"]
+    assert isinstance(push, PushMeta) and push.block_ids == [7, 8, 9] and push.decode_cluster_id == 201
+    assert push.ticket_id == push_ticket_id("t-1") and push.prompt_tokens == 40
+    assert prefill.request_finished(preq, [7, 8, 9]) == (True, None)    # held until the push is confirmed
+
+
+def test_landing_record_round_trip_and_refusals():
+    h = compute_compatibility_hash(LAYOUT)
+    data = LandingRecord.encode(h, [5, 2**40, 0], 4)
+    assert len(data) == LandingRecord.size_for(4) == LandingRecord.HEADER + 32
+    assert LandingRecord.decode(data, h) == [5, 2**40, 0]
+    with pytest.raises(ValueError, match="do not fit"):
+        LandingRecord.encode(h, [1, 2, 3], 2)
+    other = compute_compatibility_hash(dataclasses.replace(LAYOUT, block_size=32))
+    for bad, words in ((data, "layout mismatch"), (b"x" * 10, "shorter than"), (b"NOTMAGIC" + data[8:], "magic"),
+                       (data[:LandingRecord.HEADER + 8], "holds")):
+        with pytest.raises(LLMException) as e:
+            LandingRecord.decode(bad, other if words == "layout mismatch" else h)
+        assert e.value.status_code == LLMStatusCode.LLM_LINK_FAILED and words in str(e.value), (words, e.value)
 
 
 def test_worker_half_expiry_and_load_errors(datadist):

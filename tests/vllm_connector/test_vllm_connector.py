@@ -31,7 +31,7 @@ def cluster(sides):
     """prefill (kv_producer, FlashAttention layout), decode (kv_consumer, same layout), a
     decode with the FlashInfer layout, and a second prefill that a test kills: started in
     parallel (each imports vLLM), initialized in turn."""
-    names = ["prefill", "decode", "decode-flashinfer", "prefill-doomed"]
+    names = ["prefill", "decode", "decode-flashinfer", "prefill-doomed", "prefill-push", "decode-push"]
     procs = {n: sides.start(n) for n in names}
     extra = {"free_timeout_s": FREE_TIMEOUT_S, "link_timeout_ms": 3000, "retry_attempts": 2,
              "retry_deadline_s": 3.0, "notice_deadline_s": 5.0}
@@ -43,6 +43,11 @@ def cluster(sides):
         "prefill-doomed": init_side(procs["prefill-doomed"], role="prefill", engine_id="prefill-1",
                                     port=free_port(), extra=extra),
     }
+    push = dict(extra, mode="push", push_wait_s=6.0)
+    for name, role, engine in (("prefill-push", "prefill", "prefill-push-0"), ("decode-push", "decode", "decode-push-0")):
+        port = free_port()
+        info[name] = dict(init_side(procs[name], role=role, engine_id=engine, port=port, extra=push),
+                          port=port, engine_id=engine)
     return procs, info
 
 
@@ -123,6 +128,49 @@ def test_incompatible_peer_refused_naming_both_hashes(cluster):
     assert "req-mismatch" in freed["expired"]
 
 
+
+
+def test_push_mode_prefill_writes_each_layer_into_the_decode_blocks(cluster):
+    """Push mode: the proxy sends the request to both sides at once; the decode names its
+    blocks, the prefill pushes layer by layer as its model writes them, the decode is told when
+    all arrived and the prefill frees its blocks on the decode's confirmation."""
+    import concurrent.futures
+    procs, info = cluster
+    p, d = procs["prefill-push"], procs["decode-push"]
+    free_before = info["prefill-push"]["free_blocks"]
+    common = {"kv_mode": "push", "transfer_id": "xfer-push-1"}
+    to_decode = dict(common, do_remote_prefill=True, remote_engine_id=info["prefill-push"]["engine_id"],
+                     remote_host="127.0.0.1", remote_port=info["prefill-push"]["port"])
+    to_prefill = dict(common, do_remote_decode=True, remote_engine_id=info["decode-push"]["engine_id"])
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        dec_f = pool.submit(d.call, "decode", deadline=STEP_DEADLINE, request_id="req-push-d", prompt=PROMPT,
+                            kv_transfer_params=to_decode)
+        pre_f = pool.submit(p.call, "prefill", deadline=STEP_DEADLINE, request_id="req-push-p", prompt=PROMPT,
+                            kv_transfer_params=to_prefill)
+        pre, dec = pre_f.result(), dec_f.result()
+    assert pre["kv_transfer_params"] is None and len(pre["block_ids"]) == 3
+    assert pre["digest"] == p.call("expected_digest", request_id="req-push-p", prompt_len=len(PROMPT), writer=1)
+    # parked while the prefill pushed, then only the last prompt token and one more computed here
+    assert dec["statuses"] == ["WAITING", "WAITING_FOR_REMOTE_KVS", "RUNNING"], dec["statuses"]
+    assert dec["computed"] == [[39, 1], [40, 1]], dec["computed"]
+    assert dec["load_errors"] == [] and dec["transfer"]["ok"], dec["transfer"]
+    assert dec["digest_at_load"] == pre["digest"]                   # every byte of the 3 blocks
+    freed = p.call("step", deadline=STEP_DEADLINE, until_freed=["req-push-p"], deadline_s=30.0)
+    assert "req-push-p" in freed["freed"] and "req-push-p" not in freed["expired"], p.stderr_text()[-2000:]
+    assert freed["free_blocks"] == free_before
+
+
+def test_push_mode_without_a_prefill_is_a_load_error_and_recomputed(cluster):
+    procs, info = cluster
+    d = procs["decode-push"]
+    to_decode = {"kv_mode": "push", "transfer_id": "xfer-push-orphan", "do_remote_prefill": True,
+                 "remote_engine_id": info["prefill-push"]["engine_id"], "remote_host": "127.0.0.1",
+                 "remote_port": info["prefill-push"]["port"]}
+    dec = d.call("decode", deadline=STEP_DEADLINE, request_id="req-push-orphan", prompt=PROMPT[:20],
+                 kv_transfer_params=to_decode)
+    err = dec["transfer"]["error"]
+    assert not dec["transfer"]["ok"] and err["code"] == "LLM_KV_CACHE_NOT_EXIST", err   # no ticket came
+    assert dec["computed"][0] == [0, 20], dec["computed"]          # recomputed instead
 
 
 @pytest.mark.cuda

@@ -148,16 +148,16 @@ class Side:
         self.conn.bind_connector_metadata(out.kv_connector_metadata)
         self.conn.start_load_kv(None)
         req_ids = list(out.num_scheduled_tokens)
-        scheduled = {}
-        for rid, n in out.num_scheduled_tokens.items():
-            start = self._computed_before(out, rid)
-            blocks = self.block_ids(rid)
-            for pos in range(start, start + n):
-                for li, name in enumerate(self.kv):
+        scheduled = {rid: (self._computed_before(out, rid), n) for rid, n in out.num_scheduled_tokens.items()}
+        for li, name in enumerate(self.kv):        # layer by layer, as a model's forward goes
+            for rid, (start, n) in scheduled.items():
+                blocks = self.block_ids(rid)
+                for pos in range(start, start + n):
                     for kv in (0, 1):
                         slot = self._slot(name, kv, blocks[pos // BLOCK_SIZE], pos % BLOCK_SIZE)
                         slot.copy_(pattern(self.writer, _seed(rid), li, kv, pos).to(slot.device))
-            scheduled[rid] = (start, n)
+            if scheduled:
+                self.conn.save_kv_layer(name, self.kv[name], None)
         self.conn.wait_for_save()
         if self.device_sync is not None:
             self.device_sync()                   # the stand-in model's writes land before a peer reads
@@ -198,15 +198,19 @@ class Side:
         return Request(rid, prompt, sp, None)
 
     # -- ops --------------------------------------------------------------------------------
-    def prefill(self, request_id: str, prompt: List[int], deadline_s: float = 30.0) -> Dict[str, Any]:
-        self.sched.add_request(self._request(request_id, prompt, {"do_remote_decode": True}, 1))
+    def prefill(self, request_id: str, prompt: List[int], deadline_s: float = 30.0,
+                kv_transfer_params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """Pull mode by default; push mode with kv_transfer_params naming the decode."""
+        params_in = kv_transfer_params or {"do_remote_decode": True}
+        self.sched.add_request(self._request(request_id, prompt, params_in, 1))
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
             _, done = self.step()
             for o in done:
                 if o.request_id == request_id:
-                    params = o.kv_transfer_params
-                    blocks = params["remote_block_ids"]
+                    params = o.kv_transfer_params    # None in push mode: nothing for a client
+                    blocks = (params["remote_block_ids"] if params
+                              else self.block_ids(request_id)[:self._prompt_blocks(request_id)])
                     return {"kv_transfer_params": params, "block_ids": blocks, "digest": self.digest(blocks),
                             "free_blocks": self._free_blocks(), "finish_reason": str(o.finish_reason)}
         raise TimeoutError(f"prefill of {request_id} did not finish in {deadline_s} s")

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Set
 
 __all__ = ["CONNECTOR_VERSION", "ReqId", "KVCacheLayout", "compute_compatibility_hash", "AgentMetadata",
            "HandshakePayload", "encode_handshake", "decode_handshake", "RemoteMeta", "ReqMeta",
-           "SendLease", "ConnectorMetadata"]
+           "SendLease", "PushMeta", "LandingRecord", "ConnectorMetadata"]
 
 # Connector wire version. Bump it when a field of AgentMetadata/HandshakePayload/RemoteMeta (as
 # carried in kv_transfer_params) is added, removed or changes meaning, or when the tensor order
@@ -27,7 +27,9 @@ __all__ = ["CONNECTOR_VERSION", "ReqId", "KVCacheLayout", "compute_compatibility
 #      dim, block size, dtype), agent (cluster id, host, port, model id, blocks).
 #   2: agent carries the engine id; kv_transfer_params carry the engine id, the consumed-notice
 #      ticket id, the expiry (wall clock) and the prefill's handshake payload.
-CONNECTOR_VERSION = 2
+#   3: push mode: kv_transfer_params carry ``kv_mode`` and ``transfer_id``; the decode's landing
+#      record (``LandingRecord``) names its blocks and layout hash to the prefill.
+CONNECTOR_VERSION = 3
 
 ReqId = str
 
@@ -179,6 +181,8 @@ class ReqMeta:
     local_block_ids: List[int]
     remote: RemoteMeta
     num_tokens: int
+    push: bool = False               # the prefill pushes into local_block_ids; nothing is pulled
+    prompt_tokens: int = 0           # push: sizes the landing record (both sides compute it)
 
 
 @dataclass(frozen=True)
@@ -189,8 +193,69 @@ class SendLease:
     expires_at: float
 
 
+@dataclass(frozen=True)
+class PushMeta:
+    """Push mode, prefill side: a request whose prompt is computed in this step, to be pushed
+    layer by layer into the decode's blocks (which the decode's landing record names)."""
+    request_id: ReqId
+    block_ids: List[int]             # the prefill's blocks of the request, in token order
+    prompt_tokens: int
+    decode_cluster_id: int
+    ticket_id: int                   # landing record on the decode, done ticket here (both keys)
+    expires_at: float                # the prefill frees the blocks by then, pushed or not
+
+
+class LandingRecord:
+    """Push mode: what a decode publishes under ``CacheKey(decode cluster, ticket_id)`` for its
+    prefill to read: the layout hash (checked before any byte is pushed) and the decode's
+    blocks for the request's prompt, as one slot of ``size_for(max_blocks)`` bytes.
+
+    Format (little endian): magic ``b"LLMDDPSH"``, u32 connector version, u32 block count,
+    32 bytes of the compatibility hash, then u64 block ids."""
+    MAGIC = b"LLMDDPSH"
+    HEADER = 8 + 4 + 4 + 32
+
+    @staticmethod
+    def size_for(max_blocks: int) -> int:
+        return LandingRecord.HEADER + 8 * max(1, max_blocks)
+
+    @staticmethod
+    def encode(compatibility_hash: str, block_ids: List[int], max_blocks: int) -> bytes:
+        import struct
+        if len(block_ids) > max_blocks:
+            raise ValueError(f"{len(block_ids)} blocks do not fit a record of {max_blocks}")
+        body = struct.pack(f"<8sII32s{len(block_ids)}Q", LandingRecord.MAGIC, CONNECTOR_VERSION, len(block_ids),
+                           bytes.fromhex(compatibility_hash), *block_ids)
+        return body.ljust(LandingRecord.size_for(max_blocks), b"\0")
+
+    @staticmethod
+    def decode(data: bytes, expected_hash: str) -> List[int]:
+        """The decode's block ids; LLMException(LLM_LINK_FAILED) naming both values when the
+        record is not one, is of another version, or describes another layout."""
+        import struct
+        from ..status import LLMException, LLMStatusCode
+
+        def refuse(msg: str) -> LLMException:
+            return LLMException(msg, status_code=LLMStatusCode.LLM_LINK_FAILED,
+                                context={"operation": "connector_push", "action": "fix_call", "recoverable": False})
+
+        if len(data) < LandingRecord.HEADER:
+            raise refuse(f"landing record of {len(data)} bytes is shorter than its {LandingRecord.HEADER}-byte header")
+        magic, version, count, digest = struct.unpack_from("<8sII32s", data)
+        if magic != LandingRecord.MAGIC or version != CONNECTOR_VERSION:
+            raise refuse(f"landing record magic {magic!r} version {version}: expected {LandingRecord.MAGIC!r} "
+                         f"version {CONNECTOR_VERSION}")
+        if digest.hex() != expected_hash:
+            raise refuse(f"KV cache layout mismatch: decode compatibility hash {digest.hex()[:16]}..., ours "
+                         f"{expected_hash[:16]}...")
+        if LandingRecord.HEADER + 8 * count > len(data):
+            raise refuse(f"landing record names {count} blocks but holds {len(data)} bytes")
+        return list(struct.unpack_from(f"<{count}Q", data, LandingRecord.HEADER))
+
+
 @dataclass
 class ConnectorMetadata:
     """Scheduler -> worker, once per engine step."""
     reqs_to_recv: Dict[ReqId, ReqMeta] = field(default_factory=dict)
     reqs_to_send: Dict[ReqId, SendLease] = field(default_factory=dict)
+    reqs_to_push: Dict[ReqId, PushMeta] = field(default_factory=dict)

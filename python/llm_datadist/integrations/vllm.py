@@ -14,6 +14,13 @@ the prefill over our link that it has them (``connector.py`` explains the ticket
 prefill frees them, or frees them at the expiry when no notice comes. A failed load comes back
 as block ids from ``get_block_ids_with_load_errors`` and vLLM recomputes them.
 
+Push mode (``"mode": "push"`` in ``kv_connector_extra_config`` on both sides): the proxy sends
+the request to both at once, each with ``kv_transfer_params`` carrying ``"kv_mode": "push"`` and
+one ``"transfer_id"``; the decode's also name the prefill (``remote_engine_id``,
+``remote_host``, ``remote_port``), the prefill's the decode (``remote_engine_id``). The
+prefill's workers push each layer into the decode's blocks as ``save_kv_layer`` reports it
+written (``connector.py``, "Push mode").
+
 The engine-neutral logic lives in ``connector.py`` (the serve demo drives it directly); this
 module maps vLLM's types onto it: ``KVTransferConfig`` -> settings, ``KVCacheBlocks`` -> block
 ids, the attention backends' KV tensors -> one registered blocks cache, vLLM's metadata
@@ -60,7 +67,8 @@ EXTRA_CONFIG_DEFAULTS: Dict[str, Any] = {
     "notice_deadline_s": 5.0,
     "host_pool_bytes": 1 << 20,  # host pool for the consumed-notice tickets
     "model_name": "",            # when set on both sides, checked at the handshake
-    "mode": "pull",              # "push" (layer-wise save) is not supported yet
+    "mode": "pull",              # or "push": the prefill writes each layer into the decode's blocks
+    "push_wait_s": 30.0,         # push: how long a side waits for the other (record, layers, ticket)
 }
 
 _DTYPES = {torch.float32: "DT_FLOAT", torch.float16: "DT_FLOAT16", torch.bfloat16: "DT_BF16",
@@ -77,9 +85,8 @@ def _extra(kv_transfer_config: Any) -> Dict[str, Any]:
         raise ValueError(f"kv_connector_extra_config: unknown keys {unknown}; known: {sorted(EXTRA_CONFIG_DEFAULTS)}")
     out = dict(EXTRA_CONFIG_DEFAULTS)
     out.update(given)
-    if out["mode"] != "pull":
-        raise LLMException(f"kv_connector_extra_config mode={out['mode']!r}: only 'pull' is supported yet",
-                           status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED, context={"operation": "connector_init"})
+    if out["mode"] not in ("pull", "push"):
+        raise ValueError(f"kv_connector_extra_config mode={out['mode']!r}: must be 'pull' or 'push'")
     if out["transport"] not in ("auto", "tcp"):
         raise ValueError(f"kv_connector_extra_config transport={out['transport']!r}: must be 'auto' or 'tcp'")
     return out
@@ -181,7 +188,11 @@ class LLMDataDistConnector(KVConnectorBase_V1):
             layout=None, cluster_id=int(cluster_id), host=host, port=int(ktc.kv_port) if self.is_producer else 0,
             engine_id=self.engine_id, model_name=str(extra["model_name"]), free_timeout_s=float(extra["free_timeout_s"]),
             link_timeout_ms=int(extra["link_timeout_ms"]), retry_attempts=int(extra["retry_attempts"]),
-            retry_deadline_s=float(extra["retry_deadline_s"]), notice_deadline_s=float(extra["notice_deadline_s"]))
+            retry_deadline_s=float(extra["retry_deadline_s"]), notice_deadline_s=float(extra["notice_deadline_s"]),
+            mode=str(extra["mode"]), push_wait_s=float(extra["push_wait_s"]))
+        self._layer_index: Dict[str, int] = {}
+        # push mode, scheduler side: a prefill's push requests and their blocks until their prompt is computed
+        self._push_watch: Dict[str, Tuple[Any, List[int]]] = {}
         self.scheduler: Optional[ConnectorScheduler] = None
         self.worker: Optional[ConnectorWorker] = None
         self.datadist: Any = None
@@ -237,6 +248,7 @@ class LLMDataDistConnector(KVConnectorBase_V1):
         heads = getattr(spec, "num_kv_heads", 1)
         pieces, layout = kv_layout_of(ordered, self._kv_cache_config.num_blocks, spec.block_size, heads,
                                       spec.head_size)
+        self._layer_index = {name: i for i, name in enumerate(ordered)}
         w.register_kv_caches(pieces, layout)
 
     def get_handshake_metadata(self) -> LLMDataDistHandshakeMetadata:
@@ -259,13 +271,22 @@ class LLMDataDistConnector(KVConnectorBase_V1):
         return None        # whole-request loads; vLLM waits for them through get_finished
 
     def save_kv_layer(self, layer_name: str, kv_layer: "torch.Tensor", attn_metadata: Any, **kwargs: Any) -> None:
-        return None        # pull mode: the decode reads the blocks; nothing to push
+        if self.config.mode != "push":
+            return None    # pull mode: the decode reads the blocks; nothing to push
+        wait = None
+        if isinstance(kv_layer, torch.Tensor) and kv_layer.is_cuda:
+            # the layer's kernels are queued, not done: the push waits on this event, not the GPU
+            event = torch.cuda.Event()
+            event.record()
+            wait = event.synchronize
+        self._w("save_kv_layer").save_kv_layer(self._layer_index.get(layer_name, -1), wait)
 
     def wait_for_save(self) -> None:
-        return None
+        if self.config.mode == "push":
+            self._w("wait_for_save").wait_for_save()
 
     def get_finished(self, finished_req_ids: Set[str]) -> Tuple[Optional[Set[str]], Optional[Set[str]]]:
-        sending, recving = self._w("get_finished").get_finished()
+        sending, recving = self._w("get_finished").get_finished(set(finished_req_ids))
         return (sending or None), (recving or None)
 
     def get_block_ids_with_load_errors(self) -> Set[int]:
@@ -291,15 +312,38 @@ class LLMDataDistConnector(KVConnectorBase_V1):
         return self._s("get_num_new_matched_tokens").get_num_new_matched_tokens(request, num_computed_tokens)
 
     def update_state_after_alloc(self, request: Any, blocks: Any, num_external_tokens: int) -> None:
+        s = self._s("update_state_after_alloc")
+        params = getattr(request, "kv_transfer_params", None) or {}
+        if params.get("kv_mode") == "push" and "remote_cluster_id" not in params and "remote_engine_id" in params:
+            params["remote_cluster_id"] = _cluster_id(str(params["remote_engine_id"]))
+        if s.is_push_prefill(request):
+            self._push_watch[request.request_id] = (request, list(blocks.get_block_ids()[0]))
         local = blocks.get_unhashed_block_ids() if num_external_tokens > 0 else []
-        self._s("update_state_after_alloc").update_state_after_alloc(request, local, num_external_tokens)
+        s.update_state_after_alloc(request, local, num_external_tokens)
 
     def build_connector_meta(self, scheduler_output: Any) -> LLMDataDistConnectorMetadata:
-        return LLMDataDistConnectorMetadata(self._s("build_connector_meta").build_connector_meta())
+        s = self._s("build_connector_meta")
+        if self._push_watch:
+            self._queue_prefilled_pushes(s, scheduler_output)
+        return LLMDataDistConnectorMetadata(s.build_connector_meta())
+
+    def _queue_prefilled_pushes(self, s: ConnectorScheduler, out: Any) -> None:
+        """Push mode: a watched request whose prompt this step completes is pushed in this step
+        (vLLM builds the metadata before it counts the step's tokens as computed)."""
+        cached = out.scheduled_cached_reqs
+        for i, rid in enumerate(cached.req_ids):
+            if rid in self._push_watch and cached.new_block_ids[i] is not None:
+                self._push_watch[rid][1].extend(cached.new_block_ids[i][0])
+        for rid, (request, block_ids) in list(self._push_watch.items()):
+            n = out.num_scheduled_tokens.get(rid, 0)
+            if n and request.num_computed_tokens + n >= len(request.prompt_token_ids):
+                s.queue_push(request, block_ids)
+                del self._push_watch[rid]
 
     def request_finished(self, request: Any, block_ids: Sequence[int]) -> Tuple[bool, Optional[Dict[str, Any]]]:
         from vllm.v1.request import RequestStatus
         s = self._s("request_finished")
+        self._push_watch.pop(request.request_id, None)
         if request.status not in (RequestStatus.FINISHED_LENGTH_CAPPED, RequestStatus.FINISHED_STOPPED):
             return False, None              # aborted: nothing for a decode to read
         return s.request_finished(request, list(block_ids))
