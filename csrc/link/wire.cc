@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -379,7 +380,15 @@ std::string BootId() {
   std::ifstream in("/proc/sys/kernel/random/boot_id");
   std::string id;
   std::getline(in, id);
-  return id;
+  if (id.empty()) return id;  // unknown boot: never "one host"
+  // The network namespace is part of the host's identity: the abstract Unix sockets that carry
+  // the shm channel exist per network namespace, so two namespaces cannot share pools the way
+  // two processes of one host do, and distinct namespaces are how the tests model two hosts.
+  // Without the namespace (no /proc/self/ns/net) the id is unknown too.
+  struct stat ns {};
+  if (stat("/proc/self/ns/net", &ns) != 0) return std::string();
+  return detail::Concat(id, "/netns:", static_cast<unsigned long long>(ns.st_dev), ":",
+                        static_cast<unsigned long long>(ns.st_ino));
 }
 
 std::vector<uint8_t> RandomNonce() {

@@ -185,7 +185,8 @@ DetailedStatus SendFds(int sock, const std::vector<int> &fds, const std::vector<
 DetailedStatus RecvFds(int sock, std::vector<int> *fds, std::vector<uint8_t> *payload, size_t max_fds,
                        Deadline deadline);
 
-// This boot's identity (/proc/sys/kernel/random/boot_id): equal on two ends means one host.
+// This host's identity: the boot (/proc/sys/kernel/random/boot_id) and the network namespace
+// (/proc/self/ns/net); equal on two ends means one host. Empty when either is unknown.
 std::string BootId();
 // 16 random bytes from the kernel.
 std::vector<uint8_t> RandomNonce();
