@@ -196,8 +196,11 @@ class Worker:
     """One child process running worker_main, with deadline-bounded request/reply."""
 
     def __init__(self, name: str, env: Optional[Dict[str, str]] = None, unset_env: Iterable[str] = (),
-                 user: Optional[int] = None) -> None:
+                 user: Optional[int] = None, wrap: Sequence[str] = ()) -> None:
         self.name = name
+        # argv prefix that must exec the worker in place, e.g. ["ip", "netns", "exec", NAME]
+        # (tests/twohost): the pid and the process group stay the worker's own
+        self.wrap = list(wrap)
         self.env = dict(os.environ)
         # the child must not inherit test-time knobs by accident; tests pass them explicitly
         for var in ("LLMDD_TRANSPORT", "LLMDD_LINK_SECRET", *unset_env):
@@ -235,7 +238,7 @@ class Worker:
     # -- process ----------------------------------------------------------------------------
     def start(self) -> "Worker":
         self.proc = subprocess.Popen(
-            [sys.executable, "-u", "-m", "worker_main"], cwd=HERE, env=self.env,
+            [*self.wrap, sys.executable, "-u", "-m", "worker_main"], cwd=HERE, env=self.env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errfile,
             start_new_session=True, close_fds=True)
         self.pid = self.proc.pid
@@ -631,8 +634,8 @@ class WorkerGroup:
         self.prefix = prefix
         self.workers: List[Worker] = []
 
-    def start(self, name: str, env: Optional[Dict[str, str]] = None) -> Worker:
-        w = Worker(self.prefix + name, env=env)
+    def start(self, name: str, env: Optional[Dict[str, str]] = None, wrap: Sequence[str] = ()) -> Worker:
+        w = Worker(self.prefix + name, env=env, wrap=wrap)
         self.workers.append(w)
         return w.start()
 
