@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Two hosts on one machine (issue 12 item 3): the prefill runs in one network namespace, the
-decodes in another, joined by a veth pair (netns.py); the workers are tests/integration's.
+decodes in another, joined by a veth pair (llm_datadist._bench.netns); the workers are
+tests/integration's.
 
 * `hosts`: a fresh netns.Hosts(2) per test (a partition or a rate limit never leaks into the
   next test); skipped, saying why, where namespaces cannot be made (not root, no `ip`, refused).
@@ -23,7 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 
-import netns  # noqa: E402
+from llm_datadist._bench import netns  # noqa: E402
 from twohost_workers import TRANSPORTS, start_cross_pair, ucx_unavailable  # noqa: E402
 from workers import Pair, WorkerGroup, kill_all_workers  # noqa: E402
 from worker_fixtures import group  # noqa: E402,F401 - shared with tests/integration

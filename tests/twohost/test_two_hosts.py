@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""A prefill on one host and decodes on another (two network namespaces and a veth, netns.py),
+"""A prefill on one host and decodes on another (two network namespaces and a veth, llm_datadist._bench.netns),
 over each cross-host transport: every transfer kind with every byte checked, 4 decoders at once,
 a partition in the middle of a pull, a killed prefill, and a rate-limited veth (issue 12 item 3).
 
@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-import netns
-from twohost_workers import link_across, start_cross_pair, ucx_unavailable
+from llm_datadist._bench import netns
+from twohost_workers import link_across, spawn_on, start_cross_pair, start_on, ucx_unavailable
 from workers import (DECODE_ID, PREFILL_ID, block_copies, blocks_key, cluster_of, desc, expect_code, id_key,
                      prefix_key, req_key, slot_copies, slot_to_block_copies, wait_for, wait_link_state)
 
@@ -42,7 +42,7 @@ def test_harness_close_kills_what_runs_inside_and_deletes_the_namespaces(group):
     extra = netns.Hosts(3)  # through a bridge in a switch namespace
     try:
         names = [h.netns for h in extra] + [extra.switch]
-        w = extra[2].start(group, "sleeper").wait_ready()
+        w = start_on(extra[2], group, "sleeper").wait_ready()
         assert w.pid in extra[2].pids()
         out = extra[1].run("ip", "-o", "addr", "show", "dev", extra[1].veth).stdout
         assert f"{extra[1].ip}/24" in out, out
@@ -59,11 +59,11 @@ def test_three_hosts_two_decodes_on_two_hosts(group):
     if netns.unavailable():
         pytest.skip(netns.unavailable())
     with netns.Hosts(3) as three:
-        p = three[0].spawn(group, "prefill", role="PROMPT", cluster_id=P, listen=True, **SMALL_POOL)
+        p = spawn_on(three[0], group, "prefill", role="PROMPT", cluster_id=P, listen=True, **SMALL_POOL)
         src = p.allocate(contig(), keys=[prefix_key(P, 1)])
         p.fill(src, 91)
         for k in (1, 2):
-            d = three[k].spawn(group, f"decode{k}", role="DECODER", cluster_id=100 + k, **SMALL_POOL)
+            d = spawn_on(three[k], group, f"decode{k}", role="DECODER", cluster_id=100 + k, **SMALL_POOL)
             link_across(d, p, three[0].ip)
             assert "another host" in d.link_info(P)["reason"]
             dst = d.allocate(contig())
@@ -179,8 +179,8 @@ def test_push_blocks_and_push_cache_across_hosts(cross_pair, transport):
 
 def test_four_decoders_pull_at_once_across_hosts(group, hosts, transport):
     a, b = hosts[0], hosts[1]
-    prefill = a.spawn(group, "prefill", role="PROMPT", cluster_id=P, listen=True, transport=transport)
-    decoders = [b.spawn(group, f"decode{i}", role="DECODER", cluster_id=100 + i, transport=transport,
+    prefill = spawn_on(a, group, "prefill", role="PROMPT", cluster_id=P, listen=True, transport=transport)
+    decoders = [spawn_on(b, group, f"decode{i}", role="DECODER", cluster_id=100 + i, transport=transport,
                         **SMALL_POOL) for i in range(4)]
     start = time.monotonic() + 0.3
     rids = [(dd, dd.send("link", start_at=start, clusters=[cluster_of(prefill, ip=a.ip)], timeout=10000))

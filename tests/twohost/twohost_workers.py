@@ -1,12 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Workers on two hosts (netns.py): a prefill / decode pair across namespaces, a link by the
-peer's namespace address, and whether the ucx cases can run. Imported by conftest.py and the
-tests (a module of its own: `from conftest import` resolves to whichever conftest came last)."""
+"""Workers on other hosts (network namespaces, llm_datadist._bench.netns): a worker started
+inside a namespace, a prefill / decode pair across two, a link by the peer's namespace address,
+and whether the ucx cases can run. Imported by conftest.py and the tests (a module of its own:
+`from conftest import` resolves to whichever conftest came last)."""
 from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-import netns
+from llm_datadist._bench import netns
 from workers import DECODE_ID, PREFILL_ID, Pair, Worker, WorkerGroup, cluster_of
 
 TRANSPORTS = ["tcp", "ucx"]
@@ -21,6 +22,21 @@ def ucx_unavailable() -> Optional[str]:
     if not info.get("available"):
         return f"UCX not available here: {info.get('reason') or info.get('error') or info}"
     return None
+
+
+def start_on(host: netns.Host, group: WorkerGroup, name: str, env: Optional[Dict[str, str]] = None) -> Worker:
+    """A worker process inside `host`'s namespace (closed with the group)."""
+    return group.start(f"{name}@h{host.index}", env, wrap=host.wrap)
+
+
+def spawn_on(host: netns.Host, group: WorkerGroup, name: str, env: Optional[Dict[str, str]] = None,
+             **init: Any) -> Worker:
+    """Start + ready + init inside `host`'s namespace; listen=True listens on its address."""
+    if init.get("listen") is True:
+        init["listen"] = host.listen_address()
+    w = start_on(host, group, name, env).wait_ready()
+    w.init(**init)
+    return w
 
 
 def link_across(decode: Worker, prefill: Worker, ip: str, timeout_ms: int = 10000) -> Dict[str, Any]:
@@ -42,8 +58,8 @@ def start_cross_pair(group: WorkerGroup, hosts: netns.Hosts, transport: Optional
     p_init.update(prefill_init or {})
     d_init: Dict[str, Any] = dict(role="DECODER", cluster_id=DECODE_ID, transport=transport)
     d_init.update(decode_init or {})
-    prefill = hosts[0].spawn(group, "prefill", **p_init)
-    decode = hosts[1].spawn(group, "decode", **d_init)
+    prefill = spawn_on(hosts[0], group, "prefill", **p_init)
+    decode = spawn_on(hosts[1], group, "decode", **d_init)
     if link:
         link_across(decode, prefill, hosts[0].ip)
     return Pair(prefill, decode, transport or "default")

@@ -1,30 +1,30 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Hosts on one machine: network namespaces joined by veth pairs (iproute2, root).
+"""Hosts on one machine: network namespaces joined by veth pairs (iproute2, root), for the
+two-host tests (tests/twohost) and `llm-datadist bench --crossns`.
 
     with Hosts(2) as hosts:                 # namespaces llmdd-<pid>-<n>-h0 / -h1
         a, b = hosts
-        p = a.spawn(group, "prefill", role="PROMPT", cluster_id=1, listen=a.listen_address())
-        d = b.spawn(group, "decode", role="DECODER", cluster_id=2)
-        d.link([cluster(1, a.port_of(p), ip=a.ip)])
+        subprocess.run([*a.wrap, sys.executable, ...])   # runs inside a's namespace
         hosts.partition(b); hosts.heal(b)   # b's veth down / up
         hosts.rate_limit("40mbit")          # tbf on every veth end (this kernel has no netem)
 
 Why namespaces model hosts: the library decides "same host" from the boot id and the network
 namespace (abstract Unix sockets, which carry the shm channel, exist per namespace), so two
-namespaces link the way two machines do: over TCP between the addresses given here.
+namespaces link the way two machines do: over the addresses given here.
 
 Topology: two hosts are one veth pair with a /30 (10.213.0.1 and .2); more hosts each get a
 veth into a bridge in a "switch" namespace and an address in 10.213.0.0/24. Only the connected
 subnet is routed, no default route, so nothing leaves the namespaces. Names carry this process's
 pid and a counter, so parallel runs (and several Hosts in one run) never collide. `close()` kills
 every process still inside the namespaces and deletes them (their veths go with them); it runs
-at the end of `with`, also on failure, and `close_all()` is the session's last resort.
+at the end of `with`, also on failure, and `close_all()` is the last resort (at exit too).
 
 `unavailable()` says why namespaces cannot be made here (not root, no `ip`, the kernel refuses),
-or None; the fixtures skip with that reason.
+or None.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
 import os
@@ -33,9 +33,7 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence
-
-from workers import Worker, WorkerGroup
+from typing import Any, Iterator, List, Optional, Sequence
 
 SUBNET = "10.213.0"     # private; the /30 or /24 is only ever assigned inside our namespaces
 FIRST_PORT = 26400      # each namespace is fresh, so any port is free; a counter avoids reuse
@@ -105,18 +103,6 @@ class Host:
     def listen_address(self) -> str:
         """A fresh "ip:port" on this host's address."""
         return f"{self.ip}:{next(self._ports)}"
-
-    def start(self, group: WorkerGroup, name: str, env: Optional[Dict[str, str]] = None) -> Worker:
-        """A worker process inside this namespace (closed with the group)."""
-        return group.start(f"{name}@h{self.index}", env, wrap=self.wrap)
-
-    def spawn(self, group: WorkerGroup, name: str, env: Optional[Dict[str, str]] = None, **init: Any) -> Worker:
-        """Start + ready + init inside this namespace; listen=True listens on this host's address."""
-        if init.get("listen") is True:
-            init["listen"] = self.listen_address()
-        w = self.start(group, name, env).wait_ready()
-        w.init(**init)
-        return w
 
     def pids(self) -> List[int]:
         out = _ip("netns", "pids", self.netns, check=False)
@@ -252,3 +238,6 @@ def close_all() -> None:
         left = list(_live)
     for h in left:
         h.close()
+
+
+atexit.register(close_all)
