@@ -31,7 +31,10 @@ import importlib.util
 import json
 import multiprocessing as mp
 import os
+import shlex
+import shutil
 import sys
+import tempfile
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -95,10 +98,10 @@ def _nixl():
     return importlib.import_module(_nixl_module() or "nixl")
 
 
-def _mooncake_engine():
+def _mooncake_engine(host: str = HOST):
     from mooncake.engine import TransferEngine
     te = TransferEngine()
-    rc = te.initialize(HOST, "P2PHANDSHAKE", "tcp", "")
+    rc = te.initialize(host, "P2PHANDSHAKE", "tcp", "")
     if rc != 0:
         raise RuntimeError(f"TransferEngine.initialize rc={rc}")
     return te
@@ -123,8 +126,13 @@ def _serve(conn: Any, src: np.ndarray, pattern: np.ndarray, poll: Any) -> None:
             poll()
 
 
-def target_main(conn: Any, peer: str, pool_bytes: int, pattern_bytes: int, seed: int) -> None:
+def target_main(conn: Any, peer: str, pool_bytes: int, pattern_bytes: int, seed: int,
+                where: Optional[Dict[str, Any]] = None) -> None:
+    """where (--crossns): the target's host, {"wrap": argv prefix it was started with, "ip":
+    its address, "env": {...}}."""
     from .transfer import make_pattern
+    where = where or {}
+    os.environ.update(where.get("env") or {})
     pattern = make_pattern(pattern_bytes, seed)
     src = np.zeros(pool_bytes, dtype=np.uint8)
     if peer.startswith("nixl"):
@@ -135,11 +143,12 @@ def target_main(conn: Any, peer: str, pool_bytes: int, pattern_bytes: int, seed:
         conn.send({"md": agent.get_agent_metadata(), "addr": src.ctypes.data, "pid": os.getpid()})
         _serve(conn, src, pattern, agent.get_new_notifs)
     else:
-        te = _mooncake_engine()
+        host = where.get("ip", HOST)
+        te = _mooncake_engine(host)
         rc = te.register_memory(src.ctypes.data, src.nbytes)
         if rc != 0:
             raise RuntimeError(f"register_memory rc={rc}")
-        conn.send({"session": f"{HOST}:{te.get_rpc_port()}", "addr": src.ctypes.data, "pid": os.getpid()})
+        conn.send({"session": f"{host}:{te.get_rpc_port()}", "addr": src.ctypes.data, "pid": os.getpid()})
         _serve(conn, src, pattern, None)
     conn.send("bye")
     sys.stdout.flush()
@@ -205,8 +214,8 @@ class NixlInitiator:
 
 
 class MooncakeInitiator:
-    def __init__(self, remote: Dict[str, Any], dst: np.ndarray) -> None:
-        self.te = _mooncake_engine()
+    def __init__(self, remote: Dict[str, Any], dst: np.ndarray, host: str = HOST) -> None:
+        self.te = _mooncake_engine(host)
         self.dst = dst
         t0 = time.perf_counter()
         rc = self.te.register_memory(dst.ctypes.data, dst.nbytes)
@@ -245,8 +254,18 @@ def run_peer(spec: Dict[str, Any]) -> None:
         print(json.dumps(rec), flush=True)
 
     ctx = mp.get_context("spawn")
+    wrap = (spec.get("target") or {}).get("wrap")
+    if wrap:
+        # --crossns: the target starts inside the other namespace (`ip netns exec` execs in place,
+        # so the inherited pipe stays the target's) through a one-line launcher
+        launcher = os.path.join(tempfile.mkdtemp(prefix="llmdd-peer-"), "python")
+        with open(launcher, "w") as f:
+            f.write("#!/bin/sh\nexec " + " ".join(shlex.quote(x) for x in [*wrap, sys.executable]) + ' "$@"\n')
+        os.chmod(launcher, 0o755)
+        ctx.set_executable(launcher)
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=target_main, args=(child, peer, pool_bytes, spec["pattern_bytes"], seed), daemon=True)
+    proc = ctx.Process(target=target_main, args=(child, peer, pool_bytes, spec["pattern_bytes"], seed,
+                                                 spec.get("target")), daemon=True)
     proc.start()
     try:
         t0 = time.time()
@@ -257,7 +276,8 @@ def run_peer(spec: Dict[str, Any]) -> None:
                 raise TimeoutError(f"{peer} target sent no metadata in 120 s")
         remote = parent.recv()
         dst = np.zeros(pool_bytes, dtype=np.uint8)
-        ini = (NixlInitiator if peer.startswith("nixl") else MooncakeInitiator)(remote, dst)
+        ini = (NixlInitiator(remote, dst) if peer.startswith("nixl") else
+               MooncakeInitiator(remote, dst, spec.get("initiator_ip", HOST)))
         pattern = make_pattern(spec["pattern_bytes"], seed)
         for cd in spec["cases"]:
             case = Case(**cd)
@@ -303,6 +323,8 @@ def run_peer(spec: Dict[str, Any]) -> None:
         proc.join(10)
         if proc.is_alive():
             proc.kill()
+        if wrap:
+            shutil.rmtree(os.path.dirname(launcher), ignore_errors=True)
 
 
 def main() -> None:

@@ -85,6 +85,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--slot-seed", type=int, default=7, help="slot placement seed [7]")
     ap.add_argument("--sync-kv-timeout-ms", type=int, default=30000, help="pull deadline [30000]")
     ap.add_argument("--link-timeout-ms", type=int, default=10000, help="link_clusters timeout [10000]")
+    ap.add_argument("--crossns", action="store_true",
+                    help="also (a)-(d) and Llama-8B 2k between two network namespaces over a veth: ours (tcp, "
+                         "ucx where available), NIXL and Mooncake (root; crossns.py)")
     ap.add_argument("--out", type=Path, default=None, help="write the JSON record here (and the PNG beside it)")
     ap.add_argument("--png", type=Path, default=None, help="the plot's path [--out with .png]")
 
@@ -371,7 +374,10 @@ def measure_registration(args: argparse.Namespace, regions: int, pool_bytes: int
 # peers
 
 def run_peers(args: argparse.Namespace, bench: Any, peers: Sequence[str], progress: Progress,
-              regions: int) -> Tuple[List[Any], Dict[str, Any]]:
+              regions: int, wrap: Sequence[str] = (), spec_extra: Optional[Dict[str, Any]] = None,
+              env_extra: Optional[Dict[str, str]] = None) -> Tuple[List[Any], Dict[str, Any]]:
+    """wrap, spec_extra, env_extra: where the peer's initiator runs and what its target is told
+    (--crossns: `ip netns exec`, the target's namespace and addresses; crossns.py)."""
     from .peers import peer_env
     from .transfer import Row
     rows, extras = [], {}
@@ -379,13 +385,14 @@ def run_peers(args: argparse.Namespace, bench: Any, peers: Sequence[str], progre
     max_descs = max(c.nblocks * c.tensors for c in cases)
     for peer in peers:
         spec = {"peer": peer, "pool_bytes": bench.pool, "pattern_bytes": bench.pattern_bytes, "seed": args.seed, "slot_seed": args.slot_seed,
-                "cases": [asdict(c) for c in cases], "check": args.check, "regions": regions}
+                "cases": [asdict(c) for c in cases], "check": args.check, "regions": regions, **(spec_extra or {})}
         env = dict(os.environ)
         env.update(peer_env(peer, max_descs))
+        env.update(env_extra or {})
         extras[peer] = {"env": peer_env(peer, max_descs), "python": args.peer_python}
         t0 = time.time()
         try:
-            proc = subprocess.Popen([args.peer_python, "-m", "llm_datadist._bench.peers", json.dumps(spec)],
+            proc = subprocess.Popen([*wrap, args.peer_python, "-m", "llm_datadist._bench.peers", json.dumps(spec)],
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
         except OSError as exc:
             extras[peer]["error"] = str(exc)
@@ -696,6 +703,9 @@ def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None) -> int:
             _rows, extras["peers"] = run_peers(args, bench, peers, progress, regions)
             for p in peers:
                 bench._peer_transport[p] = next((r.transport for r in _rows if r.system == p), "")
+        if args.crossns:
+            from . import crossns
+            extras["crossns"] = crossns.run(args, progress)
     finally:
         transfer._LOG_HOOK = None
         progress.close()
@@ -703,6 +713,10 @@ def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None) -> int:
     ratio_rows = ratios(bench, peers)
     accept = acceptance(bench, peers) if transports else []
     print(table(bench, ratio_rows, accept, extras))
+    if "crossns" in extras:
+        from . import crossns
+        print("\n" + crossns.table(extras["crossns"]))
+        bench.errors += extras["crossns"].get("errors", 0)
     elapsed = time.time() - started
     verified = sum(1 for r in bench.rows if r.verified)
     print(f"\n{len(bench.rows)} rows in {elapsed:.1f} s; "

@@ -498,7 +498,7 @@ def make_config(placements: Sequence[str], pool_bytes: int, listen: Optional[str
     if transport:
         # docs/transfer.md: "tcp" forces tcp; "auto" (shm / cuda_ipc on one host) also overrides
         # an LLMDD_TRANSPORT=tcp left in the environment.
-        opts["llmdd.Transport"] = "tcp" if transport == "tcp" else "auto"
+        opts["llmdd.Transport"] = transport if transport in ("tcp", "ucx") else "auto"
     return opts
 
 
@@ -522,7 +522,8 @@ def prefill_main(argv: Sequence[str]) -> int:
     import llm_datadist as ld
     try:
         dd = ld.LLMDataDist(ld.LLMRole.PROMPT, PREFILL_ID)
-        dd.init(make_config(conf["placements"], conf.get("mem_bytes", conf["pool_bytes"]), f"127.0.0.1:{conf['port']}",
+        dd.init(make_config(conf["placements"], conf.get("mem_bytes", conf["pool_bytes"]),
+                            f"{conf.get('ip', '127.0.0.1')}:{conf['port']}",
                             conf["transport"],
                             conf["device_backend"], conf["sync_kv_timeout_ms"]))
         pattern = make_pattern(conf.get("pattern_bytes", conf["pool_bytes"]), conf["seed"])
@@ -588,10 +589,12 @@ def prefill_main(argv: Sequence[str]) -> int:
 class Prefill:
     """The parent's handle on a prefill child."""
 
-    def __init__(self, conf: Dict[str, Any], env: Dict[str, str], timeout_s: float = 120.0) -> None:
+    def __init__(self, conf: Dict[str, Any], env: Dict[str, str], timeout_s: float = 120.0,
+                 wrap: Sequence[str] = ()) -> None:
         code = ("import sys; from llm_datadist._bench.transfer import prefill_main; "
                 "sys.exit(prefill_main(sys.argv[1:]))")
-        self.proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(conf)], stdin=subprocess.PIPE,
+        # wrap: an argv prefix that execs the child in place (`ip netns exec NAME`: --crossns)
+        self.proc = subprocess.Popen([*wrap, sys.executable, "-c", code, json.dumps(conf)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env)
         self._buf = b""
         hello = self._read(timeout_s)
@@ -662,6 +665,9 @@ class Bench:
         self.slots = {c.name: slots_for(c, None, args.slot_seed) for c in self.cases}
         self.placement_cases: Optional[Dict[str, List[str]]] = None   # placement -> case names (None: all)
         self.on_case: Optional[Any] = None       # called (transport, placement, case) after each case of a pass
+        # where the prefill child runs: its address and an argv prefix (--crossns: another namespace)
+        self.prefill_ip = "127.0.0.1"
+        self.prefill_wrap: List[str] = []
         self.rows: List[Row] = []
         self.links: List[Dict[str, Any]] = []
         self.notes: List[str] = []
@@ -832,10 +838,10 @@ class Bench:
                     "pattern_bytes": self.pattern_bytes,
                     "seed": args.seed,
                     "transport": transport or "", "device_backend": args.device_backend,
-                    "sync_kv_timeout_ms": args.sync_kv_timeout_ms}
-            log(f"pass: {label}: starting the prefill process (listening on 127.0.0.1:{port})")
+                    "sync_kv_timeout_ms": args.sync_kv_timeout_ms, "ip": self.prefill_ip}
+            log(f"pass: {label}: starting the prefill process (listening on {self.prefill_ip}:{port})")
             try:
-                prefill = Prefill(conf, env)
+                prefill = Prefill(conf, env, wrap=self.prefill_wrap)
                 break
             except RuntimeError:
                 if attempt == 2:
@@ -894,7 +900,7 @@ class Bench:
         import llm_datadist as ld
         ci = ld.LLMClusterInfo()
         ci.remote_cluster_id = PREFILL_ID
-        ci.append_remote_ip_info("127.0.0.1", port)
+        ci.append_remote_ip_info(self.prefill_ip, port)
         return ci
 
     def _link_info(self, dd: Any) -> Optional[Dict[str, Any]]:
