@@ -105,12 +105,26 @@ def _rx_bytes(host) -> int:
     return int(host.run("cat", f"/sys/class/net/{host.veth}/statistics/rx_bytes").stdout)
 
 
-def test_forced_transport_is_used_across_hosts(cross_pair, hosts, transport):
+def test_forced_transport_is_used_across_hosts_and_crosses_the_veth(cross_pair, hosts, transport):
+    """Also for ucx: UCX left to itself takes a same-machine path (shared memory, CMA) between two
+    namespaces of one machine (bench --crossns measured NIXL's: 0 bytes on the veth), which
+    would test nothing of a cross-host link; the bytes must come in over the veth."""
     p, d = cross_pair.prefill, cross_pair.decode
     for w, peer in ((d, P), (p, D)):
         info = w.link_info(peer)
         assert info["transport"] == transport and info["state"] == "active", info
         assert info["peer_pid"] == (p.pid if w is d else d.pid), info
+    src = p.allocate_blocks(desc(2, [64, 65536], "DT_UINT8", "HOST"), blocks_key(P, 0))
+    p.fill(src, 3)
+    dst = d.allocate_blocks(desc(2, [64, 65536], "DT_UINT8", "HOST"))
+    d.fill(dst, 4)
+    before = _rx_bytes(hosts[1])
+    d.ok(d.pull_blocks(blocks_key(P, 0), dst, list(range(64)), list(range(64))[::-1]))
+    crossed = _rx_bytes(hosts[1]) - before
+    d.verify(dst, 4, block_copies(src, 3, list(range(64)), dst, list(range(64))[::-1]))
+    assert crossed >= src.tensor_bytes * src.num_tensors, (
+        f"{crossed} bytes came in over the veth for a {src.tensor_bytes * src.num_tensors}-byte pull: "
+        f"the {transport} link went around the network")
 
 
 # ---- every transfer kind, every byte ----------------------------------------------------------
