@@ -341,3 +341,30 @@ def test_rate_limited_veth_delivers_exact_bytes_and_a_slow_pull_times_out(group,
     link_across(d, p, hosts[0].ip)
     d.ok(d.pull_blocks(blocks_key(P, 0), dst, list(range(16)), list(range(16))))
     d.verify(dst, 8, block_copies(src, 7, list(range(16)), dst, list(range(16))), "after the limit was lifted")
+
+
+OWNER_DEADLINE = ("over tcp the owner bounds what it sends by its own sync_kv_timeout (at least 1 s), "
+                  "not the requester's: an owner with the shorter timeout "
+                  "gives up first and resets the link, so the requester sees LLM_LINK_FAILED before its own "
+                  "LLM_TIMEOUT")
+
+
+def test_slow_pull_times_out_at_the_requesters_timeout_when_the_owners_is_shorter(request, group, hosts, transport):
+    """The requester's sync_kv_timeout is the caller's contract; a prefill configured with a
+    shorter one should not turn a slow pull into a broken link first (strict xfail over tcp:
+    it passes, and fails the run, the day that changes)."""
+    if transport == "tcp":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=OWNER_DEADLINE))
+    pool = {"pool_bytes": 24 << 20, "device_pool": False}
+    pair = start_cross_pair(group, hosts, transport, prefill_init=dict(pool, sync_kv_timeout=1000),
+                            decode_init=dict(pool, sync_kv_timeout=2500))
+    p, d = pair.prefill, pair.decode
+    src = p.allocate_blocks(desc(4, [16, 256 << 10], "DT_UINT8", "HOST"), blocks_key(P, 0))
+    p.fill(src, 7)
+    dst = d.allocate_blocks(desc(4, [16, 256 << 10], "DT_UINT8", "HOST"))
+    hosts.rate_limit("40mbit", burst="64kb", latency="2s")
+    slow = d.pull_blocks(blocks_key(P, 0), dst, list(range(16)), list(range(16)), deadline=30)
+    print(f"[{transport}] 16 MiB at 5 MB/s, owner timeout 1 s, requester 2.5 s: {slow.code} after "
+          f"{slow.elapsed_s * 1e3:.0f} ms: {slow.message}")
+    expect_code(slow, TIMEOUT, what="the requester's deadline")
+    assert slow.elapsed_s >= 2.3, slow.elapsed_s
