@@ -21,6 +21,10 @@ pattern[t * tensor_bytes:...]).  Also measured: registering the pool, registerin
 separate 16 KiB regions one call each, and NIXL's metadata blob size (what its users exchange
 per link).
 
+Across namespaces (`llm-datadist bench --crossns`, crossns.py): the initiator runs in the
+decode's network namespace, the target is started in the prefill's (spec "target": its argv
+prefix, address and environment), each side on its own address.
+
 Run as `python -m llm_datadist._bench.peers SPEC_JSON`: one JSON line per result on stdout,
 progress on stderr.  The process ends with os._exit(0): NIXL next to Debian's libibverbs
 (which Mooncake needs) crashes in a library destructor at exit (peer_baseline.md).
