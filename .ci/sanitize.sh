@@ -33,8 +33,11 @@ done
 echo "== sanitize: build with LLMDD_SANITIZE=ON into $VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # install.strip=false: keep the debug info, so that reports name file and line
+# LLMDD_BUILD_CPP_TESTS=ON: the C++ test programs, instrumented too, installed where the tests look
+# first (tests/native_programs.py)
 "$VENV/bin/python" -m pip install -q \
-  -C cmake.define.LLMDD_SANITIZE=ON -C build-dir=build/sanitize -C install.strip=false ".[test]"
+  -C cmake.define.LLMDD_SANITIZE=ON -C cmake.define.LLMDD_BUILD_CPP_TESTS=ON -C build-dir=build/sanitize \
+  -C install.strip=false ".[test]"
 
 # Deselected under the sanitizers, each for a reason that is the sanitizer's, not the test's:
 DESELECT=(

@@ -20,13 +20,16 @@ from pathlib import Path
 import llm_datadist
 from llm_datadist._bench import write_record
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from native_programs import native_program  # noqa: E402  (installed, or built from this clone)
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=1_000_000)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    binary = Path(llm_datadist.__file__).parent / "_testing" / "llmdd_bench_page_allocator"
+    binary = native_program("llmdd_bench_page_allocator")
     out = subprocess.run([str(binary), str(args.iterations)], capture_output=True, text=True, check=True, timeout=600)
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     print(f"{'free ranges':>12} {'fit ns':>8} {'miss ns':>8} {'log2(F)':>8}")

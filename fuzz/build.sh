@@ -14,7 +14,7 @@ mkdir -p "$OUT/obj"
 OUT="$(cd "$OUT" && pwd)"
 
 SAN=(-fsanitize=address,undefined -fno-sanitize-recover=undefined)
-COMMON=(-std=c++17 -g -O1 -Icsrc/include -Icsrc -DLLMDD_BUILDING_CORE=1 '-DLLMDD_VERSION="fuzz"')
+COMMON=(-std=c++17 -g -O1 -Icsrc/include -Icsrc -DLLMDD_BUILDING_CORE=1)
 # The core gets coverage instrumentation without libFuzzer's main; the harnesses bring it.
 CORE_FLAGS=("${COMMON[@]}" "${SAN[@]}" -fsanitize=fuzzer-no-link)
 HARNESS_FLAGS=("${COMMON[@]}" "${SAN[@]}" -fsanitize=fuzzer)

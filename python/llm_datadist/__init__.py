@@ -6,7 +6,7 @@ Importing this package imports neither torch nor CUDA and changes no environment
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Dict
 
 from . import _core
 from ._logging import configure_from_env as _configure_logging
@@ -31,7 +31,7 @@ from .llm_types import (
 from .status import LLMException, LLMStatusCode, Status
 
 LLMConfig = LlmConfig
-__version__ = "0.1.0"
+__version__: str = _core.__version__  # pyproject.toml's, compiled into the core
 
 __all__ = [
     "LLMClusterInfo", "LLMStatusCode", "LLMException", "LLMRole", "LlmConfig", "LLMConfig", "DataType",
@@ -46,7 +46,7 @@ _configure_logging()
 _core.install_python_log_sink()
 
 
-def build_info() -> dict:
+def build_info() -> Dict[str, Any]:
     """What this build is and what it found at run time: version, native library, CUDA."""
     from . import _core
     import os

@@ -7,20 +7,20 @@ PushKvBlocks with tensor_num_per_layer=1 (and with the default ext_param), compa
 refuse the sub-byte types by number, unlink."""
 import os
 import subprocess
+import sys
 from pathlib import Path
 
-import llm_datadist
-
-BINARY = Path(llm_datadist.__file__).parent / "_testing" / "llmdd_ge_client"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from native_programs import native_program  # noqa: E402
 
 # One line per check the program makes; a program that stopped early prints fewer.
 EXPECTED_CHECKS = 58
 
 
 def test_xllm_style_client_links_pushes_and_unlinks():
-    assert BINARY.exists(), f"{BINARY} missing: build with LLMDD_BUILD_CPP_TESTS=ON"
+    binary = native_program("llmdd_ge_client")
     env = {k: v for k, v in os.environ.items() if k not in ("LLMDD_CUDA_LIBRARY", "LLMDD_TEST_EXPECT_CUDA")}
-    out = subprocess.run([str(BINARY)], capture_output=True, text=True, timeout=120, env=env)
+    out = subprocess.run([str(binary)], capture_output=True, text=True, timeout=120, env=env)
     lines = out.stdout.splitlines()
     failed = [line for line in lines if line.startswith("FAIL")]
     assert out.returncode == 0 and not failed, "\n".join(failed) + out.stdout[-3000:] + out.stderr[-3000:]

@@ -7,7 +7,6 @@ fault_injection/fake_cuda/fake_cuda_driver.c; on a GPU host the real driver is c
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,6 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fake_cuda import build_fake_cuda, compile_shared, fake_cuda_env  # noqa: E402
+from native_programs import native_program  # noqa: E402
 
 # Variables that would steer the loader; removed from every subprocess unless a test sets them.
 _LOADER_VARS = ("LLMDD_CUDA_LIBRARY", "LLMDD_FAKE_CUDA_DEVICES", "LLMDD_FAKE_CUDA_MEM_LIMIT",
@@ -73,17 +73,8 @@ def _cuda_info(env):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _package_dir() -> Path:
-    spec = importlib.util.find_spec("llm_datadist")
-    assert spec is not None and spec.submodule_search_locations, "llm_datadist is not installed"
-    return Path(list(spec.submodule_search_locations)[0])
-
-
 def _cpp_tests_binary() -> Path:
-    binary = _package_dir() / "_testing" / "llmdd_cpp_tests"
-    if not binary.exists():
-        pytest.skip(f"C++ tests not installed at {binary} (built with LLMDD_BUILD_CPP_TESTS=OFF?)")
-    return binary
+    return native_program("llmdd_cpp_tests")
 
 
 def _real_driver_loadable() -> bool:
