@@ -220,7 +220,15 @@ void RegisterEngineBindings(py::module_ &m) {
       .def(
           "__dlpack__",
           [](py::handle self, py::args, py::kwargs) { return self.cast<const TensorView &>().Dlpack(self); })
-      .def("numpy", [](py::handle self) { return self.cast<const TensorView &>().Numpy(self); });
+      // not "numpy": a method of that name would hide the numpy module inside the class in the stub
+      .def("as_numpy", [](py::handle self) { return self.cast<const TensorView &>().Numpy(self); });
+
+  // Registered before Engine, whose signatures name it: a type pybind11 does not know yet is
+  // written into the docstrings (and so into the generated _core.pyi) as its C++ name.
+  py::enum_<LlmRole>(m, "LlmRole")
+      .value("kPrompt", LlmRole::kPrompt)
+      .value("kDecoder", LlmRole::kDecoder)
+      .value("kMix", LlmRole::kMix);
 
   py::class_<DataDistEngine>(m, "Engine")
       .def(py::init<uint64_t, LlmRole>(), py::arg("cluster_id"), py::arg("role"))
@@ -453,11 +461,6 @@ void RegisterEngineBindings(py::module_ &m) {
       .def("cache_count", [](const DataDistEngine &e) { return e.registry().cache_count(); })
       .def("key_count", [](const DataDistEngine &e) { return e.registry().key_count(); })
       .def("has_cache", [](const DataDistEngine &e, int64_t id) { return e.FindCache(id) != nullptr; });
-
-  py::enum_<LlmRole>(m, "LlmRole")
-      .value("kPrompt", LlmRole::kPrompt)
-      .value("kDecoder", LlmRole::kDecoder)
-      .value("kMix", LlmRole::kMix);
 }
 
 }  // namespace llm_datadist::bindings

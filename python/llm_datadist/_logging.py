@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any
+from typing import Any, Set
 
 logger = logging.getLogger("llm_datadist")
 core_logger = logging.getLogger("llm_datadist.core")
@@ -46,7 +46,7 @@ def emit_core_line(level: int, line: str) -> None:
     core_logger.log(level, line)
 
 
-_warned_kinds: set = set()
+_warned_kinds: Set[str] = set()
 
 
 def warn_once(kind: str, message: str) -> None:

@@ -124,12 +124,12 @@ def check_range(value: Any, name: str, allow_none: bool = False) -> Optional[ran
     ``0 <= start < stop`` (LLMException LLM_PARAM_INVALID otherwise)."""
     if value is None and allow_none:
         return None
-    check_type(value, name, range)
-    if value.step != 1:
-        raise param_invalid(f"{name} must have step 1, but got {value!r}.")
-    if not 0 <= value.start < value.stop:
-        raise param_invalid(f"{name} must satisfy 0 <= start < stop, but got {value!r}.")
-    return value
+    checked: range = check_type(value, name, range)
+    if checked.step != 1:
+        raise param_invalid(f"{name} must have step 1, but got {checked!r}.")
+    if not 0 <= checked.start < checked.stop:
+        raise param_invalid(f"{name} must satisfy 0 <= start < stop, but got {checked!r}.")
+    return checked
 
 
 def check_dict(value: Any, name: str, key_types: TypeSpec, value_types: TypeSpec,

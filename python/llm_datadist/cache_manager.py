@@ -87,14 +87,14 @@ class CacheManager:
         return list(cache_keys)
 
     @staticmethod
-    def _check_desc(cache_desc: Any) -> CacheDesc:
-        check_type(cache_desc, "cache_desc", CacheDesc)
+    def _check_desc(value: Any) -> CacheDesc:
+        cache_desc: CacheDesc = check_type(value, "cache_desc", CacheDesc)
         if cache_desc.num_tensors <= 0:
             raise param_invalid(f"cache_desc.num_tensors must be > 0, but got {cache_desc.num_tensors}.")
         return cache_desc
 
-    def _check_cache(self, cache: Any, name: str = "cache") -> Cache:
-        check_type(cache, name, Cache)
+    def _check_cache(self, value: Any, name: str = "cache") -> Cache:
+        cache: Cache = check_type(value, name, Cache)
         owner = getattr(cache, "_cache_manager", None)
         if owner is not None and owner is not self:
             raise param_invalid(f"{name} (cache_id {cache.cache_id}) belongs to another LLMDataDist instance.")
@@ -263,7 +263,8 @@ class CacheManager:
         """The pool's accounting (capacity, used/free bytes, free ranges...), None without a pool."""
         self._check_valid()
         check_type(placement, "placement", Placement)
-        return self._engine.pool_stats(int(placement))
+        stats: Optional[Dict[str, int]] = self._engine.pool_stats(int(placement))
+        return stats
 
     # -- transfers between linked clusters ------------------------------------------------
     @staticmethod
@@ -508,8 +509,8 @@ class CacheManager:
                     f"supported yet; use TransferWithCacheKeyConfig with the destination's BlocksCacheKey.",
                     status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED)
             return self._address_destination(name, config, src_cache, src_range)
-        key = config.cache_key
-        check_type(key, f"{name}.cache_key", (BlocksCacheKey, CacheKeyByIdAndIndex))
+        key: Union[BlocksCacheKey, CacheKeyByIdAndIndex] = check_type(
+            config.cache_key, f"{name}.cache_key", (BlocksCacheKey, CacheKeyByIdAndIndex))
         if isinstance(key, BlocksCacheKey) and config.src_batch_index != 0:
             raise param_invalid(f"{name}: src_batch_index should be 0 when cache_key is BlocksCacheKey, but got "
                                 f"{config.src_batch_index}.")

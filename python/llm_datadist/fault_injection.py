@@ -33,7 +33,7 @@ import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "SHIM_NAME",
@@ -348,13 +348,13 @@ def env_for(config: Optional[FaultConfig] = None, base: Optional[Mapping[str, st
 
 
 def run(command: Sequence[str], config: Optional[FaultConfig] = None, *,
-        env: Optional[Mapping[str, str]] = None, **kwargs) -> "subprocess.CompletedProcess":
+        env: Optional[Mapping[str, str]] = None, **kwargs: Any) -> "subprocess.CompletedProcess[Any]":
     """subprocess.run(command) under the shim with `config` (keyword arguments pass through)."""
     return subprocess.run(list(command), env=env_for(config, env), **kwargs)
 
 
 def spawn(command: Sequence[str], config: Optional[FaultConfig] = None, *,
-          env: Optional[Mapping[str, str]] = None, **kwargs) -> "subprocess.Popen":
+          env: Optional[Mapping[str, str]] = None, **kwargs: Any) -> "subprocess.Popen[Any]":
     """subprocess.Popen(command) under the shim with `config`, for live control."""
     return subprocess.Popen(list(command), env=env_for(config, env), **kwargs)
 

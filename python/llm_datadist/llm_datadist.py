@@ -150,17 +150,18 @@ class LLMDataDist:
 
     # -- links ----------------------------------------------------------------------------
     @staticmethod
-    def _check_clusters(clusters: Sequence[LLMClusterInfo], timeout: int) -> None:
+    def _check_clusters(clusters: Sequence[LLMClusterInfo], timeout: int) -> List[int]:
         """Upstream's checks of a link or unlink call (v2/llm_datadist.py), in its order; there is
-        no limit on the number of clusters (16 are linked at once, the rest wait their turn)."""
+        no limit on the number of clusters (16 are linked at once, the rest wait their turn).
+        Returns the clusters' remote_cluster_id values, each checked to be set."""
         check_int(timeout, "timeout", "int32")
         if timeout <= 0:
             raise param_invalid(f"timeout must be > 0 ms, but got {timeout}.")
         check_type(clusters, "clusters", (list, tuple))
         for i, cluster in enumerate(clusters):
             check_type(cluster, f"clusters[{i}]", LLMClusterInfo)
-        for cluster in clusters:
-            check_int(cluster.remote_cluster_id, "remote_cluster_id", "uint64")
+        ids: List[int] = [check_int(cluster.remote_cluster_id, "remote_cluster_id", "uint64") for cluster in clusters]
+        return ids
 
     @staticmethod
     def _overall(results: List[LLMStatusCode]) -> LLMStatusCode:
@@ -176,7 +177,7 @@ class LLMDataDist:
         parallel. Returns (overall, per-cluster codes) and does not raise for link failures;
         the reasons are logged at warning level and kept in last_link_errors."""
         engine = self._check_init()
-        self._check_clusters(clusters, timeout)
+        ids = self._check_clusters(clusters, timeout)
         if not clusters:
             logger.warning("link_clusters: clusters is empty")
             return LLMStatusCode.LLM_PARAM_INVALID, []  # upstream's native call returns this
@@ -186,7 +187,8 @@ class LLMDataDist:
                       "raises LLM_PARAM_INVALID unless option llm.LocalCommRes is set (call append_local_ip_info).")
         results: List[Optional[LLMStatusCode]] = [None] * len(clusters)
         messages: List[str] = [""] * len(clusters)
-        targets, positions = [], []
+        targets: List[Tuple[int, str, int]] = []
+        positions: List[int] = []
         for i, cluster in enumerate(clusters):
             remote = cluster.remote_ip_info_list
             if len(remote) != 1 or remote[0][1] == 0 or remote[0][0] == 0:
@@ -194,39 +196,39 @@ class LLMDataDist:
                 messages[i] = (f"cluster {cluster.remote_cluster_id} needs exactly one remote ip info with a "
                                f"non-zero ip and port, got {remote}")
                 continue
-            targets.append((cluster.remote_cluster_id, LLMClusterInfo._ip_to_str(remote[0][0]), remote[0][1]))
+            targets.append((ids[i], LLMClusterInfo._ip_to_str(remote[0][0]), remote[0][1]))
             positions.append(i)
         for i, (code, message) in zip(positions, engine.link_clusters(targets, timeout)):
             results[i] = code_2_status(code)
             messages[i] = message
-        return self._finish_link_call("link_clusters", clusters, results, messages)
+        return self._finish_link_call("link_clusters", ids, results, messages)
 
     def unlink_clusters(self, clusters: Sequence[LLMClusterInfo], timeout: int = 3000,
                         force: bool = False) -> Tuple[LLMStatusCode, List[LLMStatusCode]]:
         """Unlinks the clusters; force=True tears down only the local end (for broken links).
         Returns (overall, per-cluster codes) like link_clusters."""
         engine = self._check_init()
-        self._check_clusters(clusters, timeout)
+        ids = self._check_clusters(clusters, timeout)
         check_type(force, "force", bool)
         if not clusters:
             logger.warning("unlink_clusters: clusters is empty")
             return LLMStatusCode.LLM_PARAM_INVALID, []
-        ids = [c.remote_cluster_id for c in clusters]
-        results, messages = [], []
+        results: List[Optional[LLMStatusCode]] = []
+        messages: List[str] = []
         for code, message in engine.unlink_clusters(ids, timeout, force):
             results.append(code_2_status(code))
             messages.append(message)
-        return self._finish_link_call("unlink_clusters", clusters, results, messages)
+        return self._finish_link_call("unlink_clusters", ids, results, messages)
 
-    def _finish_link_call(self, name: str, clusters: Sequence[LLMClusterInfo], results: List[Optional[LLMStatusCode]],
+    def _finish_link_call(self, name: str, cluster_ids: Sequence[int], results: List[Optional[LLMStatusCode]],
                           messages: List[str]) -> Tuple[LLMStatusCode, List[LLMStatusCode]]:
         codes = [r if r is not None else LLMStatusCode.LLM_FAILED for r in results]
         self.last_link_errors = {}
-        for cluster, code, message in zip(clusters, codes, messages):
+        for cluster_id, code, message in zip(cluster_ids, codes, messages):
             if code != LLMStatusCode.LLM_SUCCESS:
-                self.last_link_errors[cluster.remote_cluster_id] = (code, message)
-                logger.warning("%s: cluster %d: %s: %s", name, cluster.remote_cluster_id, code, message,
-                               extra={"operation": name, "remote_cluster_id": cluster.remote_cluster_id})
+                self.last_link_errors[cluster_id] = (code, message)
+                logger.warning("%s: cluster %d: %s: %s", name, cluster_id, code, message,
+                               extra={"operation": name, "remote_cluster_id": cluster_id})
         return self._overall(codes), codes
 
     def link_info(self, remote_cluster_id: int) -> Dict[str, object]:

@@ -278,7 +278,7 @@ class _ValueKey:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return self._fields() == other._fields()  # type: ignore[attr-defined]
+        return self._fields() == other._fields()
 
     def __hash__(self) -> int:
         return hash((type(self).__name__,) + self._fields())
@@ -296,10 +296,10 @@ class CacheKey(_ValueKey):
         values, self._cluster_key = _bind_key_args(
             "CacheKey", args, kwargs, ("cluster_id", "req_id", "model_id", "prefix_id"),
             ("cluster_id", "req_id"))
-        self._cluster_id = values["cluster_id"]
-        self._req_id = values["req_id"]
-        self._model_id = values.get("model_id", 0)
-        self._prefix_id = values.get("prefix_id", INVALID_ID)
+        self._cluster_id: int = values["cluster_id"]
+        self._req_id: int = values["req_id"]
+        self._model_id: int = values.get("model_id", 0)
+        self._prefix_id: int = values.get("prefix_id", INVALID_ID)
         check_int(self._cluster_id, self._cluster_key, "uint64")
         check_int(self._req_id, "req_id", "uint64")
         check_int(self._model_id, "model_id", "uint64")
@@ -385,8 +385,8 @@ class BlocksCacheKey(_ValueKey):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         values, self._cluster_key = _bind_key_args(
             "BlocksCacheKey", args, kwargs, ("cluster_id", "model_id"), ("cluster_id",))
-        self._cluster_id = values["cluster_id"]
-        self._model_id = values.get("model_id", 0)
+        self._cluster_id: int = values["cluster_id"]
+        self._model_id: int = values.get("model_id", 0)
         check_int(self._cluster_id, self._cluster_key, "uint64")
         check_int(self._model_id, "model_id", "uint64")
 
@@ -503,14 +503,14 @@ class Cache:
         """numpy arrays over the cache's tensors (shape and dtype of cache_desc; DT_BF16 appears
         as uint16 bit patterns), one per tensor, or the one at `tensor_index`. Host and CPU-device
         memory only; use torch() for CUDA memory."""
-        views = [view.numpy() for view in self._views(tensor_index)]
+        views = [view.as_numpy() for view in self._views(tensor_index)]
         return views if tensor_index is None else views[0]
 
     def torch(self, tensor_index: Optional[int] = None) -> Any:
         """torch tensors over the cache's tensors (through DLPack; on the CUDA device for CUDA
         memory). Needs torch, which is imported only here."""
-        import torch  # optional dependency: imported on use only
-        views = [torch.from_dlpack(view) for view in self._views(tensor_index)]
+        from torch.utils.dlpack import from_dlpack  # optional dependency: imported on use only
+        views = [from_dlpack(view) for view in self._views(tensor_index)]
         return views if tensor_index is None else views[0]
 
 

@@ -9,7 +9,7 @@ working for code written against upstream.
 from __future__ import annotations
 
 import enum
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from . import _core
 
@@ -27,21 +27,64 @@ __all__ = [
 _TABLE: List[Dict[str, Any]] = [dict(row) for row in _core.status_table()]
 _BY_VALUE: Dict[int, Dict[str, Any]] = {row["value"]: row for row in _TABLE}
 
-LLMStatusCode = enum.IntEnum(  # type: ignore[misc]
-    "LLMStatusCode",
-    [(row["python_name"], row["value"]) for row in _TABLE if row["python_name"]],
-    module=__name__,
-    qualname="LLMStatusCode",
-)
-# "LLMStatusCode.LLM_X" on every Python version (3.11 changed IntEnum's str() to the number);
-# upstream's messages and users' logs read this way.
-LLMStatusCode.__str__ = lambda self: f"LLMStatusCode.{self.name}"  # type: ignore[assignment]
-LLMStatusCode.__format__ = lambda self, spec: (  # type: ignore[assignment]
-    str(self) if not spec else format(int(self), spec))
-LLMStatusCode.__doc__ = (
-    "Upstream LLM-DataDist status codes; each member's value is the raw native code. "
-    "`llm-datadist explain <code>` describes one."
-)
+
+class _StatusCodeBase(enum.IntEnum):
+    """Upstream LLM-DataDist status codes; each member's value is the raw native code.
+    `llm-datadist explain <code>` describes one."""
+
+    # "LLMStatusCode.LLM_X" on every Python version (3.11 changed IntEnum's str() to the number);
+    # upstream's messages and users' logs read this way.
+    def __str__(self) -> str:
+        return f"LLMStatusCode.{self.name}"
+
+    def __format__(self, spec: str) -> str:
+        return str(self) if not spec else format(int(self), spec)
+
+
+if TYPE_CHECKING:
+    class LLMStatusCode(_StatusCodeBase):
+        # For type checkers and editors only: the members' names, without their numbers (those
+        # are the table's, below). Written from the table by `python .ci/check_types.py --write`;
+        # the check in CI fails when these differ from the table's names.
+        # BEGIN generated LLMStatusCode names
+        LLM_SUCCESS = enum.auto()
+        LLM_FAILED = enum.auto()
+        LLM_WAIT_PROCESS_TIMEOUT = enum.auto()
+        LLM_KV_CACHE_NOT_EXIST = enum.auto()
+        LLM_REPEAT_REQUEST = enum.auto()
+        LLM_REQUEST_ALREADY_COMPLETED = enum.auto()
+        LLM_PARAM_INVALID = enum.auto()
+        LLM_ENGINE_FINALIZED = enum.auto()
+        LLM_NOT_YET_LINK = enum.auto()
+        LLM_ALREADY_LINK = enum.auto()
+        LLM_LINK_FAILED = enum.auto()
+        LLM_UNLINK_FAILED = enum.auto()
+        LLM_NOTIFY_PROMPT_UNLINK_FAILED = enum.auto()
+        LLM_CLUSTER_NUM_EXCEED_LIMIT = enum.auto()
+        LLM_PROCESSING_LINK = enum.auto()
+        LLM_DEVICE_OUT_OF_MEMORY = enum.auto()
+        LLM_PREFIX_ALREADY_EXIST = enum.auto()
+        LLM_PREFIX_NOT_EXIST = enum.auto()
+        LLM_SEQ_LENOVERLIMIT = enum.auto()
+        LLM_NO_FREE_BLOCK = enum.auto()
+        LLM_BLOCKS_OUT_OF_MEMORY = enum.auto()
+        LLM_EXIST_LINK = enum.auto()
+        LLM_FEATURE_NOT_ENABLED = enum.auto()
+        LLM_TIMEOUT = enum.auto()
+        LLM_LINK_BUSY = enum.auto()
+        LLM_OUT_OF_MEMORY = enum.auto()
+        LLM_DEVICE_MEM_ERROR = enum.auto()
+        LLM_SUSPECT_REMOTE_ERROR = enum.auto()
+        LLM_UNKNOWN_ERROR = enum.auto()
+        # END generated LLMStatusCode names
+else:
+    LLMStatusCode = _StatusCodeBase(
+        "LLMStatusCode",
+        [(row["python_name"], row["value"]) for row in _TABLE if row["python_name"]],
+        module=__name__,
+        qualname="LLMStatusCode",
+    )
+    LLMStatusCode.__doc__ = _StatusCodeBase.__doc__
 
 
 def all_status_info() -> List[Dict[str, Any]]:
@@ -129,7 +172,7 @@ class LLMException(RuntimeError):
 
     @property
     def suggestion(self) -> str:
-        return self._info["suggestion"]
+        return str(self._info["suggestion"])
 
     @property
     def context(self) -> Dict[str, Any]:
@@ -157,7 +200,7 @@ class LLMException(RuntimeError):
             "details": details,
         }
 
-    def __reduce__(self):  # picklable across processes, context included
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]:  # picklable across processes, context included
         return (_rebuild_exception, (self.args, int(self._status_code), self._context))
 
 

@@ -3,6 +3,7 @@
 package's ``llm_datadist`` logger (configured by LLMDD_LOG_LEVEL / LLMDD_LOG_FORMAT), so lines
 from code that logs through upstream's helpers land with the library's own."""
 import logging
+from typing import Any
 
 from .._logging import logger as _logger
 
@@ -13,13 +14,13 @@ def get_logger() -> logging.Logger:
     return _logger
 
 
-def info(msg, *args, **kwargs) -> None:
+def info(msg: object, *args: object, **kwargs: Any) -> None:
     _logger.info(msg, *args, stacklevel=2, **kwargs)
 
 
-def warn(msg, *args, **kwargs) -> None:
+def warn(msg: object, *args: object, **kwargs: Any) -> None:
     _logger.warning(msg, *args, stacklevel=2, **kwargs)
 
 
-def error(msg, *args, **kwargs) -> None:
+def error(msg: object, *args: object, **kwargs: Any) -> None:
     _logger.error(msg, *args, stacklevel=2, **kwargs)

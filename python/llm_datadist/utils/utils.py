@@ -6,7 +6,7 @@ for, and ``check_isinstance`` lets None through unless ``allow_none=False``. Wro
 TypeError, out of range -> ValueError, as upstream.
 
 The library's own API does not use these; its checks live in llm_datadist._validation."""
-from typing import Any
+from typing import Any, Dict
 
 from .._validation import INT_RANGES
 
@@ -21,7 +21,7 @@ def check_inner(arg_name: str, arg_value: Any, inner_class: Any) -> None:
             raise TypeError(f"{arg_name} inner type only support {[inner_class]}, but got {type(item)}.")
 
 
-def check_dict(arg_name: str, arg_value: dict, k_class: Any, v_class: Any, v_inner_class: Any = None) -> None:
+def check_dict(arg_name: str, arg_value: Dict[Any, Any], k_class: Any, v_class: Any, v_inner_class: Any = None) -> None:
     for key, value in arg_value.items():
         if not isinstance(key, k_class):
             raise TypeError(f"{arg_name} dict key only support {k_class}, but got {type(key)}.")
@@ -83,7 +83,8 @@ def check_positive_or_set_default(arg_name: str, arg_value: Any, default: int = 
     check_int64(arg_name, arg_value)
     if arg_value < 0:
         raise ValueError(f"{arg_name}'s value:{arg_value} is invalid, should be >= 0")
-    return arg_value
+    checked: int = arg_value
+    return checked
 
 
 def check_list_int32(arg_name: str, arg_value: Any) -> None:

@@ -4,24 +4,18 @@ module imports at its top (DataType, LLMException, LLMStatusCode), which code im
 too. The objects are llm_datadist's own."""
 from typing import Dict
 
-from ..data_type import DataType
-from ..llm_types import (
-    BlocksCacheKey,
-    Cache,
-    CacheDesc,
-    CacheKey,
-    CacheKeyByIdAndIndex,
-    CacheTask,
-    LayerSynchronizer,
-    MemInfo,
-    Memtype,
-    Placement,
-    PushType,
-    RegisterMemStatus,
-    TransferConfig,
-    TransferWithCacheKeyConfig,
-)
-from ..status import LLMException, LLMStatusCode
+# Names outside __all__ are re-exported as `X as X`: type checkers then know that importing them
+# from here is meant (upstream code does), which __all__ alone would deny.
+from ..data_type import DataType as DataType
+from ..llm_types import BlocksCacheKey, Cache, CacheDesc, CacheKey, CacheKeyByIdAndIndex, CacheTask
+from ..llm_types import LayerSynchronizer, Placement, TransferConfig
+from ..llm_types import MemInfo as MemInfo
+from ..llm_types import Memtype as Memtype
+from ..llm_types import PushType as PushType
+from ..llm_types import RegisterMemStatus as RegisterMemStatus
+from ..llm_types import TransferWithCacheKeyConfig as TransferWithCacheKeyConfig
+from ..status import LLMException as LLMException
+from ..status import LLMStatusCode as LLMStatusCode
 
 # Upstream's legacy name of Cache; llm_datadist.KvCache is the same object.
 KvCache = Cache
