@@ -1,7 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """`llm-datadist bench --quick` (tiny sizes): runs from the installed package, prints the table,
-writes the JSON and the PNG, verified every byte, and skips the peers cleanly when they are not
-importable (they are not installed in CI: NIXL pulls a multi-GB CUDA torch)."""
+writes the JSON and the PNG (matplotlib, the bench extra, which the test extra includes), verified
+every byte, and skips the peers cleanly when they are not importable (they are not installed in
+CI: NIXL pulls a multi-GB CUDA torch). Without matplotlib and tqdm (made unimportable): the same
+table and JSON, plain progress lines, and the message that says how to get the plot."""
+import importlib.util
 import json
 import struct
 import subprocess
@@ -14,12 +17,15 @@ from test_bench_smoke import _skip_unless_pulls_work
 
 NO_PEERS = "import sys; sys.modules['nixl_cu13'] = sys.modules['nixl_cu12'] = sys.modules['nixl'] = None; " \
            "sys.modules['mooncake'] = None; "
+NO_BENCH_EXTRA = "sys.modules['matplotlib'] = sys.modules['tqdm'] = None; "
+HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
 
-def _bench(tmp_path, *args, timeout=240):
+def _bench(tmp_path, *args, timeout=240, bench_extra=True):
     out_json = tmp_path / "bench.json"
     # Peers are made unimportable in this interpreter, whatever is installed: the skip path is tested.
-    code = NO_PEERS + "from llm_datadist.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = NO_PEERS + ("" if bench_extra else NO_BENCH_EXTRA) + \
+        "from llm_datadist.cli import main; sys.exit(main(sys.argv[1:]))"
     cmd = [sys.executable, "-c", code, "bench", "--quick", *args, "--out", str(out_json)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
     log = f"stdout:\n{out.stdout}\nstderr:\n{out.stderr}"
@@ -35,6 +41,12 @@ def _png_size(data: bytes):
     assert crc == zlib.crc32(data[12:29]) & 0xFFFFFFFF
     assert data[-12:] == b"\x00\x00\x00\x00IEND\xaeB`\x82"
     return width, height, depth, color
+
+
+def _check_no_plot(out, rec, png, log):
+    assert not png.exists(), log
+    assert 'no plot: matplotlib is not installed (pip install "llm-datadist[bench]"' in out.stdout, log
+    assert rec["plot"]["path"] is None and "matplotlib is not installed" in rec["plot"]["skipped"], rec["plot"]
 
 
 def _failure_first(out_json, log):
@@ -84,19 +96,27 @@ def test_bench_quick_writes_table_json_png(tmp_path):
     reg = rec["extras"]["registration"]
     assert "error" not in reg and reg["register_regions_ms"] > 0, reg
     png = tmp_path / "bench.png"
-    assert rec["plot"]["path"] == str(png)
+    if not HAVE_MATPLOTLIB:      # the test extra brings it; a bare venv gets the message instead
+        _check_no_plot(out, rec, png, log)
+        return
+    assert rec["plot"] == {"path": str(png), "renderer": "matplotlib", "skipped": None}
+    assert f"plot in {png}" in out.stdout, log
     data = png.read_bytes()
     width, height, depth, color = _png_size(data)
-    assert (width, height, depth, color) == (900, 560, 8, 2)
+    assert (width, height, depth) == (900, 560, 8) and color in (2, 6), (width, height, depth, color)  # RGB(A)
     assert 5_000 < len(data) < 1_000_000
 
 
 def test_bench_named_peer_missing_is_skipped(tmp_path):
-    """Asking for a peer that is not importable skips it with the reason; no transfer needed."""
+    """Asking for a peer that is not importable skips it with the reason; no transfer needed.
+    Without the bench extra (matplotlib, tqdm unimportable): plain progress lines, no PNG, the hint."""
     out, out_json, log = _bench(tmp_path, "--peers", "nixl,mooncake_tcp", "--transport", "none", "--groups",
-                                "reference", "--extras", "none", timeout=120)
+                                "reference", "--extras", "none", timeout=120, bench_extra=False)
     assert out.returncode == 0, log
     rec = json.loads(out_json.read_text())
+    _check_no_plot(out, rec, tmp_path / "bench.png", log)
+    steps = [line for line in out.stderr.splitlines() if line.startswith("[")]
+    assert steps and steps[-1].startswith(f"[{len(steps)}/"), log      # one "[done/total]" line per step
     assert rec["peers"]["run"] == []
     assert "not importable" in rec["peers"]["not_run"]["nixl"]
     assert "not importable" in rec["peers"]["not_run"]["mooncake_tcp"]

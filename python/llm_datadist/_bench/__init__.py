@@ -5,7 +5,8 @@
   runnable code of `benchmarks/bench_transfer.py`.
 - `failures`: peer-failure detection and link costs; the code of `benchmarks/bench_failures.py`.
 - `peers`: NIXL and Mooncake drivers on the same cases (skipped when not importable).
-- `png`: a dependency-free PNG line plot.
+- `report`: quantiles (numpy), the text table, the progress line (tqdm), the plot (matplotlib);
+  tqdm and matplotlib are the `bench` extra's, each optional.
 - `suite`: `llm-datadist bench`: every case, ceilings, extras, peers, table, JSON, plot.
 
 Nothing here is imported by `import llm_datadist`.

@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import llm_datadist as ld
 
 from . import write_record
+from .report import Column, Table, quantiles
 from .transfer import free_port
 
 PREFILL = r"""
@@ -149,7 +149,7 @@ def measure(repeats: int = 5, sync_kv_timeout_ms: int = 500,
         decode.unlink_clusters([cluster], 1000, force=True)
     decode.finalize()
     return {"sync_kv_timeout_ms": sync_kv_timeout_ms, "repeats": repeats,
-            "medians_ms": {k: round(statistics.median(v), 3) for k, v in samples.items() if v},
+            "medians_ms": {k: quantiles(v)["median"] for k, v in samples.items() if v},
             "samples_ms": {k: [round(x, 3) for x in v] for k, v in samples.items()}, "codes": codes}
 
 
@@ -161,9 +161,11 @@ def main(argv: Optional[Sequence[str]] = None, script: Optional[str] = None) -> 
     args = parser.parse_args(argv)
     result = measure(args.repeats, args.sync_kv_timeout_ms)
     samples, codes = result["samples_ms"], result["codes"]
-    print(f"{'measure':<26} {'median ms':>10} {'min':>8} {'max':>8}")
+    table = Table([Column("measure", 26, "<"), Column("median ms", 10), Column("min", 8), Column("max", 8)])
+    print(table.header()[0])
     for name, values in samples.items():
-        print(f"{name:<26} {statistics.median(values):>10.2f} {min(values):>8.2f} {max(values):>8.2f}")
+        q = quantiles(values)
+        print(table.row(name, f"{q['median']:.2f}", f"{q['min']:.2f}", f"{q['max']:.2f}"))
     print(f"codes: {codes} (sync_kv_timeout {args.sync_kv_timeout_ms} ms)")
     if args.out:
         record = {

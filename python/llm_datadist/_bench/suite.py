@@ -32,9 +32,10 @@ Peers: NIXL (UCX default, and UCX_TLS=tcp) and Mooncake (tcp) on the same host c
 importable by the Python that runs them (--peer-python), with ours/peer ratios.  No peer row is
 ever taken from anywhere but this run; the recorded baseline is printed separately, labelled.
 
-Output: a progress line on stderr, a table, JSON (--out; machine, versions, command line, every
-timing) and a PNG plot of GB/s against block size (drawn by llm_datadist._bench.png: zlib and
-struct, no matplotlib) next to the JSON (or --png).
+Output: a progress line on stderr (tqdm's bar when installed), a table, JSON (--out; machine,
+versions, command line, every timing) and a PNG plot of GB/s against block size next to the JSON
+(or --png), drawn by matplotlib when installed (the `bench` extra: pip install
+"llm-datadist[bench]"; without it the run says so and writes no PNG).
 """
 from __future__ import annotations
 
@@ -42,7 +43,6 @@ import argparse
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import write_record
+from .report import Column, Progress, Series, Table, fmt, line_plot, quantiles
 
 SCHEMA = "llm_datadist.bench/1"
 KiB, MiB = 1 << 10, 1 << 20
@@ -151,44 +152,6 @@ def build_cases(quick: bool, groups: Sequence[str]) -> List[Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# progress
-
-class Progress:
-    """One live line on stderr (a terminal: redrawn in place; otherwise one line per step)."""
-
-    def __init__(self, total: int) -> None:
-        self.total, self.done, self.t0 = max(total, 1), 0, time.time()
-        self.tty = sys.stderr.isatty()
-        self.msg = ""
-
-    def _draw(self) -> None:
-        frac = min(1.0, self.done / self.total)
-        bar = "#" * int(frac * 24) + "." * (24 - int(frac * 24))
-        line = f"[{bar}] {self.done}/{self.total} {time.time() - self.t0:5.0f}s  {self.msg}"
-        if self.tty:
-            sys.stderr.write("\r\033[K" + line[:160])
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-    def step(self, msg: str, n: int = 1) -> None:
-        self.done += n
-        self.msg = msg
-        self._draw()
-
-    def note(self, msg: str) -> None:
-        """A log line from the benchmark code: shown as the current message."""
-        self.msg = msg.strip()
-        if self.tty:
-            self._draw()
-
-    def close(self) -> None:
-        if self.tty:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
-# ---------------------------------------------------------------------------------------------
 # extras: link set-up, metadata bytes, registration, failures
 
 class CountingProxy:
@@ -255,12 +218,6 @@ class CountingProxy:
         self.sock.close()
 
 
-def _quantiles(values: Sequence[float]) -> Dict[str, Any]:
-    v = sorted(values)
-    return {"n": len(v), "median": round(statistics.median(v), 3), "min": round(v[0], 3), "max": round(v[-1], 3),
-            "p99": round(v[min(len(v) - 1, int(0.99 * len(v)))], 3), "samples": [round(x, 3) for x in v]}
-
-
 def measure_links(args: argparse.Namespace, transports: Sequence[str], repeats: int, metadata: bool,
                   progress: Progress) -> Dict[str, Any]:
     """link_clusters / unlink_clusters times per transport, and the handshake's bytes through a proxy."""
@@ -296,7 +253,7 @@ def measure_links(args: argparse.Namespace, transports: Sequence[str], repeats: 
                 t0 = time.perf_counter()
                 dd.unlink_clusters([cluster(port)], timeout=args.link_timeout_ms)
                 unlink_ms.append((time.perf_counter() - t0) * 1e3)
-            res["link_ms"], res["unlink_ms"] = _quantiles(link_ms), _quantiles(unlink_ms)
+            res["link_ms"], res["unlink_ms"] = quantiles(link_ms, samples=True), quantiles(unlink_ms, samples=True)
             progress.step(f"link set-up {transport}: median {res['link_ms']['median']:.2f} ms")
             if metadata:
                 proxy = CountingProxy(port)
@@ -358,7 +315,7 @@ def measure_registration(args: argparse.Namespace, regions: int, pool_bytes: int
             caches.append(cm.register_blocks_cache(desc, [b.ctypes.data], ld.BlocksCacheKey(9, i)))
             per.append((time.perf_counter() - t0) * 1e6)
         res["register_regions_ms"] = round(sum(per) / 1e3, 3)
-        res["register_region_us"] = {k: v for k, v in _quantiles(per).items() if k != "samples"}
+        res["register_region_us"] = quantiles(per)
         t0 = time.perf_counter()
         for c in caches:
             cm.unregister_cache(c.cache_id)
@@ -492,9 +449,10 @@ def acceptance(bench: Any, peers: Sequence[str]) -> List[Dict[str, Any]]:
 
 def table(bench: Any, ratio_rows: List[Dict[str, Any]], accept: List[Dict[str, Any]], extras: Dict[str, Any]) -> str:
     from .transfer import human
-    L = []
-    hdr = (f"{'case':<44} {'system':<24} {'place':<6} {'GB/s':>8} {'median us':>10} {'p99 us':>10} "
-           f"{'of ceiling':>16} {'check':>5}")
+    L: List[str] = []
+    rows_table = Table([Column("case", 44, "<"), Column("system", 24, "<"), Column("place", 6, "<"),
+                        Column("GB/s", 8), Column("median us", 10), Column("p99 us", 10), Column("of ceiling", 16),
+                        Column("check", 5)])
     order = {c.name: i for i, c in enumerate(bench.cases)}
     sysorder = {"llm_datadist": 0, "nixl": 1, "nixl_tcp": 2, "mooncake_tcp": 3}
     group = None
@@ -503,11 +461,11 @@ def table(bench: Any, ratio_rows: List[Dict[str, Any]], accept: List[Dict[str, A
         c = next(c for c in bench.cases if c.name == r.case)
         if c.group != group:
             group = c.group
-            L += ["", f"== {group} ==", hdr, "-" * len(hdr)]
-        name = (c.label or c.name)[:44]
+            L += ["", f"== {group} ==", *rows_table.header()]
+        name = c.label or c.name
         system = {"llm_datadist": f"llm_datadist/{r.transport}"}.get(r.system, SYSTEM_LABEL.get(r.system, r.system))
         if r.error:
-            L.append(f"{name:<44} {system:<24} {r.placement:<6} ERROR {r.error[:70]}")
+            L.append(rows_table.row_then_text([name, system, r.placement], f"ERROR {r.error[:70]}"))
             continue
         s = r.stats()
         frac = ""
@@ -516,16 +474,17 @@ def table(bench: Any, ratio_rows: List[Dict[str, Any]], accept: List[Dict[str, A
                 frac = f"{r.frac_of[ceil]:.2f} {ceil}"
                 break
         check = {True: "ok", False: "FAIL", None: "-"}[r.verified]
-        L.append(f"{name:<44} {system:<24} {r.placement:<6} {s['GBps']:>8.3f} {s['median_us']:>10.1f} "
-                 f"{s['p99_us']:>10.1f} {frac:>16} {check:>5}")
+        L.append(rows_table.row(name, system, r.placement, fmt(s["GBps"], ".3f"), f"{s['median_us']:.1f}",
+                                f"{s['p99_us']:.1f}", frac, check))
     L.append("of ceiling: our GB/s over that of the same blocks copied by memcpy in one process, 1 thread "
              "(cuda_d2d / cuda_gather2 for CUDA device rows); the JSON has every ceiling's fraction")
     if ratio_rows:
-        L += ["", "ours / peer, same run, host memory (speed-up = peer median time / ours):",
-              f"{'case':<16} {'ours':<18} {'GB/s':>8} {'peer':<16} {'GB/s':>8} {'speed-up':>9}"]
+        ratio_table = Table([Column("case", 16, "<"), Column("ours", 18, "<"), Column("GB/s", 8),
+                             Column("peer", 16, "<"), Column("GB/s", 8), Column("speed-up", 9)])
+        L += ["", "ours / peer, same run, host memory (speed-up = peer median time / ours):", ratio_table.header()[0]]
         for x in ratio_rows:
-            L.append(f"{x['case']:<16} {x['ours']:<18} {x['ours_GBps']:>8.3f} {SYSTEM_LABEL[x['peer']]:<16} "
-                     f"{x['peer_GBps']:>8.3f} {x['speedup']:>8.2f}x")
+            L.append(ratio_table.row(x["case"], x["ours"], f"{x['ours_GBps']:.3f}", SYSTEM_LABEL[x["peer"]],
+                                     f"{x['peer_GBps']:.3f}", f"{x['speedup']:.2f}x"))
     if accept:
         L += ["", "acceptance (issue 5), this run:"]
         for a in accept:
@@ -587,11 +546,12 @@ def table(bench: Any, ratio_rows: List[Dict[str, Any]], accept: List[Dict[str, A
     return "\n".join(L)
 
 
-def plot(bench: Any, path: Path, title_note: str) -> None:
-    from .png import line_plot
+def plot(bench: Any, path: Path, title_note: str) -> Optional[str]:
+    """The sweep's GB/s against block size, one line per system and ceiling; None, or why there
+    is no plot (report.line_plot). A new kind of row is one more entry in `systems`."""
     by_name = {c.name: c for c in bench.cases}
     sweep = [n for n in SWEEP if n in by_name]
-    series = []
+    series: List[Series] = []
     systems = [("llm_datadist", "shm", "llm_datadist shm", False), ("llm_datadist", "tcp", "llm_datadist tcp", False)]
     systems += [(p, bench._peer_transport.get(p, ""), SYSTEM_LABEL[p], False) for p in ("nixl", "nixl_tcp",
                                                                                         "mooncake_tcp")]
@@ -601,12 +561,10 @@ def plot(bench: Any, path: Path, title_note: str) -> None:
         pts = [(by_name[n].block, _gbps(bench, system, n, "host", transport)) for n in sweep]
         pts = [(x, y) for x, y in pts if y is not None]
         if pts:
-            series.append((label, pts, dashed))
+            series.append(Series(label, [(float(x), float(y)) for x, y in pts], dashed))
     total = by_name[sweep[0]].nbytes if sweep else 0
-    png = line_plot(series, "PULL_BLOCKS GB/S VS BLOCK SIZE", "BLOCK SIZE (BYTES PER BLOCK)", "GB/S",
-                    subtitle=f"host memory, {total >> 20} MiB per request, median; {title_note}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png)
+    return line_plot(path, series, "pull_blocks GB/s against block size", "block size (bytes per block)", "GB/s",
+                     subtitle=f"host memory, {total >> 20} MiB per request, median; {title_note}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -728,9 +686,10 @@ def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None) -> int:
     else:
         print("peers: none in this run (" + "; ".join(sorted(set(why_not.values()))) + ")")
     png_path = args.png or (args.out.with_suffix(".png") if args.out else None)
+    no_plot: Optional[str] = None
     if png_path:
-        plot(bench, png_path, "quick (tiny sizes)" if args.quick else f"{time.strftime('%Y-%m-%d')}")
-        print(f"plot in {png_path} (drawn by llm_datadist._bench.png: zlib + struct, no matplotlib)")
+        no_plot = plot(bench, png_path, "quick (tiny sizes)" if args.quick else f"{time.strftime('%Y-%m-%d')}")
+        print(no_plot or f"plot in {png_path}")
     if args.out:
         record = {
             "schema": SCHEMA, "command": command, "argv": list(sys.argv if argv is None else ["llm-datadist", "bench",
@@ -751,8 +710,8 @@ def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None) -> int:
                                            for r in bench.rows],
             "ratios": ratio_rows, "acceptance": accept,
             "extras": {k: v for k, v in extras.items() if k != "peers"},
-            "plot": {"path": str(png_path) if png_path else None,
-                     "renderer": "llm_datadist._bench.png (zlib + struct; matplotlib not used)"},
+            "plot": {"path": str(png_path) if png_path and not no_plot else None, "renderer": "matplotlib",
+                     "skipped": no_plot},
             "notes": bench.notes, "errors": bench.errors, "peer_errors": bench.peer_errors, "loadavg_at_end": list(os.getloadavg()),
         }
         write_record(args.out, record, indent=1)

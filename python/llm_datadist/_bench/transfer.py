@@ -50,7 +50,6 @@ import re
 import select
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,6 +61,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import write_record
+from .report import Column, Table, fmt, quantiles
 
 SCHEMA = "llm_datadist.bench_transfer/1"
 MiB = 1 << 20
@@ -247,12 +247,11 @@ class Row:
     def stats(self) -> Dict[str, Any]:
         if not self.times_us:
             return {}
-        t = sorted(self.times_us)
-        med = statistics.median(t)
-        return {"iters": len(t), "median_us": round(med, 2), "p99_us": round(t[min(len(t) - 1, int(0.99 * len(t)))], 2),
-                "min_us": round(t[0], 2), "mean_us": round(statistics.fmean(t), 2),
-                "GBps": round(self.bytes / med / 1e3, 3) if med > 0 else None,
-                "GBps_best": round(self.bytes / t[0] / 1e3, 3) if t[0] > 0 else None}
+        q = quantiles(self.times_us, digits=2)
+        med, best = float(np.median(self.times_us)), min(self.times_us)
+        return {"iters": q["n"], "median_us": q["median"], "p99_us": q["p99"], "min_us": q["min"],
+                "mean_us": q["mean"], "GBps": round(self.bytes / med / 1e3, 3) if med > 0 else None,
+                "GBps_best": round(self.bytes / best / 1e3, 3) if best > 0 else None}
 
     def to_json(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -1076,10 +1075,10 @@ class Bench:
         return out
 
     def table(self, accept: List[Dict[str, Any]]) -> str:
-        lines = []
-        hdr = (f"{'case':<13} {'system':<22} {'place':<6} {'bytes/req':>10} {'GB/s':>8} {'median us':>10} "
-               f"{'p99 us':>10} {'x ceil':>9} {'check':>6}")
-        lines += [hdr, "-" * len(hdr)]
+        t = Table([Column("case", 13, "<"), Column("system", 22, "<"), Column("place", 6, "<"),
+                   Column("bytes/req", 10), Column("GB/s", 8), Column("median us", 10), Column("p99 us", 10),
+                   Column("x ceil", 9), Column("check", 6)])
+        lines = t.header()
         order = {c.name: i for i, c in enumerate(self.cases)}
         places = {p: i for i, p in enumerate(self.args.placement)}
         for r in sorted(self.rows, key=lambda r: (order.get(r.case, 99), r.system != "llm_datadist",
@@ -1087,14 +1086,13 @@ class Bench:
             name = f"{r.case} {r.nblocks}x{human(r.block_bytes).replace(' ', '')}"
             system = f"llm_datadist/{r.transport}" if r.system == "llm_datadist" else r.system
             if r.error:
-                lines.append(f"{name:<13} {system:<22} {r.placement:<6} ERROR {r.error[:80]}")
+                lines.append(t.row_then_text([name, system, r.placement], f"ERROR {r.error[:80]}"))
                 continue
             s = r.stats()
             frac = next((r.frac_of[c] for c in ("cuda_d2d", "cuda_gather2", "memcpy") if c in r.frac_of), None)
             check = {True: "ok", False: "FAIL", None: "-"}[r.verified]
-            lines.append(f"{name:<13} {system:<22} {r.placement:<6} {human(r.bytes):>10} {s['GBps']:>8.3f} "
-                         f"{s['median_us']:>10.1f} {s['p99_us']:>10.1f} "
-                         f"{(f'{frac:.2f}' if frac is not None else '-'):>9} {check:>6}")
+            lines.append(t.row(name, system, r.placement, human(r.bytes), fmt(s["GBps"], ".3f"),
+                               f"{s['median_us']:.1f}", f"{s['p99_us']:.1f}", fmt(frac, ".2f"), check))
         lines.append("x ceil: GB/s over that of the same request done by memcpy in one process, 1 thread "
                      "(cuda_d2d / cuda_gather2 for CUDA device rows)")
         if accept:
