@@ -72,8 +72,11 @@ def main() -> int:
             sys.stdout.writelines(difflib.unified_diff(current[path].splitlines(True), wanted[path].splitlines(True),
                                                        f"{rel} (checked in)", f"{rel} (from this build)"))
     if stale and not args.write:
-        print("check_types: generated types are stale; run `python .ci/check_types.py --write` and commit",
-              file=sys.stderr)
+        # The stub's wording is pybind11's (signatures in docstrings) and pybind11-stubgen's: a build
+        # with another pybind11 than the one the stub was written with can differ without a binding
+        # change (the build takes pybind11>=2.12 from pyproject's build-system).
+        print("check_types: generated types are stale; run `python .ci/check_types.py --write` and commit "
+              "(no binding changed? then the build's pybind11 words signatures differently)", file=sys.stderr)
         return 1
     if not stale:
         print("check_types: _core.pyi and the LLMStatusCode names match this build")
