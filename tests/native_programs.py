@@ -136,8 +136,12 @@ def native_program(name: str) -> Path:
         if "pytest" in sys.modules:       # a test skips; a benchmark run fails with the reason
             sys.modules["pytest"].skip(why)
         raise RuntimeError(why)
-    out_dir = _cache_root() / f"{name}-{_fingerprint(compiler, program)}"
+    root = _cache_root()
+    out_dir = root / f"{name}-{_fingerprint(compiler, program)}"
     binary = out_dir / name
     if not binary.exists():
         _compile(compiler, name, program, out_dir)
+        for old in root.glob(f"{name}-*"):      # builds for an earlier library or sources
+            if old != out_dir:
+                shutil.rmtree(old, ignore_errors=True)
     return binary
