@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -38,7 +39,10 @@ def generated_stub() -> str:
         # package is the one imported.
         subprocess.run([sys.executable, "-m", "pybind11_stubgen", "--exit-code", "-o", out, "llm_datadist._core"],
                        check=True, cwd=out)
-        return HEADER + (Path(out) / "llm_datadist" / "_core.pyi").read_text()
+        stub = (Path(out) / "llm_datadist" / "_core.pyi").read_text()
+    # Module constants keep their types, not their values (the version, LINK_LIMITS, the protocol
+    # version): those are defined once elsewhere, and a stub restating them would go stale with them.
+    return HEADER + re.sub(r"^(?!__all__)([A-Za-z_]\w*: [^=\n]+?) = .*$", r"\1", stub, flags=re.M)
 
 
 def generated_names() -> str:

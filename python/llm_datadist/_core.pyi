@@ -185,6 +185,6 @@ def throw_bad_alloc_for_test() -> None:
     """
     Raises what a failed native allocation raises (for the translator's test).
     """
-LINK_LIMITS: dict = {'max_concurrent_handshakes': 128, 'max_handshakes_per_address': 32, 'server_handshake_timeout_ms': 10000, 'server_hello_timeout_ms': 3000, 'max_handshake_payload': 16384, 'peer_dead_ms': 3000}
-LINK_PROTOCOL_VERSION: int = 4
-__version__: str = '0.1.0'
+LINK_LIMITS: dict
+LINK_PROTOCOL_VERSION: int
+__version__: str
