@@ -25,10 +25,11 @@ def test_quantiles_against_numpy_and_by_hand():
 
 
 def test_table_columns_and_error_rows():
-    t = Table([Column("case", 6, "<"), Column("GB/s", 8)])
+    t = Table([Column("case", 6, "<", clip=True), Column("GB/s", 8)])
     header, rule = t.header()
     assert header == "case       GB/s" and rule == "-" * len(header)
-    assert t.row("abcdefgh", "1.500") == "abcdef    1.500"      # left columns truncated to their width
+    assert t.row("abcdefgh", "1.500") == "abcdef    1.500"      # a clipped column is cut to its width
+    assert Table([Column("case", 2, "<"), Column("n", 3)]).row("abcd", 7) == "abcd   7"   # others widen the row
     assert t.row_then_text(["c"], "ERROR boom") == "c      ERROR boom"
     with pytest.raises(ValueError, match="2 columns got 1"):
         t.row("only one")

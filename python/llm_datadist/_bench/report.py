@@ -50,6 +50,7 @@ class Column:
     header: str
     width: int
     align: str = ">"     # ">" right, "<" left
+    clip: bool = False   # cut longer values to the width (otherwise they push the row wider)
 
 
 class Table:
@@ -60,7 +61,7 @@ class Table:
         self.columns = list(columns)
 
     def _cells(self, values: Sequence[Any]) -> str:
-        return " ".join(f"{str(v)[:c.width] if c.align == '<' else str(v):{c.align}{c.width}}"
+        return " ".join(f"{str(v)[:c.width] if c.clip else str(v):{c.align}{c.width}}"
                         for c, v in zip(self.columns, values))
 
     def header(self) -> List[str]:

@@ -450,7 +450,7 @@ def acceptance(bench: Any, peers: Sequence[str]) -> List[Dict[str, Any]]:
 def table(bench: Any, ratio_rows: List[Dict[str, Any]], accept: List[Dict[str, Any]], extras: Dict[str, Any]) -> str:
     from .transfer import human
     L: List[str] = []
-    rows_table = Table([Column("case", 44, "<"), Column("system", 24, "<"), Column("place", 6, "<"),
+    rows_table = Table([Column("case", 44, "<", clip=True), Column("system", 24, "<"), Column("place", 6, "<"),
                         Column("GB/s", 8), Column("median us", 10), Column("p99 us", 10), Column("of ceiling", 16),
                         Column("check", 5)])
     order = {c.name: i for i, c in enumerate(bench.cases)}
