@@ -31,7 +31,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }();
   {
     fuzz::SocketPair pair;
-    Link link(fuzz::ServingEngine::kClusterId, kPeerClusterId, pair.Release0(), &serving->engine());
+    Link link(fuzz::PlainSetup(fuzz::ServingEngine::kClusterId, kPeerClusterId), pair.Release0(), &serving->engine());
     link.Start();
     const int peer = pair.fds[1];
     fuzz::WriteDraining(peer, data, size, fuzz::FuzzClock::now() + kWriteBudget);

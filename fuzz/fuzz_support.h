@@ -103,6 +103,15 @@ inline bool WriteDraining(int fd, const uint8_t *data, size_t size, FuzzClock::t
   return true;
 }
 
+// A link as a tcp handshake leaves it: nothing shared, every transfer owner-streamed.
+inline LinkSetup PlainSetup(uint64_t local_cluster_id, uint64_t peer_cluster_id) {
+  LinkSetup setup;
+  setup.local_cluster_id = local_cluster_id;
+  setup.peer_cluster_id = peer_cluster_id;
+  setup.transport_reason = "fuzz harness";
+  return setup;
+}
+
 inline CacheDesc Desc(CachePlacement placement, uint32_t num_tensors, std::vector<int64_t> shape) {
   CacheDesc desc;
   desc.placement = placement;

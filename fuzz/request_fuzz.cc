@@ -54,7 +54,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   {
     fuzz::SocketPair pair;
     const int peer = pair.fds[1];
-    Link link(fuzz::ServingEngine::kClusterId, kPeerClusterId, pair.Release0(), &serving->engine());
+    Link link(fuzz::PlainSetup(fuzz::ServingEngine::kClusterId, kPeerClusterId), pair.Release0(), &serving->engine());
     DataDistEngine &engine = serving->engine();
     switch (mode % 4) {
       case 0:

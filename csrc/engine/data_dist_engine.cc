@@ -163,7 +163,7 @@ DetailedStatus DataDistEngine::Initialize(const std::map<std::string, std::strin
   std::vector<LocalRegion> regions;
   if (host_pool) {
     LocalRegion r;
-    r.id = 0;
+    r.id = static_cast<uint8_t>(RegionId::kHostPool);
     r.kind = RegionKind::kHostPool;
     r.size = host_pool->size();
     r.memfd = host_pool->fd();
@@ -171,7 +171,7 @@ DetailedStatus DataDistEngine::Initialize(const std::map<std::string, std::strin
   }
   if (device_pool) {
     LocalRegion r;
-    r.id = 1;
+    r.id = static_cast<uint8_t>(RegionId::kDevicePool);
     r.size = device_pool->size();
     if (device_pool->kind() == MemoryKind::kCudaDevice) {
       r.kind = RegionKind::kCudaPool;
@@ -192,7 +192,7 @@ DetailedStatus DataDistEngine::Initialize(const std::map<std::string, std::strin
   }
   {
     LocalRegion r;
-    r.id = 2;
+    r.id = static_cast<uint8_t>(RegionId::kCacheTable);
     r.kind = RegionKind::kCacheTable;
     r.size = kCacheTableBytes;
     LLMDD_RETURN_IF_ERROR(table_.Create());
@@ -200,7 +200,8 @@ DetailedStatus DataDistEngine::Initialize(const std::map<std::string, std::strin
     regions.push_back(r);
   }
   auto links = std::make_unique<LinkManager>(cluster_id_, this, [this] { return LocalRegions(); },
-                                             LinkOptions{parsed.link_secret, parsed.force_tcp, parsed.allowed_uids, parsed.require_secret});
+                                             LinkOptions{parsed.link_secret, parsed.force_tcp, parsed.allowed_uids, parsed.require_secret,
+                                                         parsed.device_id});
   if (!parsed.listen_ip_info.empty()) {
     std::string ip;
     uint16_t port = 0;
@@ -380,7 +381,7 @@ void DataDistEngine::PublishBlocksKey(uint64_t model_id, const CacheEntry &cache
   const std::shared_ptr<MemoryPool> &pool = cache.memory_kind == MemoryKind::kHost ? host_pool_ : device_pool_;
   if (!cache.is_registered && pool != nullptr) {
     e.location = TableLocation::kRegion;
-    e.region_id = cache.memory_kind == MemoryKind::kHost ? 0 : 1;
+    e.region_id = static_cast<uint8_t>(cache.memory_kind == MemoryKind::kHost ? RegionId::kHostPool : RegionId::kDevicePool);
     for (uintptr_t addr : cache.tensor_addrs) e.tensors.push_back(addr - reinterpret_cast<uintptr_t>(pool->base()));
   } else if (IsHostAddressable(cache.memory_kind)) {
     e.location = TableLocation::kRawHost;

@@ -12,8 +12,6 @@
 // Describe mode (shm / cuda_ipc / CMA): the owner answers where each selected tensor lives;
 // the requester copies, then sends kRelease. Stream mode (tcp): the owner sends the chunks'
 // bytes after its reply. A complete slot pull consumes a req key on the owner at kRelease.
-#include <sys/uio.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <climits>
@@ -181,33 +179,6 @@ bool DecodeStatus(ByteReader &r, DetailedStatus *out) {
   return true;
 }
 
-// Reads the chunks of a peer's registered host memory with process_vm_readv (CMA).
-DetailedStatus CmaRead(int pid, const std::vector<CopyRegion> &regions) {
-  size_t i = 0;
-  while (i < regions.size()) {
-    size_t n = std::min<size_t>(IOV_MAX, regions.size() - i);
-    std::vector<iovec> local(n), remote(n);
-    uint64_t expected = 0;
-    for (size_t k = 0; k < n; ++k) {
-      local[k] = {regions[i + k].dst, regions[i + k].bytes};
-      remote[k] = {const_cast<void *>(regions[i + k].src), regions[i + k].bytes};
-      expected += regions[i + k].bytes;
-    }
-    ssize_t got = process_vm_readv(pid, local.data(), n, remote.data(), n, 0);
-    if (got < 0) {
-      int err = errno;
-      return DetailedStatus(err == ESRCH ? LLM_LINK_FAILED : LLM_FEATURE_NOT_ENABLED,
-                            detail::Concat("process_vm_readv from pid ", pid, " failed: ", std::strerror(err)));
-    }
-    if (static_cast<uint64_t>(got) != expected) {
-      // Partial read (a page boundary the peer unmapped): the rest is not readable this way.
-      return DetailedStatus(LLM_FEATURE_NOT_ENABLED, "process_vm_readv read part of the request only");
-    }
-    i += n;
-  }
-  return DetailedStatus::Ok();
-}
-
 }  // namespace
 
 DetailedStatus ParseIpPort(const std::string &text, std::string *ip, uint16_t *port) {
@@ -285,20 +256,15 @@ std::optional<LinkInfo> DataDistEngine::GetLinkInfo(uint64_t cluster_id) const {
   if (!link) return std::nullopt;
   LinkInfo info;
   info.cluster_id = cluster_id;
-  info.transport = TransportName(link->transport);
-  info.reason = link->transport_reason;
+  info.transport = TransportName(link->transport());
+  info.reason = link->transport_reason();
   info.state = link->state() == Link::State::kActive ? "active" : "broken";
   info.broken_reason = link->state() == Link::State::kActive ? "" : link->close_reason();
-  info.remote_address = link->remote_address;
-  info.channel = link->frames_over_unix ? "unix" : "tcp";
-  info.peer_pid = link->peer_pid;
-  {
-    std::lock_guard<std::mutex> lock(link->ipc_mutex);
-    for (const RemoteRegion &r : link->remote_regions) {
-      info.cuda_ipc = info.cuda_ipc || (r.has_ipc && link->same_host);
-      info.cuda_ipc_opened = info.cuda_ipc_opened || r.ipc_ptr != nullptr;
-    }
-  }
+  info.remote_address = link->remote_address();
+  info.channel = link->frames_over_unix() ? "unix" : "tcp";
+  info.peer_pid = link->peer_pid();
+  info.cuda_ipc = link->PeerOffersCudaIpc();
+  info.cuda_ipc_opened = link->CudaIpcOpened();
   info.millis_since_rx = link->millis_since_rx();
   info.bytes_pulled = link->counters.bytes_pulled.load();
   info.bytes_pushed = link->counters.bytes_pushed.load();
@@ -529,14 +495,15 @@ bool DecodePullReply(const std::vector<uint8_t> &payload, ReplyInfo *out) {
 constexpr int64_t kPeerSilentMs = 4 * kHeartbeatIntervalMs;
 
 // Copies the plan's chunks from where the owner's selected tensors live (its answer, or its
-// published table): a pool mapped read-only (shm), a CUDA pool opened over IPC (cuda_ipc), or
-// registered host memory (CMA). LLM_FEATURE_NOT_ENABLED when some tensor is not readable from
-// here (the caller streams instead); LLM_LINK_FAILED (and the link broken) when the owner
-// described memory outside what it shared.
+// published table), each through the link's transport that reaches it (a pool mapped read-only,
+// a CUDA pool opened over IPC, registered host memory by address).
+// LLM_FEATURE_NOT_ENABLED when some tensor is not readable from here (the caller streams
+// instead); LLM_LINK_FAILED (and the link broken) when the owner described memory outside what
+// it shared.
 DetailedStatus ReadDescribed(Link &link, const CacheEntry &local, const LocalPlan &plan,
                              const std::vector<Location> &locations, const std::vector<uint8_t> &region_ids,
                              const std::vector<uint64_t> &values, uint64_t owner_stride, uint32_t slot,
-                             int device_ordinal) {
+                             Deadline deadline) {
   LLMDD_CHECK(locations.size() == plan.tensor_count, LLM_FEATURE_NOT_ENABLED, "owner described ", locations.size(),
               " tensors, expected ", plan.tensor_count);
   std::vector<Chunk> src_chunks;
@@ -547,57 +514,33 @@ DetailedStatus ReadDescribed(Link &link, const CacheEntry &local, const LocalPla
   }
   uint64_t extent = 0;  // ChunksOf checked that every end fits 64 bits
   for (const Chunk &c : src_chunks) extent = std::max(extent, c.offset + c.bytes);
-  std::vector<CopyRegion> from_host, from_cuda, from_cma;
+  // One batch per transport, in the order the transports first appear (a raw-address batch is
+  // last, as it is the one most likely to be refused part-way).
+  std::vector<std::pair<Transport *, std::vector<RemoteSpan>>> batches;
   for (uint32_t t = 0; t < plan.tensor_count; ++t) {
-    const uint8_t *src_base = nullptr;
-    std::vector<CopyRegion> *bucket = nullptr;
+    RemoteMemory where;
     if (locations[t] == Location::kRegion) {
-      RemoteRegion *region = nullptr;
-      for (RemoteRegion &r : link.remote_regions)
-        if (r.id == region_ids[t] && r.kind != RegionKind::kCacheTable) region = &r;
+      const RemoteRegion *region = link.RemotePool(region_ids[t]);
       if (region == nullptr || values[t] > region->size || extent > region->size - values[t]) {
         link.Break("the peer described memory outside its pools");
         return DetailedStatus(LLM_LINK_FAILED, "the peer described memory outside its pools; the link is broken");
       }
-      if (region->mapped != nullptr) {
-        src_base = region->mapped + values[t];
-        bucket = &from_host;
-      } else if (region->has_ipc && link.same_host && cuda::Driver() != nullptr) {
-        std::lock_guard<std::mutex> lock(link.ipc_mutex);
-        if (region->ipc_ptr == nullptr && !region->ipc_failed) {
-          std::optional<cuda::ScopedDeviceContext> ctx;
-          cuda::CUdeviceptr ptr = 0;
-          DetailedStatus opened = cuda::ScopedDeviceContext::Enter(std::max(0, device_ordinal), &ctx);
-          if (opened.ok())
-            opened = cuda::CheckCu(cuda::Driver()->cuIpcOpenMemHandle_v2(&ptr, region->ipc_handle,
-                                                                          cuda::CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS),
-                                   "cuIpcOpenMemHandle_v2");
-          if (opened.ok()) {
-            region->ipc_ptr = reinterpret_cast<void *>(static_cast<uintptr_t>(ptr));
-          } else {
-            region->ipc_failed = true;
-            LLMDD_LOG(kWarning, "cuda_ipc to cluster ", link.peer_cluster_id(), " unavailable (", opened.message(),
-                      "); device memory goes over tcp");
-          }
-        }
-        if (region->ipc_ptr != nullptr) {
-          src_base = static_cast<const uint8_t *>(region->ipc_ptr) + values[t];
-          bucket = &from_cuda;
-        }
-      }
-    } else if (locations[t] == Location::kRawHost && link.same_host && link.peer_pid > 0 &&
-               IsHostAddressable(local.memory_kind)) {
-      src_base = reinterpret_cast<const uint8_t *>(static_cast<uintptr_t>(values[t]));
-      bucket = &from_cma;
+      where = RemoteMemory::Region(region_ids[t]);
+    } else if (locations[t] == Location::kRawHost) {
+      where = RemoteMemory::RawHost();
+    } else {
+      return DetailedStatus(LLM_FEATURE_NOT_ENABLED, detail::Concat("tensor ", t, " of the owner is not readable from here"));
     }
-    LLMDD_CHECK(bucket != nullptr, LLM_FEATURE_NOT_ENABLED, "tensor ", t, " of the owner is not readable from here");
+    Transport *transport = link.TransportFor(where, local.memory_kind);
+    LLMDD_CHECK(transport != nullptr, LLM_FEATURE_NOT_ENABLED, "tensor ", t, " of the owner is not readable from here");
+    auto batch = std::find_if(batches.begin(), batches.end(), [&](const auto &b) { return b.first == transport; });
+    if (batch == batches.end()) batch = batches.insert(batches.end(), {transport, {}});
     uint8_t *dst_base = reinterpret_cast<uint8_t *>(local.tensor_addrs[plan.tensor_begin + t]);
     for (size_t c = 0; c < plan.chunks.size(); ++c)
-      bucket->push_back({dst_base + plan.chunks[c].offset, src_base + src_chunks[c].offset, plan.chunks[c].bytes});
+      batch->second.push_back({where, values[t] + src_chunks[c].offset, dst_base + plan.chunks[c].offset, plan.chunks[c].bytes});
   }
-  if (!from_host.empty()) LLMDD_RETURN_IF_ERROR(CopyRegions(from_host, local.memory_kind, MemoryKind::kHost));
-  if (!from_cuda.empty()) LLMDD_RETURN_IF_ERROR(CopyRegions(from_cuda, local.memory_kind, MemoryKind::kCudaDevice));
-  if (!from_cma.empty()) return CmaRead(link.peer_pid, from_cma);
+  std::stable_partition(batches.begin(), batches.end(), [](const auto &b) { return !b.first->caps().registered_host; });
+  for (const auto &batch : batches) LLMDD_RETURN_IF_ERROR(batch.first->Read(batch.second, local.memory_kind, deadline));
   return DetailedStatus::Ok();
 }
 
@@ -622,17 +565,15 @@ DetailedStatus DataDistEngine::Pull(const TransferArgs &args) {
     return status.With("remote_cluster_id", args.remote_cluster_id);
   };
 
-  bool stream = link->transport == TransportKind::kTcp;
+  // Owner-streamed when no transport of the link reads one-sided; else described, and streamed
+  // after all when some tensor turns out not readable from here.
+  bool stream = !link->HasOneSided();
   // One-sided: a BlocksCacheKey resolved through the owner's published table, read straight
   // from its pools, no round trip. Only while the owner is alive and talking (a frozen owner
   // falls through to the two-sided path, which reports LLM_TIMEOUT).
   if (!stream && plan.layout == Layout::kBlocksToBlocks && args.key_kind == RemoteKeyKind::kBlocksKey &&
       link->millis_since_rx() < kPeerSilentMs) {
-    const RemoteRegion *table = nullptr;
-    for (const RemoteRegion &r : link->remote_regions)
-      if (r.kind == RegionKind::kCacheTable && r.mapped != nullptr) table = &r;
-    std::optional<TableEntry> entry =
-        table ? LookupCacheTable(table->mapped, table->size, args.blocks_model_id) : std::nullopt;
+    std::optional<TableEntry> entry = link->LookupPublished(args.blocks_model_id);
     if (entry) {
       const std::string key = DescribeRemoteKey(plan.wire);
       DetailedStatus checked = CheckBlocksSelection(plan.wire, key, static_cast<uint32_t>(entry->tensors.size()),
@@ -644,7 +585,7 @@ DetailedStatus DataDistEngine::Pull(const TransferArgs &args) {
       std::vector<uint64_t> values(entry->tensors.begin() + plan.wire.tensor_begin,
                                    entry->tensors.begin() + plan.wire.tensor_begin + plan.tensor_count);
       DetailedStatus copied =
-          ReadDescribed(*link, *local, plan, locations, regions, values, entry->stride, 0, options_.device_id);
+          ReadDescribed(*link, *local, plan, locations, regions, values, entry->stride, 0, deadline);
       if (copied.ok()) {
         link->counters.bytes_pulled.fetch_add(chunk_total);
         link->counters.pulls.fetch_add(1);
@@ -693,7 +634,7 @@ DetailedStatus DataDistEngine::Pull(const TransferArgs &args) {
       return fail(DetailedStatus(LLM_PARAM_INVALID, "remote slot is smaller than the destination blocks"));
     }
     DetailedStatus copied = ReadDescribed(*link, *local, plan, reply.locations, reply.region_ids, reply.values,
-                                          reply.owner_stride, reply.slot, options_.device_id);
+                                          reply.owner_stride, reply.slot, deadline);
     if (copied.code() == LLM_FEATURE_NOT_ENABLED) {  // not readable from here: stream it instead
       LLMDD_LOG(kDebug, "pull from cluster ", args.remote_cluster_id, ": ", copied.message(), "; streaming");
       release(false);
@@ -874,7 +815,7 @@ DetailedStatus DataDistEngine::ServePull(Link &link, const FrameHeader &header, 
   DetailedStatus status;
   // Where memory lives (pool offsets, raw addresses) is told only to a peer proven to be on this
   // host and allowed to map our pools: one whose shm pool channel passed its credential check.
-  if (static_cast<Delivery>(w.delivery) == Delivery::kDescribe && link.transport != TransportKind::kShm)
+  if (static_cast<Delivery>(w.delivery) == Delivery::kDescribe && !link.HasOneSided())
     status = DetailedStatus(LLM_PARAM_INVALID, "a described pull needs a same-host shm link; this link is tcp");
   if (status.ok()) status = ResolveRequest(registry_, cluster_id_, w, &resolved);
   if (!status.ok()) {
@@ -894,7 +835,8 @@ DetailedStatus DataDistEngine::ServePull(Link &link, const FrameHeader &header, 
       const std::shared_ptr<MemoryPool> &pool = entry.memory_kind == MemoryKind::kHost ? host_pool_ : device_pool_;
       if (!entry.is_registered && pool != nullptr) {
         reply.Put<uint8_t>(static_cast<uint8_t>(Location::kRegion))
-            .Put<uint8_t>(entry.memory_kind == MemoryKind::kHost ? 0 : 1)
+            .Put<uint8_t>(static_cast<uint8_t>(entry.memory_kind == MemoryKind::kHost ? RegionId::kHostPool
+                                                                                     : RegionId::kDevicePool))
             .Put<uint64_t>(addr - reinterpret_cast<uintptr_t>(pool->base()));
       } else if (IsHostAddressable(entry.memory_kind)) {
         reply.Put<uint8_t>(static_cast<uint8_t>(Location::kRawHost)).Put<uint8_t>(0).Put<uint64_t>(addr);
@@ -917,14 +859,14 @@ DetailedStatus DataDistEngine::ServePull(Link &link, const FrameHeader &header, 
   const bool needs_release = static_cast<Delivery>(w.delivery) == Delivery::kDescribe || resolved.consumes;
   reply.Put<uint8_t>(needs_release);
   if (needs_release) {
-    std::lock_guard<std::mutex> lock(link.served_mutex);
-    ServedTransfer &served = link.served[header.request_id];
+    ServedTransfer served;
     served.pin = resolved.entry;
     served.cache_id = entry.cache_id;
     served.slot = resolved.slot;
     served.tensor_begin = w.tensor_begin;
     served.tensor_end = w.tensor_begin + w.tensor_count;
     served.consumes = resolved.consumes;
+    link.AddServed(header.request_id, std::move(served));
   }
   link.counters.bytes_served.fetch_add(data_bytes);
   return link.Send(FrameType::kPullReply, header.request_id, reply.bytes(), send.spans, data_bytes, deadline);
@@ -934,15 +876,10 @@ DetailedStatus DataDistEngine::ServeRelease(Link &link, const FrameHeader &heade
   ByteReader r(payload);
   uint8_t success = 0;
   if (!r.Get(&success)) return DetailedStatus(LLM_LINK_FAILED, "malformed release from the peer");
-  ServedTransfer served;
-  {
-    std::lock_guard<std::mutex> lock(link.served_mutex);
-    auto it = link.served.find(header.request_id);
-    if (it == link.served.end()) return DetailedStatus::Ok();
-    served = std::move(it->second);
-    link.served.erase(it);
-  }
-  if (success && served.consumes) registry_.OnSlotPulled(served.cache_id, served.slot, served.tensor_begin, served.tensor_end);
+  std::optional<ServedTransfer> served = link.TakeServed(header.request_id);
+  if (!served) return DetailedStatus::Ok();
+  if (success && served->consumes)
+    registry_.OnSlotPulled(served->cache_id, served->slot, served->tensor_begin, served->tensor_end);
   return DetailedStatus::Ok();
 }
 

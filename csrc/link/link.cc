@@ -30,11 +30,10 @@ int64_t NowNs() {
 constexpr int64_t kFrameBodyTimeoutMs = 60000;
 }  // namespace
 
-const char *TransportName(TransportKind kind) { return kind == TransportKind::kShm ? "shm" : "tcp"; }
-
-Link::Link(uint64_t local_cluster_id, uint64_t peer_cluster_id, int fd, LinkHandler *handler)
-    : local_cluster_id_(local_cluster_id),
-      peer_cluster_id_(peer_cluster_id),
+Link::Link(LinkSetup setup, int fd, LinkHandler *handler)
+    : setup_(std::move(setup)),
+      local_cluster_id_(setup_.local_cluster_id),
+      peer_cluster_id_(setup_.peer_cluster_id),
       fd_(fd),
       handler_(handler),
       last_rx_ns_(NowNs()),
@@ -50,11 +49,79 @@ Link::~Link() {
     }
   }
   close(fd_);
-  for (RemoteRegion &region : remote_regions) {
+  // setup_.transports (which may read the mappings) go after this body; nothing reads then.
+  for (const RemoteRegion &region : setup_.remote_regions)
     if (region.mapped != nullptr) munmap(const_cast<uint8_t *>(region.mapped), region.size);
-    if (region.ipc_ptr != nullptr && cuda::Driver() != nullptr)
-      cuda::Driver()->cuIpcCloseMemHandle(static_cast<cuda::CUdeviceptr>(reinterpret_cast<uintptr_t>(region.ipc_ptr)));
+}
+
+const RemoteRegion *Link::RemotePool(uint8_t id) const {
+  const RemoteRegion *found = nullptr;  // the last one announced with that id
+  for (const RemoteRegion &r : setup_.remote_regions)
+    if (r.id == id && r.kind != RegionKind::kCacheTable) found = &r;
+  return found;
+}
+
+bool Link::HasOneSided() const {
+  for (const auto &t : setup_.transports)
+    if (t->caps().one_sided) return true;
+  return false;
+}
+
+Transport *Link::TransportFor(const RemoteMemory &where, MemoryKind local_kind) const {
+  for (const auto &t : setup_.transports)
+    if (t->caps().one_sided && t->Reaches(where, local_kind)) return t.get();
+  return nullptr;
+}
+
+std::optional<TableEntry> Link::LookupPublished(uint64_t model_id) const {
+  for (const auto &t : setup_.transports)
+    if (t->caps().published_table) return t->LookupPublished(model_id);
+  return std::nullopt;
+}
+
+bool Link::PeerOffersCudaIpc() const {
+  if (!setup_.same_host) return false;
+  for (const RemoteRegion &r : setup_.remote_regions)
+    if (r.has_ipc) return true;
+  return false;
+}
+
+bool Link::CudaIpcOpened() const {
+  for (const auto &t : setup_.transports)
+    if (t->caps().cuda_pool && t->opened()) return true;
+  return false;
+}
+
+void Link::OnCacheRegistered(const RegisteredMemory &memory, Deadline deadline) {
+  for (const auto &t : setup_.transports) {
+    DetailedStatus told = t->OnCacheRegistered(memory, deadline);
+    if (!told.ok())
+      LLMDD_LOG(kWarning, "link ", local_cluster_id_, " -> ", peer_cluster_id_, ": ", t->name(),
+                " could not announce cache ", memory.cache_id, " (", told.message(), "); it is streamed");
   }
+}
+
+void Link::OnCacheUnregistered(int64_t cache_id) {
+  for (const auto &t : setup_.transports) t->OnCacheUnregistered(cache_id);
+}
+
+void Link::AddServed(uint64_t request_id, ServedTransfer served) {
+  std::lock_guard<std::mutex> lock(served_mutex_);
+  served_[request_id] = std::move(served);
+}
+
+std::optional<ServedTransfer> Link::TakeServed(uint64_t request_id) {
+  std::lock_guard<std::mutex> lock(served_mutex_);
+  auto it = served_.find(request_id);
+  if (it == served_.end()) return std::nullopt;
+  ServedTransfer served = std::move(it->second);
+  served_.erase(it);
+  return served;
+}
+
+size_t Link::served_count() const {
+  std::lock_guard<std::mutex> lock(served_mutex_);
+  return served_.size();
 }
 
 void Link::Start() { reader_ = std::thread([this] { ReaderLoop(); }); }
@@ -174,7 +241,7 @@ DetailedStatus Link::Call(FrameType type, const std::vector<uint8_t> &payload, c
   // Over TCP replies take longer (streamed data, a network) and the spin would only burn a CPU
   // the peer's threads may need.
   const auto spin_until = std::chrono::steady_clock::now() +
-                          std::chrono::microseconds(frames_over_unix ? kReplySpinUs : 0);
+                          std::chrono::microseconds(setup_.frames_over_unix ? kReplySpinUs : 0);
   while (!call->ready.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < spin_until) {
     CpuRelax();
   }
@@ -260,8 +327,11 @@ void Link::ReaderLoop() {
     Close(State::kBroken, reason);
   }
   // Owner-side pins die with the connection.
-  std::lock_guard<std::mutex> lock(served_mutex);
-  served.clear();
+  std::map<uint64_t, ServedTransfer> served;
+  {
+    std::lock_guard<std::mutex> lock(served_mutex_);
+    served.swap(served_);
+  }
 }
 
 DetailedStatus Link::ReadFrames() {

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// One link to a peer cluster: a TCP connection carrying control frames (and, on tcp links,
-// streamed data), a reader thread, the calls this side is waiting on, and the peer's memory
-// regions mapped into this process (shm / cuda_ipc).
+// One link to a peer cluster: a connection carrying control frames (and, when no one-sided
+// transport reaches a tensor, streamed data), a reader thread, the calls this side is waiting
+// on, and what the handshake settled (LinkSetup): who the peer is, its regions, and the
+// transports (transport/transport.h) that reach its memory.
 //
 // Threads: callers issue Call() concurrently (sends are serialized by a mutex); the reader
 // thread receives every frame, completes pending calls, and hands requests from the peer to
@@ -19,40 +20,15 @@
 #include <thread>
 #include <vector>
 
-#include "common/cuda_driver.h"
+#include <optional>
+
 #include "link/wire.h"
 #include "llm_datadist/status.h"
+#include "transport/transport.h"
 
 namespace llm_datadist {
 
 class Link;
-
-enum class TransportKind : uint8_t { kTcp = 0, kShm = 1 };
-const char *TransportName(TransportKind kind);
-
-// A memory region this process shares with linked peers (one per pool).
-// kCacheTable is the owner's published blocks-cache table (cache/cache_table.h).
-enum class RegionKind : uint8_t { kHostPool = 0, kCpuDevicePool = 1, kCudaPool = 2, kCacheTable = 3 };
-struct LocalRegion {
-  uint8_t id = 0;
-  RegionKind kind = RegionKind::kHostPool;
-  uint64_t size = 0;
-  int memfd = -1;  // host and CPU-device pools
-  bool has_ipc = false;
-  cuda::CUipcMemHandle ipc_handle{};  // CUDA pool
-};
-
-// The peer's region as seen from here.
-struct RemoteRegion {
-  uint8_t id = 0;
-  RegionKind kind = RegionKind::kHostPool;
-  uint64_t size = 0;
-  const uint8_t *mapped = nullptr;  // read-only mapping of the peer's memfd (shm links)
-  bool has_ipc = false;
-  cuda::CUipcMemHandle ipc_handle{};
-  void *ipc_ptr = nullptr;  // opened lazily (cuda_ipc)
-  bool ipc_failed = false;
-};
 
 // A call this side made and waits on. For streamed replies the reader thread receives the
 // data straight into `recv_spans` (host-addressable memory) before completing the call.
@@ -81,6 +57,24 @@ struct ServedTransfer {
   bool consumes = false;  // a slot pull that may consume a req key
 };
 
+// What the handshake settled about a link; fixed for the link's life.
+struct LinkSetup {
+  uint64_t local_cluster_id = 0;
+  uint64_t peer_cluster_id = 0;
+  // What link_info reports: the first transport (in registry order) that serves the link.
+  TransportKind transport = TransportKind::kTcp;
+  std::string transport_reason;
+  // Every transport that serves the link, in preference order. Empty: owner-streamed only.
+  std::vector<std::unique_ptr<Transport>> transports;
+  int peer_pid = -1;
+  bool same_host = false;
+  bool frames_over_unix = false;      // control frames on the Unix pool channel, not TCP (one host)
+  bool accepted_by_listener = false;  // this end accepted the link (the owner's side)
+  std::string remote_address;
+  // The peer's regions; the link unmaps the mapped ones when it goes.
+  std::vector<RemoteRegion> remote_regions;
+};
+
 class LinkHandler {
  public:
   virtual ~LinkHandler() = default;
@@ -102,7 +96,8 @@ class Link {
  public:
   enum class State : int { kActive = 0, kBroken = 1, kClosed = 2 };
 
-  Link(uint64_t local_cluster_id, uint64_t peer_cluster_id, int fd, LinkHandler *handler);
+  // `fd` is the connection the link's frames travel on; the link owns it.
+  Link(LinkSetup setup, int fd, LinkHandler *handler);
   ~Link();
   Link(const Link &) = delete;
   Link &operator=(const Link &) = delete;
@@ -144,21 +139,39 @@ class Link {
   // The peer unlinked this link (its kUnlinkRequest arrived), as opposed to dying or breaking.
   bool unlinked_by_peer() const { return unlinked_by_peer_.load(); }
 
-  // Set during the handshake, read-only afterwards.
-  TransportKind transport = TransportKind::kTcp;
-  std::string transport_reason;
-  int peer_pid = -1;
-  bool same_host = false;
-  bool frames_over_unix = false;  // control frames on the Unix pool channel, not TCP (one host)
-  bool accepted_by_listener = false;  // this end accepted the link (the owner's side)
-  std::string remote_address;
-  std::vector<RemoteRegion> remote_regions;
-  std::mutex ipc_mutex;  // guards lazy cuda_ipc opening of remote_regions
+  // ---- what the handshake settled ----
+  TransportKind transport() const { return setup_.transport; }
+  const std::string &transport_reason() const { return setup_.transport_reason; }
+  int peer_pid() const { return setup_.peer_pid; }
+  bool same_host() const { return setup_.same_host; }
+  bool frames_over_unix() const { return setup_.frames_over_unix; }
+  bool accepted_by_listener() const { return setup_.accepted_by_listener; }
+  const std::string &remote_address() const { return setup_.remote_address; }
+  // The peer's pool region `id` (not its cache table) as announced, or nullptr.
+  const RemoteRegion *RemotePool(uint8_t id) const;
+
+  // ---- transports ----
+  // Some transport reads the peer's memory one-sided (else every transfer is owner-streamed).
+  bool HasOneSided() const;
+  // The first one-sided transport that reaches `where` into local memory of `local_kind`, or
+  // nullptr (then the owner streams it).
+  Transport *TransportFor(const RemoteMemory &where, MemoryKind local_kind) const;
+  // The owner's published entry for a BlocksCacheKey, where a transport reads its table.
+  std::optional<TableEntry> LookupPublished(uint64_t model_id) const;
+  // For link_info: the peer offers its CUDA pool over IPC on this host / this side opened it.
+  bool PeerOffersCudaIpc() const;
+  bool CudaIpcOpened() const;
+  // A local cache was registered / is going away after the link was made.
+  void OnCacheRegistered(const RegisteredMemory &memory, Deadline deadline);
+  void OnCacheUnregistered(int64_t cache_id);
 
   LinkCounters counters;
-  // Owner side: transfers the peer is reading, by request id.
-  std::mutex served_mutex;
-  std::map<uint64_t, ServedTransfer> served;
+
+  // ---- owner side: transfers the peer is reading, by request id ----
+  void AddServed(uint64_t request_id, ServedTransfer served);
+  // Removes and returns it (nullopt: none by that id).
+  std::optional<ServedTransfer> TakeServed(uint64_t request_id);
+  size_t served_count() const;
 
   uint64_t NextRequestId() { return next_request_id_.fetch_add(1); }
 
@@ -168,6 +181,7 @@ class Link {
   DetailedStatus ReadFrames();
   void FailPending(const DetailedStatus &status);
 
+  const LinkSetup setup_;
   const uint64_t local_cluster_id_;
   const uint64_t peer_cluster_id_;
   const int fd_;
@@ -184,6 +198,8 @@ class Link {
   std::atomic<uint64_t> next_request_id_{1};
   mutable std::mutex pending_mutex_;
   std::map<uint64_t, std::shared_ptr<PendingCall>> pending_;
+  mutable std::mutex served_mutex_;
+  std::map<uint64_t, ServedTransfer> served_;
 };
 
 }  // namespace llm_datadist

@@ -119,6 +119,18 @@ std::vector<RemoteRegion> ToRemote(const std::vector<WireRegion> &regions) {
   return out;
 }
 
+// The link a handshake settled: every transport provider that serves it contributes a transport.
+std::shared_ptr<Link> BuildLink(LinkSetup setup, PeerView view, int fd, LinkHandler *handler) {
+  view.local_cluster_id = setup.local_cluster_id;
+  view.peer_cluster_id = setup.peer_cluster_id;
+  view.accepted_by_listener = setup.accepted_by_listener;
+  view.same_host = setup.same_host;
+  view.peer_pid = setup.peer_pid;
+  view.regions = &setup.remote_regions;
+  SelectTransports(view, &setup.transports, &setup.transport, &setup.transport_reason);
+  return std::make_shared<Link>(std::move(setup), fd, handler);
+}
+
 DetailedStatus Malformed(const char *what) {
   return DetailedStatus(LLM_LINK_FAILED, detail::Concat("malformed ", what, " from the peer"));
 }
@@ -362,7 +374,7 @@ void LinkManager::MaintenanceLoop() {
       link->SendHeartbeatIfIdle(kHeartbeatIntervalMs);
       // Only the owner's end (accepted links) drops a silent peer: a decode waiting on a frozen
       // owner keeps its link, and its call ends in LLM_TIMEOUT at sync_kv_timeout.
-      if (link->accepted_by_listener && link->SilentFor(kPeerDeadMs))
+      if (link->accepted_by_listener() && link->SilentFor(kPeerDeadMs))
         link->Close(Link::State::kClosed, detail::Concat("the peer sent nothing for more than ", kPeerDeadMs, " ms"));
     }
     reaped.clear();  // joins their readers outside the lock
@@ -515,7 +527,7 @@ DetailedStatus LinkManager::LinkOne(const LinkTarget &target, int32_t timeout_ms
               target.cluster_id, " is in progress and held it past the timeout of ", timeout_ms, " ms");
   if (std::shared_ptr<Link> existing = Find(target.cluster_id)) {
     LLMDD_CHECK(existing->state() != Link::State::kActive, LLM_ALREADY_LINK, "cluster ", target.cluster_id,
-                " is already linked (", TransportName(existing->transport), ")");
+                " is already linked (", TransportName(existing->transport()), ")");
   }
   int fd = -1;
   DetailedStatus connected = ConnectTcp(target.ip, target.port, deadline, &fd);
@@ -535,7 +547,7 @@ DetailedStatus LinkManager::LinkOne(const LinkTarget &target, int32_t timeout_ms
   if (DetailedStatus installed = Install(link); !installed.ok()) return installed.With("remote_cluster_id", target.cluster_id);
   link->Start();
   LLMDD_LOG(kInfo, "cluster ", cluster_id_, " linked to ", target.cluster_id, " at ", target.ip, ":", target.port,
-            " over ", TransportName(link->transport), " (", link->transport_reason, ")");
+            " over ", TransportName(link->transport()), " (", link->transport_reason(), ")");
   return DetailedStatus::Ok();
 }
 
@@ -713,15 +725,20 @@ DetailedStatus LinkManager::ClientHandshake(const LinkTarget &target, int fd, De
     channel.fd = -1;
     close(fd);  // the caller closes it only on failure
   }
-  auto link = std::make_shared<Link>(cluster_id_, target.cluster_id, link_fd, handler_);
-  link->transport = transport;
-  link->transport_reason = reason;
-  link->frames_over_unix = frames_on_channel != 0;
-  link->peer_pid = server_pid;
-  link->same_host = same_host;
-  link->remote_address = detail::Concat(target.ip, ":", target.port);
-  link->remote_regions = ToRemote(server_regions);
-  *out = std::move(link);
+  LinkSetup setup;
+  setup.local_cluster_id = cluster_id_;
+  setup.peer_cluster_id = target.cluster_id;
+  setup.frames_over_unix = frames_on_channel != 0;
+  setup.peer_pid = server_pid;
+  setup.same_host = same_host;
+  setup.remote_address = detail::Concat(target.ip, ":", target.port);
+  setup.remote_regions = ToRemote(server_regions);
+  PeerView view;
+  view.force_tcp = options_.force_tcp;
+  view.device_ordinal = options_.device_ordinal;
+  view.pools_shared = transport == TransportKind::kShm;
+  view.pools_reason = reason;
+  *out = BuildLink(std::move(setup), std::move(view), link_fd, handler_);
   return DetailedStatus::Ok();
 }
 
@@ -906,16 +923,22 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address, const std:
   // and reply then skips the TCP stack (measured round trip here: 14 us Unix, 22 us TCP). The
   // channel was opened by the authenticated peer only (it echoed our nonce, from an allowed uid).
   const bool frames_on_channel = channel >= 0;
-  auto link = std::make_shared<Link>(cluster_id_, client_id, frames_on_channel ? channel : fd, handler_);
+  LinkSetup setup;
+  setup.local_cluster_id = cluster_id_;
+  setup.peer_cluster_id = client_id;
+  setup.frames_over_unix = frames_on_channel;
+  setup.peer_pid = client_pid;
+  setup.same_host = same_host;
+  setup.accepted_by_listener = true;
+  setup.remote_address = remote_address;
+  setup.remote_regions = ToRemote(client_regions);
+  PeerView view;
+  view.force_tcp = options_.force_tcp;
+  view.device_ordinal = options_.device_ordinal;
+  view.pools_shared = transport == TransportKind::kShm;
+  view.pools_reason = reason;
+  std::shared_ptr<Link> link = BuildLink(std::move(setup), std::move(view), frames_on_channel ? channel : fd, handler_);
   if (!frames_on_channel) conn.fd = -1;  // the link owns it now
-  link->transport = transport;
-  link->transport_reason = reason;
-  link->frames_over_unix = frames_on_channel;
-  link->peer_pid = client_pid;
-  link->same_host = same_host;
-  link->accepted_by_listener = true;
-  link->remote_address = remote_address;
-  link->remote_regions = ToRemote(client_regions);
   // Installed before the acknowledgement, so that when the client's link_clusters returns,
   // this end already exists (a pull from either side may follow at once). The client sends
   // nothing before the acknowledgement, so starting the reader first is safe.
@@ -926,7 +949,9 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address, const std:
   }
   link->Start();
   ByteWriter w;
-  w.Put<uint32_t>(LLM_SUCCESS).PutString("").Put<uint8_t>(static_cast<uint8_t>(transport)).PutString(reason);
+  // The transport byte says whether this end mapped the client's pools (kShm) or not (kTcp).
+  w.Put<uint32_t>(LLM_SUCCESS).PutString("").Put<uint8_t>(static_cast<uint8_t>(transport));
+  w.PutString(link->transport_reason());
   w.Put<uint8_t>(frames_on_channel);
   // The acknowledgement always travels on the TCP connection the client waits on.
   const DetailedStatus acked = frames_on_channel ? SendFrame(fd, FrameType::kLinkAck, 0, w.bytes(), 0, deadline)
@@ -936,7 +961,7 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address, const std:
     return;
   }
   LLMDD_LOG(kInfo, "cluster ", cluster_id_, " accepted a link from cluster ", client_id, " (", remote_address,
-            ") over ", TransportName(transport));
+            ") over ", TransportName(link->transport()));
 }
 
 }  // namespace llm_datadist

@@ -49,6 +49,8 @@ struct LinkOptions {
   std::vector<uint32_t> allowed_uids;
   // Refuse to listen on a non-loopback address without a secret (otherwise: one warning).
   bool require_secret = false;
+  // This process's device, for transports that open the peer's device memory (cuda_ipc).
+  int device_ordinal = 0;
 };
 
 // Links (or unlinks) of one call run on at most this many threads; the rest queue (upstream's
