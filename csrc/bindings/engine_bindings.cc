@@ -461,6 +461,14 @@ void RegisterEngineBindings(py::module_ &m) {
       .def("cache_count", [](const DataDistEngine &e) { return e.registry().cache_count(); })
       .def("key_count", [](const DataDistEngine &e) { return e.registry().key_count(); })
       .def("has_cache", [](const DataDistEngine &e, int64_t id) { return e.FindCache(id) != nullptr; });
+
+  // The key kinds transfer() takes (as ints: Python passes int(RemoteKeyKind.X) on the hot path).
+  py::enum_<RemoteKeyKind>(m, "RemoteKeyKind")
+      .value("CACHE_KEY", RemoteKeyKind::kCacheKey)
+      .value("CACHE_ID_AND_INDEX", RemoteKeyKind::kCacheIdAndIndex)
+      .value("BLOCKS_KEY", RemoteKeyKind::kBlocksKey)
+      .value("ADDRESS", RemoteKeyKind::kAddress);
+
 }
 
 }  // namespace llm_datadist::bindings

@@ -244,6 +244,14 @@ size_t CacheRegistry::cache_count() const {
   return caches_.size();
 }
 
+std::vector<std::shared_ptr<CacheEntry>> CacheRegistry::RegisteredCaches() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<std::shared_ptr<CacheEntry>> out;
+  for (const auto &entry : caches_)
+    if (entry.second.entry->is_registered) out.push_back(entry.second.entry);
+  return out;
+}
+
 size_t CacheRegistry::key_count() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return keys_.size() + blocks_keys_.size();

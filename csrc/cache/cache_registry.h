@@ -123,6 +123,8 @@ class CacheRegistry {
 
   size_t cache_count() const;
   size_t key_count() const;
+  // The registered (caller-owned) caches there are now, by id.
+  std::vector<std::shared_ptr<CacheEntry>> RegisteredCaches() const;
 
  private:
   struct Record {

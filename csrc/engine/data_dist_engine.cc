@@ -328,6 +328,23 @@ DetailedStatus DataDistEngine::RemoveCacheKey(const CacheKeySpec &key) {
   return DetailedStatus::Ok();
 }
 
+namespace {
+RegisteredMemory RegisteredMemoryOf(const CacheEntry &entry) {
+  RegisteredMemory memory;
+  memory.cache_id = entry.cache_id;
+  memory.kind = entry.memory_kind;
+  for (uintptr_t addr : entry.tensor_addrs) memory.ranges.push_back({addr, entry.tensor_bytes});
+  return memory;
+}
+}  // namespace
+
+void DataDistEngine::OnLinkUp(Link &link) {
+  // Caches registered before the link was made, announced like later ones.
+  const Deadline deadline = DeadlineIn(options_.sync_kv_timeout_ms);
+  for (const std::shared_ptr<CacheEntry> &entry : registry_.RegisteredCaches())
+    link.OnCacheRegistered(RegisteredMemoryOf(*entry), deadline);
+}
+
 DetailedStatus DataDistEngine::Register(const CacheDesc &desc, bool is_blocks, const std::vector<uintptr_t> &addrs,
                                         const std::vector<CacheKeySpec> &keys,
                                         const std::optional<BlocksKeySpec> &blocks_key,
@@ -344,6 +361,18 @@ DetailedStatus DataDistEngine::Register(const CacheDesc &desc, bool is_blocks, c
   entry->tensor_addrs = addrs;
   entry->cache_id = registry_.NextCacheId();
   LLMDD_RETURN_IF_ERROR(registry_.Add(entry, keys, blocks_key));
+  // Transports that must announce memory before a peer reads it (none of ours) learn of it here.
+  if (links_) {
+    const RegisteredMemory memory = RegisteredMemoryOf(*entry);
+    const Deadline deadline = DeadlineIn(options_.sync_kv_timeout_ms);
+    links_->ForEachLink([&](Link &link) { link.OnCacheRegistered(memory, deadline); });
+  }
+  // Transports that must announce memory before a peer reads it (none of ours) learn of it here.
+  if (links_) {
+    const RegisteredMemory memory = RegisteredMemoryOf(*entry);
+    const Deadline deadline = DeadlineIn(options_.sync_kv_timeout_ms);
+    links_->ForEachLink([&](Link &link) { link.OnCacheRegistered(memory, deadline); });
+  }
   *out = std::move(entry);
   return DetailedStatus::Ok();
 }
@@ -367,6 +396,7 @@ DetailedStatus DataDistEngine::UnregisterCache(int64_t cache_id) {
   const std::optional<uint64_t> model_id = registry_.BlocksKeyOf(cache_id);
   LLMDD_RETURN_IF_ERROR(registry_.Unregister(cache_id));
   UnpublishBlocksKeyIfGone(model_id);
+  if (links_) links_->ForEachLink([&](Link &link) { link.OnCacheUnregistered(cache_id); });
   return DetailedStatus::Ok();
 }
 

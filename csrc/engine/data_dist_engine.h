@@ -20,6 +20,7 @@
 #include "cache/cache_registry.h"
 #include "cache/cache_table.h"
 #include "link/link_manager.h"
+#include "link/messages.h"
 #include "llm_datadist/status.h"
 #include "llm_datadist/types.h"
 #include "memory/memory_pool.h"
@@ -46,11 +47,6 @@ struct EngineOptions {
 // "ip:port" or "[ipv6]:port" -> (ip, port); LLM_PARAM_INVALID naming the value otherwise.
 DetailedStatus ParseIpPort(const std::string &text, std::string *ip, uint16_t *port);
 
-// Which key names the remote cache of a transfer.
-// kAddress: a push to one tensor slot named by its address in the owner's memory (upstream's
-// TransferConfig); the owner resolves it to a cache id and slot (transfer.cc, AddressToSlot).
-enum class RemoteKeyKind : uint8_t { kCacheKey = 0, kCacheIdAndIndex = 1, kBlocksKey = 2, kAddress = 3 };
-
 // Which layers of each side a transfer moves, as upstream's API names them. A layer is
 // tensor_num_per_layer consecutive tensors; a cache's last, shorter group (or all of a cache with
 // fewer tensors than that) counts as one layer. Ranges are [begin, end) layer indices; -1, -1 is
@@ -65,7 +61,7 @@ struct LayerSelection {
 // A pull or push as the API asks for it.
 struct TransferArgs {
   uint64_t remote_cluster_id = 0;
-  RemoteKeyKind key_kind = RemoteKeyKind::kCacheKey;
+  RemoteKeyKind key_kind = RemoteKeyKind::kCacheKey;  // link/messages.h
   CacheKeySpec key;                // kCacheKey
   int64_t remote_cache_id = -1;    // kCacheIdAndIndex
   uint32_t remote_batch_index = 0;  // kCacheIdAndIndex
@@ -173,6 +169,7 @@ class DataDistEngine : public LinkHandler {
   uint64_t LinksInstalled(uint64_t cluster_id) const;
   std::string ListenAddress() const;
   DetailedStatus OnPeerFrame(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload) override;
+  void OnLinkUp(Link &link) override;
 
   DetailedStatus PinTensor(int64_t cache_id, uint32_t tensor_index, TensorPin *out) const;
   std::shared_ptr<CacheEntry> FindCache(int64_t cache_id) const { return registry_.Find(cache_id); }

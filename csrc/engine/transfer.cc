@@ -9,11 +9,12 @@
 //   kSlotToSlot     one chunk: `size` bytes at slot * stride
 //   kBlocksToBlocks one chunk per block pair, block bytes each
 //   kSlotToBlocks   the owner's slot cut into chunk_count chunks of the local block size
-// Describe mode (shm / cuda_ipc / CMA): the owner answers where each selected tensor lives;
-// the requester copies, then sends kRelease. Stream mode (tcp): the owner sends the chunks'
-// bytes after its reply. A complete slot pull consumes a req key on the owner at kRelease.
+// Describe mode (the link has a one-sided transport): the owner answers where each selected
+// tensor lives; the requester reads it through the link's transport that reaches it
+// (transport/transport.h), then sends kRelease. Stream mode (none does, or a tensor is not
+// reachable): the owner sends the chunks' bytes after its reply. Messages: link/messages.h.
+// A complete slot pull consumes a req key on the owner at kRelease.
 #include <algorithm>
-#include <cerrno>
 #include <climits>
 
 #include "common/logging.h"
@@ -23,44 +24,6 @@
 namespace llm_datadist {
 
 namespace {
-
-enum class Layout : uint8_t { kSlotToSlot = 0, kBlocksToBlocks = 1, kSlotToBlocks = 2 };
-enum class Delivery : uint8_t { kDescribe = 0, kStream = 1 };
-// Where an owner's tensor lives, as told to the requester.
-enum class Location : uint8_t { kRegion = 0, kRawHost = 1, kUnreadable = 2 };
-
-// The owner-side selection of a transfer, as sent on the wire.
-struct WireRequest {
-  uint8_t key_kind = 0;
-  uint64_t req_id = kInvalidId, prefix_id = kInvalidId, model_id = 0;
-  int64_t cache_id = -1;
-  uint32_t batch_index = 0;
-  uint8_t layout = 0;
-  uint8_t delivery = 0;
-  uint8_t all_tensors = 1;  // owner must have exactly tensor_count tensors
-  uint32_t tensor_begin = 0, tensor_count = 0;
-  uint64_t size = 0;         // kSlotToSlot: bytes per tensor
-  uint8_t whole_slot = 0;    // kSlotToSlot: the requester asked for the whole slot (size -1)
-  uint64_t chunk_bytes = 0;  // kBlocksToBlocks: block bytes; kSlotToBlocks: chunk bytes
-  uint32_t chunk_count = 0;  // kSlotToBlocks
-  std::vector<uint64_t> blocks;  // kBlocksToBlocks: the owner's block indices; kAddress: the one address
-
-  std::vector<uint8_t> Encode() const {
-    ByteWriter w;
-    w.Put(key_kind).Put(req_id).Put(prefix_id).Put(model_id).Put(cache_id).Put(batch_index).Put(layout);
-    w.Put(delivery).Put(all_tensors).Put(tensor_begin).Put(tensor_count).Put(size).Put(whole_slot).Put(chunk_bytes);
-    w.Put(chunk_count).PutVector(blocks);
-    return w.bytes();
-  }
-  bool Decode(const std::vector<uint8_t> &payload) {
-    ByteReader r(payload);
-    return r.Get(&key_kind) && r.Get(&req_id) && r.Get(&prefix_id) && r.Get(&model_id) && r.Get(&cache_id) &&
-           r.Get(&batch_index) && r.Get(&layout) && r.Get(&delivery) && r.Get(&all_tensors) && r.Get(&tensor_begin) &&
-           r.Get(&tensor_count) && r.Get(&size) && r.Get(&whole_slot) && r.Get(&chunk_bytes) && r.Get(&chunk_count) &&
-           r.GetVector(&blocks, kMaxBlocksPerTransfer) && key_kind <= 3 && layout <= 2 && delivery <= 1 &&
-           all_tensors <= 1 && whole_slot <= 1;
-  }
-};
 
 struct Chunk {
   uint64_t offset;  // within the tensor
@@ -141,8 +104,8 @@ StreamSpans MakeStreamSpans(const CacheEntry &cache, uint32_t tensor_begin, uint
   return out;
 }
 
-std::string DescribeRemoteKey(const WireRequest &w) {
-  switch (static_cast<RemoteKeyKind>(w.key_kind)) {
+std::string DescribeRemoteKey(const TransferRequest &w) {
+  switch (w.key_kind) {
     case RemoteKeyKind::kCacheKey:
       if (w.prefix_id != kInvalidId)
         return detail::Concat("CacheKey(prefix_id=", w.prefix_id, ", model_id=", w.model_id, ")");
@@ -155,28 +118,6 @@ std::string DescribeRemoteKey(const WireRequest &w) {
       return detail::Concat("address ", w.blocks.empty() ? 0 : w.blocks[0]);
   }
   return "unknown key";
-}
-
-std::vector<uint8_t> EncodeStatus(const DetailedStatus &status) {
-  ByteWriter w;
-  w.Put<uint32_t>(status.code()).PutString(status.message());
-  w.Put<uint32_t>(static_cast<uint32_t>(status.context().size()));
-  for (const auto &kv : status.context()) w.PutString(kv.first).PutString(kv.second);
-  return w.bytes();
-}
-
-bool DecodeStatus(ByteReader &r, DetailedStatus *out) {
-  uint32_t code = 0, n = 0;
-  std::string message;
-  if (!r.Get(&code) || !r.GetString(&message) || !r.Get(&n) || n > 64) return false;
-  DetailedStatus status(code, message);
-  for (uint32_t i = 0; i < n; ++i) {
-    std::string k, v;
-    if (!r.GetString(&k) || !r.GetString(&v)) return false;
-    if (k != "operation") status.With(k, v);
-  }
-  *out = std::move(status);
-  return true;
 }
 
 }  // namespace
@@ -300,7 +241,7 @@ struct LocalPlan {
   Layout layout = Layout::kSlotToSlot;
   uint32_t tensor_begin = 0, tensor_count = 0;
   std::vector<Chunk> chunks;
-  WireRequest wire;
+  TransferRequest wire;
 };
 
 // Resolves the layer ranges of a transfer (see LayerSelection) into the local tensors and the
@@ -328,10 +269,10 @@ DetailedStatus ResolveLayers(const LayerSelection &layers, const CacheEntry &loc
     plan->tensor_begin = static_cast<uint32_t>(begin);
     plan->tensor_count = static_cast<uint32_t>(end - begin);
   }
-  WireRequest &w = plan->wire;
+  TransferRequest &w = plan->wire;
   if (!has_remote) {
     // The owner's whole cache, which must have as many tensors as the local selection.
-    w.all_tensors = 1;
+    w.all_tensors = true;
     w.tensor_begin = 0;
     w.tensor_count = plan->tensor_count;
     return DetailedStatus::Ok();
@@ -348,7 +289,7 @@ DetailedStatus ResolveLayers(const LayerSelection &layers, const CacheEntry &loc
               LLM_PARAM_INVALID, remote_name, " [", layers.remote_begin, ", ", layers.remote_end,
               ") x tensor_num_per_layer ", n, " is beyond any cache's tensors");
   const uint64_t remote_begin = static_cast<uint64_t>(layers.remote_begin) * n;
-  w.all_tensors = 0;
+  w.all_tensors = false;
   w.tensor_begin = static_cast<uint32_t>(remote_begin);
   w.tensor_count = plan->tensor_count;
   return DetailedStatus::Ok();
@@ -358,8 +299,8 @@ DetailedStatus ResolveLayers(const LayerSelection &layers, const CacheEntry &loc
 // the owner-side request.
 DetailedStatus PlanTransfer(const TransferArgs &args, const CacheEntry &local, bool push, LocalPlan *plan) {
   const char *op = push ? (args.blocks_api ? "push_blocks" : "push_cache") : (args.blocks_api ? "pull_blocks" : "pull_cache");
-  WireRequest &w = plan->wire;
-  w.key_kind = static_cast<uint8_t>(args.key_kind);
+  TransferRequest &w = plan->wire;
+  w.key_kind = args.key_kind;
   w.req_id = args.key.req_id;
   w.prefix_id = args.key.prefix_id;
   w.model_id = args.key_kind == RemoteKeyKind::kBlocksKey ? args.blocks_model_id : args.key.model_id;
@@ -428,13 +369,13 @@ DetailedStatus PlanTransfer(const TransferArgs &args, const CacheEntry &local, b
     plan->chunks.reserve(args.local_blocks.size());
     for (uint64_t b : args.local_blocks) plan->chunks.push_back({b * local.stride, local.stride});
   }
-  w.layout = static_cast<uint8_t>(plan->layout);
+  w.layout = plan->layout;
   return DetailedStatus::Ok();
 }
 
 // The owner-side checks of a blocks selection, shared by the owner (two-sided) and by a
 // requester resolving through the published table (one-sided), so both fail the same way.
-DetailedStatus CheckTensorSelection(const WireRequest &w, const std::string &key, uint32_t num_tensors) {
+DetailedStatus CheckTensorSelection(const TransferRequest &w, const std::string &key, uint32_t num_tensors) {
   if (w.all_tensors) {
     LLMDD_CHECK(w.tensor_count == num_tensors, LLM_PARAM_INVALID, "num_tensors differ: the remote cache (", key, ") has ",
                 num_tensors, " tensors, the local one ", w.tensor_count);
@@ -448,7 +389,7 @@ DetailedStatus CheckTensorSelection(const WireRequest &w, const std::string &key
   return DetailedStatus::Ok();
 }
 
-DetailedStatus CheckBlocksSelection(const WireRequest &w, const std::string &key, uint32_t num_tensors, uint64_t stride,
+DetailedStatus CheckBlocksSelection(const TransferRequest &w, const std::string &key, uint32_t num_tensors, uint64_t stride,
                                     uint64_t num_blocks) {
   LLMDD_RETURN_IF_ERROR(CheckTensorSelection(w, key, num_tensors));
   LLMDD_CHECK(w.chunk_bytes == stride, LLM_PARAM_INVALID, "block bytes differ: remote ", stride, ", local ", w.chunk_bytes);
@@ -456,38 +397,6 @@ DetailedStatus CheckBlocksSelection(const WireRequest &w, const std::string &key
     LLMDD_CHECK(w.blocks[i] < num_blocks, LLM_PARAM_INVALID, "remote block index ", w.blocks[i], " (position ", i,
                 ") is out of range [0, ", num_blocks, ") of ", key);
   return DetailedStatus::Ok();
-}
-
-struct ReplyInfo {
-  DetailedStatus status;
-  uint64_t owner_stride = 0;
-  uint32_t slot = 0;
-  std::vector<Location> locations;
-  std::vector<uint8_t> region_ids;
-  std::vector<uint64_t> values;
-  // False when the owner kept nothing for this request (a streamed pull that consumes no key):
-  // the requester then sends no kRelease.
-  bool needs_release = true;
-};
-
-bool DecodePullReply(const std::vector<uint8_t> &payload, ReplyInfo *out) {
-  ByteReader r(payload);
-  if (!DecodeStatus(r, &out->status)) return false;
-  if (!out->status.ok()) return true;
-  uint32_t n = 0;
-  if (!r.Get(&out->owner_stride) || !r.Get(&out->slot) || !r.Get(&n) || n > (1u << 20)) return false;
-  out->locations.resize(n);
-  out->region_ids.resize(n);
-  out->values.resize(n);
-  for (uint32_t i = 0; i < n; ++i) {
-    uint8_t loc = 0;
-    if (!r.Get(&loc) || !r.Get(&out->region_ids[i]) || !r.Get(&out->values[i]) || loc > 2) return false;
-    out->locations[i] = static_cast<Location>(loc);
-  }
-  uint8_t needs_release = 1;
-  if (!r.Get(&needs_release) || needs_release > 1) return false;
-  out->needs_release = needs_release != 0;
-  return true;
 }
 
 // A peer heard from within this long is alive enough for one-sided reads (heartbeats come
@@ -501,10 +410,9 @@ constexpr int64_t kPeerSilentMs = 4 * kHeartbeatIntervalMs;
 // instead); LLM_LINK_FAILED (and the link broken) when the owner described memory outside what
 // it shared.
 DetailedStatus ReadDescribed(Link &link, const CacheEntry &local, const LocalPlan &plan,
-                             const std::vector<Location> &locations, const std::vector<uint8_t> &region_ids,
-                             const std::vector<uint64_t> &values, uint64_t owner_stride, uint32_t slot,
+                             const std::vector<DescribedTensor> &tensors, uint64_t owner_stride, uint32_t slot,
                              Deadline deadline) {
-  LLMDD_CHECK(locations.size() == plan.tensor_count, LLM_FEATURE_NOT_ENABLED, "owner described ", locations.size(),
+  LLMDD_CHECK(tensors.size() == plan.tensor_count, LLM_FEATURE_NOT_ENABLED, "owner described ", tensors.size(),
               " tensors, expected ", plan.tensor_count);
   std::vector<Chunk> src_chunks;
   if (!ChunksOf(plan.layout, slot, owner_stride, plan.wire.size, plan.wire.blocks, plan.wire.chunk_bytes,
@@ -519,14 +427,15 @@ DetailedStatus ReadDescribed(Link &link, const CacheEntry &local, const LocalPla
   std::vector<std::pair<Transport *, std::vector<RemoteSpan>>> batches;
   for (uint32_t t = 0; t < plan.tensor_count; ++t) {
     RemoteMemory where;
-    if (locations[t] == Location::kRegion) {
-      const RemoteRegion *region = link.RemotePool(region_ids[t]);
-      if (region == nullptr || values[t] > region->size || extent > region->size - values[t]) {
+    const DescribedTensor &described = tensors[t];
+    if (described.location == Location::kRegion) {
+      const RemoteRegion *region = link.RemotePool(described.region_id);
+      if (region == nullptr || described.value > region->size || extent > region->size - described.value) {
         link.Break("the peer described memory outside its pools");
         return DetailedStatus(LLM_LINK_FAILED, "the peer described memory outside its pools; the link is broken");
       }
-      where = RemoteMemory::Region(region_ids[t]);
-    } else if (locations[t] == Location::kRawHost) {
+      where = RemoteMemory::Region(described.region_id);
+    } else if (described.location == Location::kRawHost) {
       where = RemoteMemory::RawHost();
     } else {
       return DetailedStatus(LLM_FEATURE_NOT_ENABLED, detail::Concat("tensor ", t, " of the owner is not readable from here"));
@@ -537,7 +446,8 @@ DetailedStatus ReadDescribed(Link &link, const CacheEntry &local, const LocalPla
     if (batch == batches.end()) batch = batches.insert(batches.end(), {transport, {}});
     uint8_t *dst_base = reinterpret_cast<uint8_t *>(local.tensor_addrs[plan.tensor_begin + t]);
     for (size_t c = 0; c < plan.chunks.size(); ++c)
-      batch->second.push_back({where, values[t] + src_chunks[c].offset, dst_base + plan.chunks[c].offset, plan.chunks[c].bytes});
+      batch->second.push_back(
+          {where, described.value + src_chunks[c].offset, dst_base + plan.chunks[c].offset, plan.chunks[c].bytes});
   }
   std::stable_partition(batches.begin(), batches.end(), [](const auto &b) { return !b.first->caps().registered_host; });
   for (const auto &batch : batches) LLMDD_RETURN_IF_ERROR(batch.first->Read(batch.second, local.memory_kind, deadline));
@@ -579,13 +489,13 @@ DetailedStatus DataDistEngine::Pull(const TransferArgs &args) {
       DetailedStatus checked = CheckBlocksSelection(plan.wire, key, static_cast<uint32_t>(entry->tensors.size()),
                                                     entry->stride, entry->num_blocks);
       if (!checked.ok()) return fail(checked);
-      std::vector<Location> locations(plan.tensor_count, entry->location == TableLocation::kRegion ? Location::kRegion
-                                                                                                 : Location::kRawHost);
-      std::vector<uint8_t> regions(plan.tensor_count, entry->region_id);
-      std::vector<uint64_t> values(entry->tensors.begin() + plan.wire.tensor_begin,
-                                   entry->tensors.begin() + plan.wire.tensor_begin + plan.tensor_count);
-      DetailedStatus copied =
-          ReadDescribed(*link, *local, plan, locations, regions, values, entry->stride, 0, deadline);
+      std::vector<DescribedTensor> tensors(plan.tensor_count);
+      for (uint32_t t = 0; t < plan.tensor_count; ++t) {
+        tensors[t].location = entry->location == TableLocation::kRegion ? Location::kRegion : Location::kRawHost;
+        tensors[t].region_id = entry->region_id;
+        tensors[t].value = entry->tensors[plan.wire.tensor_begin + t];
+      }
+      DetailedStatus copied = ReadDescribed(*link, *local, plan, tensors, entry->stride, 0, deadline);
       if (copied.ok()) {
         link->counters.bytes_pulled.fetch_add(chunk_total);
         link->counters.pulls.fetch_add(1);
@@ -596,7 +506,7 @@ DetailedStatus DataDistEngine::Pull(const TransferArgs &args) {
     }
   }
   for (int attempt = 0; attempt < 2; ++attempt) {
-    plan.wire.delivery = static_cast<uint8_t>(stream ? Delivery::kStream : Delivery::kDescribe);
+    plan.wire.delivery = stream ? Delivery::kStream : Delivery::kDescribe;
     auto call = std::make_shared<PendingCall>();
     StreamSpans receive;  // stream mode: where the owner's bytes land
     if (stream) {
@@ -607,17 +517,17 @@ DetailedStatus DataDistEngine::Pull(const TransferArgs &args) {
     DetailedStatus called = link->Call(FrameType::kPullRequest, plan.wire.Encode(), {}, call, deadline);
     if (!called.ok()) return fail(called);
     const uint64_t request_id = call->reply_header.request_id;
-    ReplyInfo reply;
-    if (!DecodePullReply(call->reply, &reply)) {
+    PullReply reply;
+    if (!reply.Decode(call->reply)) {
       link->Break("malformed pull reply");
       return fail(DetailedStatus(LLM_LINK_FAILED, "malformed pull reply from the peer; the link is broken"));
     }
     if (!reply.status.ok()) return fail(reply.status);
     auto release = [&](bool success) {
       if (!reply.needs_release) return;
-      ByteWriter w;
-      w.Put<uint8_t>(success);
-      link->Send(FrameType::kRelease, request_id, w.bytes(), {}, 0, deadline);
+      ReleaseMessage message;
+      message.success = success;
+      link->Send(FrameType::kRelease, request_id, message.Encode(), {}, 0, deadline);
     };
     if (stream) {
       DetailedStatus copied = CopyRegions(receive.to_device, local->memory_kind, MemoryKind::kHost);
@@ -633,8 +543,8 @@ DetailedStatus DataDistEngine::Pull(const TransferArgs &args) {
       release(false);
       return fail(DetailedStatus(LLM_PARAM_INVALID, "remote slot is smaller than the destination blocks"));
     }
-    DetailedStatus copied = ReadDescribed(*link, *local, plan, reply.locations, reply.region_ids, reply.values,
-                                          reply.owner_stride, reply.slot, deadline);
+    DetailedStatus copied =
+        ReadDescribed(*link, *local, plan, reply.tensors, reply.owner_stride, reply.slot, deadline);
     if (copied.code() == LLM_FEATURE_NOT_ENABLED) {  // not readable from here: stream it instead
       LLMDD_LOG(kDebug, "pull from cluster ", args.remote_cluster_id, ": ", copied.message(), "; streaming");
       release(false);
@@ -661,7 +571,7 @@ DetailedStatus DataDistEngine::Push(const TransferArgs &args) {
   LocalPlan plan;
   LLMDD_RETURN_IF_ERROR(PlanTransfer(args, *local, true, &plan));
   LLMDD_RETURN_IF_ERROR(FindUsableLink(args.remote_cluster_id, &link));
-  plan.wire.delivery = static_cast<uint8_t>(Delivery::kStream);
+  plan.wire.delivery = Delivery::kStream;
   // The data always streams: the owner of the destination writes it into its own memory.
   StreamSpans send = MakeStreamSpans(*local, plan.tensor_begin, plan.tensor_count, plan.chunks);
   const uint64_t total = send.bytes;
@@ -672,9 +582,9 @@ DetailedStatus DataDistEngine::Push(const TransferArgs &args) {
     link->counters.errors.fetch_add(1);
     return called.With("remote_cluster_id", args.remote_cluster_id);
   }
-  ByteReader r(call->reply);
+  ByteReader reply(call->reply);
   DetailedStatus status;
-  if (!DecodeStatus(r, &status)) {
+  if (!GetStatus(reply, &status)) {
     link->Break("malformed push reply");
     return DetailedStatus(LLM_LINK_FAILED, "malformed push reply from the peer; the link is broken");
   }
@@ -713,11 +623,11 @@ DetailedStatus DataDistEngine::OnPeerFrame(Link &link, const FrameHeader &header
 namespace {
 
 // Resolves and checks an owner-side request against the registry. Every failure names values.
-DetailedStatus ResolveRequest(const CacheRegistry &registry, uint64_t cluster_id, const WireRequest &w, Resolved *out) {
+DetailedStatus ResolveRequest(const CacheRegistry &registry, uint64_t cluster_id, const TransferRequest &w, Resolved *out) {
   const std::string key = DescribeRemoteKey(w);
   std::shared_ptr<CacheEntry> entry;
   uint32_t slot = 0;
-  switch (static_cast<RemoteKeyKind>(w.key_kind)) {
+  switch (w.key_kind) {
     case RemoteKeyKind::kCacheKey: {
       CacheKeySpec spec{cluster_id, w.req_id, w.model_id, w.prefix_id};
       std::optional<KeySlot> found = registry.FindKey(spec);
@@ -746,7 +656,7 @@ DetailedStatus ResolveRequest(const CacheRegistry &registry, uint64_t cluster_id
   }
   LLMDD_CHECK(entry != nullptr, LLM_KV_CACHE_NOT_EXIST, "cluster ", cluster_id, " has no cache for ", key);
   const uint32_t num_tensors = entry->desc.num_tensors;
-  const auto layout = static_cast<Layout>(w.layout);
+  const auto layout = w.layout;
   const uint64_t slots = static_cast<uint64_t>(entry->desc.shape[0]);
   if (layout == Layout::kBlocksToBlocks) {
     LLMDD_CHECK(entry->is_blocks || entry->is_registered || entry->mixed, LLM_PARAM_INVALID, key, " is a contiguous cache");
@@ -771,8 +681,9 @@ DetailedStatus ResolveRequest(const CacheRegistry &registry, uint64_t cluster_id
   }
   LLMDD_CHECK(ChunksOf(layout, slot, entry->stride, w.size, w.blocks, w.chunk_bytes, w.chunk_count, &out->chunks),
               LLM_PARAM_INVALID, "the selection of ", key, " does not fit the cache");
-  const bool prefix_key = w.key_kind == 0 && w.prefix_id != kInvalidId;  // prefix keys persist
-  out->consumes = layout != Layout::kBlocksToBlocks && !entry->is_registered && w.key_kind != 2 && !prefix_key &&
+  const bool prefix_key = w.key_kind == RemoteKeyKind::kCacheKey && w.prefix_id != kInvalidId;  // prefix keys persist
+  out->consumes = layout != Layout::kBlocksToBlocks && !entry->is_registered && w.key_kind != RemoteKeyKind::kBlocksKey &&
+                  !prefix_key &&
                   (layout == Layout::kSlotToSlot ? w.size == entry->stride
                                                  : uint64_t{w.chunk_count} * w.chunk_bytes == entry->stride);
   out->slot = slot;
@@ -784,8 +695,8 @@ DetailedStatus ResolveRequest(const CacheRegistry &registry, uint64_t cluster_id
 // destination and rewrites the request into one by cache id and slot, which ResolveRequest
 // then checks like any other. The address must start a slot; the push may fill less than a
 // whole slot (upstream writes the sender's slot bytes at the address).
-DetailedStatus AddressToSlot(const CacheRegistry &registry, uint64_t cluster_id, WireRequest *w) {
-  LLMDD_CHECK(w->blocks.size() == 1 && w->tensor_count == 1 && static_cast<Layout>(w->layout) == Layout::kSlotToSlot,
+DetailedStatus AddressToSlot(const CacheRegistry &registry, uint64_t cluster_id, TransferRequest *w) {
+  LLMDD_CHECK(w->blocks.size() == 1 && w->tensor_count == 1 && w->layout == Layout::kSlotToSlot,
               LLM_PARAM_INVALID, "a push by address moves one tensor slot to one address");
   const uint64_t addr = w->blocks[0];
   std::optional<CacheRegistry::AddressHit> hit = registry.FindAddress(addr, w->size);
@@ -795,12 +706,12 @@ DetailedStatus AddressToSlot(const CacheRegistry &registry, uint64_t cluster_id,
   LLMDD_CHECK(entry.stride > 0 && hit->offset % entry.stride == 0, LLM_PARAM_INVALID, "address ", addr, " is ",
               hit->offset, " bytes into tensor ", hit->tensor, " of cache ", entry.cache_id,
               ", not at the start of one of its slots of ", entry.stride, " bytes");
-  w->key_kind = static_cast<uint8_t>(RemoteKeyKind::kCacheIdAndIndex);
+  w->key_kind = RemoteKeyKind::kCacheIdAndIndex;
   w->cache_id = entry.cache_id;
   w->batch_index = static_cast<uint32_t>(hit->offset / entry.stride);
-  w->all_tensors = 0;
+  w->all_tensors = false;
   w->tensor_begin = hit->tensor;
-  w->whole_slot = 0;
+  w->whole_slot = false;
   w->blocks.clear();
   return DetailedStatus::Ok();
 }
@@ -809,13 +720,14 @@ DetailedStatus AddressToSlot(const CacheRegistry &registry, uint64_t cluster_id,
 
 DetailedStatus DataDistEngine::ServePull(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload) {
   const Deadline deadline = DeadlineIn(std::max<int64_t>(options_.sync_kv_timeout_ms, 1000));
-  WireRequest w;
+  TransferRequest w;
   if (!w.Decode(payload)) return DetailedStatus(LLM_LINK_FAILED, "malformed pull request from the peer");
   Resolved resolved;
   DetailedStatus status;
-  // Where memory lives (pool offsets, raw addresses) is told only to a peer proven to be on this
-  // host and allowed to map our pools: one whose shm pool channel passed its credential check.
-  if (static_cast<Delivery>(w.delivery) == Delivery::kDescribe && !link.HasOneSided())
+  // Where memory lives (pool offsets, raw addresses) is told only to a peer that reads it
+  // one-sided, which the handshake allowed only after proving it (shm, cuda_ipc, CMA: the pool
+  // channel passed its credential check, so the peer is on this host and may map our pools).
+  if (w.delivery == Delivery::kDescribe && !link.HasOneSided())
     status = DetailedStatus(LLM_PARAM_INVALID, "a described pull needs a same-host shm link; this link is tcp");
   if (status.ok()) status = ResolveRequest(registry_, cluster_id_, w, &resolved);
   if (!status.ok()) {
@@ -823,29 +735,28 @@ DetailedStatus DataDistEngine::ServePull(Link &link, const FrameHeader &header, 
     return link.Send(FrameType::kPullReply, header.request_id, EncodeStatus(status), {}, 0, deadline);
   }
   const CacheEntry &entry = *resolved.entry;
-  ByteWriter reply;
-  reply.PutBytes(EncodeStatus(DetailedStatus::Ok()).data(), EncodeStatus(DetailedStatus::Ok()).size());
-  reply.Put<uint64_t>(entry.stride).Put<uint32_t>(resolved.slot);
+  PullReply reply;
+  reply.owner_stride = entry.stride;
+  reply.slot = resolved.slot;
   StreamSpans send;  // stream mode: the chunks' bytes, staged when in CUDA memory
   uint64_t data_bytes = 0;
-  if (static_cast<Delivery>(w.delivery) == Delivery::kDescribe) {
-    reply.Put<uint32_t>(w.tensor_count);
-    for (uint32_t t = w.tensor_begin; t < w.tensor_begin + w.tensor_count; ++t) {
-      const uintptr_t addr = entry.tensor_addrs[t];
+  if (w.delivery == Delivery::kDescribe) {
+    reply.tensors.resize(w.tensor_count);
+    for (uint32_t t = 0; t < w.tensor_count; ++t) {
+      const uintptr_t addr = entry.tensor_addrs[w.tensor_begin + t];
       const std::shared_ptr<MemoryPool> &pool = entry.memory_kind == MemoryKind::kHost ? host_pool_ : device_pool_;
+      DescribedTensor &described = reply.tensors[t];  // kUnreadable unless below
       if (!entry.is_registered && pool != nullptr) {
-        reply.Put<uint8_t>(static_cast<uint8_t>(Location::kRegion))
-            .Put<uint8_t>(static_cast<uint8_t>(entry.memory_kind == MemoryKind::kHost ? RegionId::kHostPool
-                                                                                     : RegionId::kDevicePool))
-            .Put<uint64_t>(addr - reinterpret_cast<uintptr_t>(pool->base()));
+        described.location = Location::kRegion;
+        described.region_id = static_cast<uint8_t>(entry.memory_kind == MemoryKind::kHost ? RegionId::kHostPool
+                                                                                          : RegionId::kDevicePool);
+        described.value = addr - reinterpret_cast<uintptr_t>(pool->base());
       } else if (IsHostAddressable(entry.memory_kind)) {
-        reply.Put<uint8_t>(static_cast<uint8_t>(Location::kRawHost)).Put<uint8_t>(0).Put<uint64_t>(addr);
-      } else {
-        reply.Put<uint8_t>(static_cast<uint8_t>(Location::kUnreadable)).Put<uint8_t>(0).Put<uint64_t>(0);
+        described.location = Location::kRawHost;
+        described.value = addr;
       }
     }
   } else {
-    reply.Put<uint32_t>(0);
     send = MakeStreamSpans(entry, w.tensor_begin, w.tensor_count, resolved.chunks);
     data_bytes = send.bytes;
     DetailedStatus staged_ok = CopyRegions(send.to_staging, MemoryKind::kHost, entry.memory_kind);
@@ -856,8 +767,8 @@ DetailedStatus DataDistEngine::ServePull(Link &link, const FrameHeader &header, 
   // local `resolved` pins the cache until then): nothing to keep, no kRelease to wait for,
   // which spares the requester a send per pull. Described pulls are read after this returns,
   // so their cache stays pinned until the requester's kRelease.
-  const bool needs_release = static_cast<Delivery>(w.delivery) == Delivery::kDescribe || resolved.consumes;
-  reply.Put<uint8_t>(needs_release);
+  const bool needs_release = w.delivery == Delivery::kDescribe || resolved.consumes;
+  reply.needs_release = needs_release;
   if (needs_release) {
     ServedTransfer served;
     served.pin = resolved.entry;
@@ -869,26 +780,25 @@ DetailedStatus DataDistEngine::ServePull(Link &link, const FrameHeader &header, 
     link.AddServed(header.request_id, std::move(served));
   }
   link.counters.bytes_served.fetch_add(data_bytes);
-  return link.Send(FrameType::kPullReply, header.request_id, reply.bytes(), send.spans, data_bytes, deadline);
+  return link.Send(FrameType::kPullReply, header.request_id, reply.Encode(), send.spans, data_bytes, deadline);
 }
 
 DetailedStatus DataDistEngine::ServeRelease(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload) {
-  ByteReader r(payload);
-  uint8_t success = 0;
-  if (!r.Get(&success)) return DetailedStatus(LLM_LINK_FAILED, "malformed release from the peer");
+  ReleaseMessage release;
+  if (!release.Decode(payload)) return DetailedStatus(LLM_LINK_FAILED, "malformed release from the peer");
   std::optional<ServedTransfer> served = link.TakeServed(header.request_id);
   if (!served) return DetailedStatus::Ok();
-  if (success && served->consumes)
+  if (release.success && served->consumes)
     registry_.OnSlotPulled(served->cache_id, served->slot, served->tensor_begin, served->tensor_end);
   return DetailedStatus::Ok();
 }
 
 DetailedStatus DataDistEngine::ServePush(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload) {
   const Deadline deadline = DeadlineIn(std::max<int64_t>(options_.sync_kv_timeout_ms, 1000));
-  WireRequest w;
+  TransferRequest w;
   if (!w.Decode(payload)) return DetailedStatus(LLM_LINK_FAILED, "malformed push request from the peer");
   Resolved resolved;
-  DetailedStatus status = static_cast<RemoteKeyKind>(w.key_kind) == RemoteKeyKind::kAddress
+  DetailedStatus status = w.key_kind == RemoteKeyKind::kAddress
                               ? AddressToSlot(registry_, cluster_id_, &w)
                               : DetailedStatus::Ok();
   if (status.ok()) status = ResolveRequest(registry_, cluster_id_, w, &resolved);

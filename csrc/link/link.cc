@@ -205,7 +205,10 @@ DetailedStatus Link::Send(FrameType type, uint64_t request_id, const std::vector
   if (!payload.empty()) spans.push_back({const_cast<uint8_t *>(payload.data()), payload.size()});
   spans.insert(spans.end(), data.begin(), data.end());
   std::lock_guard<std::mutex> lock(write_mutex_);
-  DetailedStatus status = SendSpans(fd_, spans, deadline);
+  bool closed = false;
+  DetailedStatus status = SendSpans(fd_, spans, deadline, &closed);
+  // Only the reader's own sends (replies) speak for why the reader stopped.
+  if (closed && std::this_thread::get_id() == reader_.get_id()) peer_closed_.store(true);
   last_tx_ns_.store(NowNs());
   return status;
 }
@@ -265,14 +268,20 @@ DetailedStatus Link::Call(FrameType type, const std::vector<uint8_t> &payload, c
 }
 
 DetailedStatus Link::ReceiveData(const std::vector<IoSpan> &spans, Deadline deadline) {
-  return RecvSpans(fd_, spans, deadline);
+  bool closed = false;
+  DetailedStatus status = RecvSpans(fd_, spans, deadline, &closed);
+  if (closed) peer_closed_.store(true);
+  return status;
 }
 
 DetailedStatus Link::DrainData(uint64_t bytes, Deadline deadline) {
   std::vector<uint8_t> sink(std::min<uint64_t>(bytes, 1 << 20));
   while (bytes > 0) {
     size_t n = static_cast<size_t>(std::min<uint64_t>(bytes, sink.size()));
-    LLMDD_RETURN_IF_ERROR(RecvAll(fd_, sink.data(), n, deadline));
+    bool closed = false;
+    DetailedStatus status = RecvAll(fd_, sink.data(), n, deadline, &closed);
+    if (closed) peer_closed_.store(true);
+    LLMDD_RETURN_IF_ERROR(status);
     bytes -= n;
   }
   return DetailedStatus::Ok();
@@ -321,9 +330,9 @@ void Link::ReaderLoop() {
     failure = DetailedStatus(LLM_FAILED, detail::Concat("internal error while serving the peer: ", e.what()));
   }
   if (state() == State::kActive) {
-    std::string reason = failure.ok() ? "peer closed the link" : failure.message();
-    if (failure.code() == LLM_LINK_FAILED && reason.find("peer closed the connection") != std::string::npos)
-      reason = "peer closed the link";
+    // A connection the peer closed (between frames or inside one) reads as the peer leaving.
+    const bool closed = failure.ok() || (failure.code() == LLM_LINK_FAILED && peer_closed_.load());
+    const std::string reason = closed ? "peer closed the link" : failure.message();
     Close(State::kBroken, reason);
   }
   // Owner-side pins die with the connection.
@@ -347,7 +356,9 @@ DetailedStatus Link::ReadFrames() {
     }
     FrameHeader header;
     std::vector<uint8_t> payload;
-    failure = RecvFrame(fd_, &header, &payload, DeadlineIn(kFrameBodyTimeoutMs));
+    bool closed = false;
+    failure = RecvFrame(fd_, &header, &payload, DeadlineIn(kFrameBodyTimeoutMs), kMaxControlPayload, &closed);
+    if (closed) peer_closed_.store(true);
     if (!failure.ok()) break;
     last_rx_ns_.store(NowNs());
     in_frame_.store(true);

@@ -81,6 +81,9 @@ class LinkHandler {
   // A request frame from the peer (pull, push, release, unlink). Runs on the reader thread;
   // must consume exactly header.data_bytes of data from the connection.
   virtual DetailedStatus OnPeerFrame(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload) = 0;
+  // The link is installed and its reader runs (called once, on the handshake's thread): the
+  // handler tells its transports about memory they may need announced (registered caches).
+  virtual void OnLinkUp(Link &link) {}
 };
 
 struct LinkCounters {
@@ -194,6 +197,7 @@ class Link {
   std::atomic<int64_t> last_rx_ns_;
   std::atomic<bool> in_frame_{false};  // the reader is handling a frame (maybe a long transfer)
   std::atomic<bool> unlinked_by_peer_{false};  // the peer's kUnlinkRequest arrived
+  std::atomic<bool> peer_closed_{false};  // a read or write on fd_ found the peer's end closed
   std::atomic<int64_t> last_tx_ns_;
   std::atomic<uint64_t> next_request_id_{1};
   mutable std::mutex pending_mutex_;

@@ -18,6 +18,7 @@
 #include "common/logging.h"
 #include "common/sealed_memfd.h"
 #include "common/sha256.h"
+#include "link/messages.h"
 
 namespace llm_datadist {
 
@@ -41,33 +42,32 @@ Sha256Digest Mac(const std::string &secret, const char *role, const std::vector<
   return HmacSha256(secret, w.bytes().data(), w.bytes().size());
 }
 
-void PutRegions(ByteWriter &w, const std::vector<LocalRegion> &regions) {
-  w.Put<uint32_t>(static_cast<uint32_t>(regions.size()));
-  for (const LocalRegion &r : regions) {
-    w.Put(r.id).Put(static_cast<uint8_t>(r.kind)).Put(r.size).Put<uint8_t>(r.memfd >= 0).Put<uint8_t>(r.has_ipc);
-    w.PutBytes(&r.ipc_handle, sizeof(r.ipc_handle));
-  }
-}
-
+// A peer's region while the handshake maps it.
 struct WireRegion {
   RemoteRegion region;
   bool has_memfd = false;
 };
 
-bool GetRegions(ByteReader &r, std::vector<WireRegion> *out) {
-  uint32_t n = 0;
-  if (!r.Get(&n) || n > 16) return false;
-  out->resize(n);
-  for (WireRegion &wr : *out) {
-    uint8_t kind = 0, has_memfd = 0, has_ipc = 0;
-    if (!r.Get(&wr.region.id) || !r.Get(&kind) || !r.Get(&wr.region.size) || !r.Get(&has_memfd) ||
-        !r.Get(&has_ipc) || !r.GetBytes(&wr.region.ipc_handle, sizeof(wr.region.ipc_handle)) || kind > 3)
-      return false;
-    wr.region.kind = static_cast<RegionKind>(kind);
-    wr.has_memfd = has_memfd != 0;
-    wr.region.has_ipc = has_ipc != 0;
+std::vector<WireRegion> FromAnnounced(const std::vector<RegionAnnouncement> &announced) {
+  std::vector<WireRegion> out;
+  for (const RegionAnnouncement &a : announced) out.push_back({a.ToRemote(), a.has_memfd});
+  return out;
+}
+
+std::vector<RegionAnnouncement> Announce(const std::vector<LocalRegion> &regions) {
+  std::vector<RegionAnnouncement> out;
+  for (const LocalRegion &r : regions) out.push_back(RegionAnnouncement::Of(r));
+  return out;
+}
+
+// What this side's transport providers offer the peer (nothing, for the built-in ones).
+std::vector<TransportOffer> LocalOffers(const std::vector<LocalRegion> &regions) {
+  std::vector<TransportOffer> offers;
+  for (const TransportProvider *provider : TransportProviders()) {
+    std::vector<uint8_t> bytes = provider->Offer(regions);
+    if (!bytes.empty()) offers.push_back({provider->kind(), std::move(bytes)});
   }
-  return true;
+  return offers;
 }
 
 std::vector<int> MemFds(const std::vector<LocalRegion> &regions) {
@@ -121,6 +121,7 @@ std::vector<RemoteRegion> ToRemote(const std::vector<WireRegion> &regions) {
 
 // The link a handshake settled: every transport provider that serves it contributes a transport.
 std::shared_ptr<Link> BuildLink(LinkSetup setup, PeerView view, int fd, LinkHandler *handler) {
+  // view.peer_offers: every offer of the peer; each provider reads its own kind's (PeerView::OfferOf).
   view.local_cluster_id = setup.local_cluster_id;
   view.peer_cluster_id = setup.peer_cluster_id;
   view.accepted_by_listener = setup.accepted_by_listener;
@@ -477,6 +478,16 @@ bool LinkManager::PeerUidAllowed(int unix_fd, std::string *why) const {
   return false;
 }
 
+void LinkManager::ForEachLink(const std::function<void(Link &)> &fn) const {
+  std::vector<std::shared_ptr<Link>> links;
+  {
+    std::lock_guard<std::mutex> lock(links_mutex_);
+    for (const auto &entry : links_)
+      if (entry.second->state() != Link::State::kClosed) links.push_back(entry.second);
+  }
+  for (const auto &link : links) fn(*link);
+}
+
 void LinkManager::CloseAll() {
   std::map<uint64_t, std::shared_ptr<Link>> links;
   {
@@ -546,6 +557,7 @@ DetailedStatus LinkManager::LinkOne(const LinkTarget &target, int32_t timeout_ms
   }
   if (DetailedStatus installed = Install(link); !installed.ok()) return installed.With("remote_cluster_id", target.cluster_id);
   link->Start();
+  handler_->OnLinkUp(*link);
   LLMDD_LOG(kInfo, "cluster ", cluster_id_, " linked to ", target.cluster_id, " at ", target.ip, ":", target.port,
             " over ", TransportName(link->transport()), " (", link->transport_reason(), ")");
   return DetailedStatus::Ok();
@@ -598,54 +610,46 @@ DetailedStatus LinkManager::ClientHandshake(const LinkTarget &target, int fd, De
   const std::vector<uint8_t> nonce_c = RandomNonce();
   const bool has_secret = !options_.secret.empty();
   {
-    ByteWriter w;
-    w.Put(cluster_id_).Put(target.cluster_id).PutBytes(nonce_c.data(), nonce_c.size()).Put<uint8_t>(has_secret);
-    LLMDD_RETURN_IF_ERROR(SendFrame(fd, FrameType::kHello, 0, w.bytes(), 0, deadline));
+    HelloMessage hello;
+    hello.client_id = cluster_id_;
+    hello.expected_server_id = target.cluster_id;
+    hello.nonce = nonce_c;
+    hello.has_secret = has_secret;
+    LLMDD_RETURN_IF_ERROR(SendFrame(fd, FrameType::kHello, 0, hello.Encode(), 0, deadline));
   }
   std::vector<uint8_t> payload;
   LLMDD_RETURN_IF_ERROR(RecvHandshakeFrame(fd, FrameType::kHelloReply, "handshake reply", &payload, deadline));
-  uint32_t status = 0;
-  std::string message;
-  uint64_t server_id = 0;
-  std::vector<uint8_t> nonce_s(16);
-  uint8_t server_has_secret = 0;
-  {
-    ByteReader r(payload);
-    if (!r.Get(&status) || !r.GetString(&message)) return Malformed("handshake reply");
-    if (status != LLM_SUCCESS) return DetailedStatus(status, message);
-    if (!r.Get(&server_id) || !r.GetBytes(nonce_s.data(), nonce_s.size()) || !r.Get(&server_has_secret))
-      return Malformed("handshake reply");
-  }
+  HelloReply hello_reply;
+  if (!hello_reply.Decode(payload)) return Malformed("handshake reply");
+  if (hello_reply.status != LLM_SUCCESS) return DetailedStatus(hello_reply.status, hello_reply.message);
+  const uint64_t server_id = hello_reply.server_id;
+  const std::vector<uint8_t> &nonce_s = hello_reply.nonce;
   LLMDD_CHECK(server_id == target.cluster_id, LLM_LINK_FAILED, "the peer is cluster ", server_id, ", not ",
               target.cluster_id);
-  LLMDD_CHECK(has_secret == (server_has_secret != 0), LLM_LINK_FAILED,
+  LLMDD_CHECK(has_secret == hello_reply.has_secret, LLM_LINK_FAILED,
               has_secret ? "this process has a link secret but the peer has none"
                          : "the peer requires a link secret (llmdd.LinkSecret / LLMDD_LINK_SECRET) and this process has none");
   const std::vector<LocalRegion> local_regions = regions_ ? regions_() : std::vector<LocalRegion>{};
   const std::string boot_id = BootId();
   {
-    ByteWriter w;
-    Sha256Digest mac_c{};
-    if (has_secret) mac_c = Mac(options_.secret, "llmdd-client", nonce_s, nonce_c, cluster_id_, server_id);
-    w.PutBytes(mac_c.data(), mac_c.size()).PutString(boot_id).Put<int32_t>(getpid());
-    PutRegions(w, local_regions);
-    LLMDD_RETURN_IF_ERROR(SendFrame(fd, FrameType::kAuth, 0, w.bytes(), 0, deadline));
+    AuthMessage auth;
+    if (has_secret) auth.mac = Mac(options_.secret, "llmdd-client", nonce_s, nonce_c, cluster_id_, server_id);
+    auth.boot_id = boot_id;
+    auth.pid = getpid();
+    auth.regions = Announce(local_regions);
+    auth.offers = LocalOffers(local_regions);
+    LLMDD_RETURN_IF_ERROR(SendFrame(fd, FrameType::kAuth, 0, auth.Encode(), 0, deadline));
   }
   LLMDD_RETURN_IF_ERROR(RecvHandshakeFrame(fd, FrameType::kAuthReply, "authentication reply", &payload, deadline));
-  Sha256Digest mac_s{};
-  std::string server_boot, unix_name;
-  int32_t server_pid = -1;
-  std::vector<WireRegion> server_regions;
-  {
-    ByteReader r(payload);
-    if (!r.Get(&status) || !r.GetString(&message)) return Malformed("authentication reply");
-    if (status != LLM_SUCCESS) return DetailedStatus(status, message);
-    if (!r.GetBytes(mac_s.data(), mac_s.size()) || !r.GetString(&server_boot, 256) || !r.Get(&server_pid) ||
-        !r.GetString(&unix_name, 107) || !GetRegions(r, &server_regions))
-      return Malformed("authentication reply");
-  }
+  AuthReply auth_reply;
+  if (!auth_reply.Decode(payload)) return Malformed("authentication reply");
+  if (auth_reply.status != LLM_SUCCESS) return DetailedStatus(auth_reply.status, auth_reply.message);
+  const std::string &server_boot = auth_reply.boot_id;
+  const std::string &unix_name = auth_reply.unix_name;
+  const int32_t server_pid = auth_reply.pid;
+  std::vector<WireRegion> server_regions = FromAnnounced(auth_reply.regions);
   if (has_secret) {
-    LLMDD_CHECK(DigestEqual(mac_s, Mac(options_.secret, "llmdd-server", nonce_c, nonce_s, server_id, cluster_id_)),
+    LLMDD_CHECK(DigestEqual(auth_reply.mac, Mac(options_.secret, "llmdd-server", nonce_c, nonce_s, server_id, cluster_id_)),
                 LLM_LINK_FAILED, "the peer's link secret differs from ours");
   }
   const bool same_host = !boot_id.empty() && boot_id == server_boot;
@@ -690,9 +694,9 @@ DetailedStatus LinkManager::ClientHandshake(const LinkTarget &target, int fd, De
         shm = MapRegions(server_regions, fds);
       }
     } else if (!connected) {
-      ByteWriter w;
-      w.PutString(shm.message());
-      (void)SendFrame(fd, FrameType::kShmAbort, 0, w.bytes(), 0, deadline);
+      ShmAbortMessage abort_message;
+      abort_message.reason = shm.message();
+      (void)SendFrame(fd, FrameType::kShmAbort, 0, abort_message.Encode(), 0, deadline);
     }
     if (shm.ok()) {
       transport = TransportKind::kShm;
@@ -701,23 +705,20 @@ DetailedStatus LinkManager::ClientHandshake(const LinkTarget &target, int fd, De
       reason = "same host, but sharing pools failed: " + shm.message();
     }
   } else if (!unix_name.empty()) {
-    ByteWriter w;
-    w.PutString(reason);
-    LLMDD_RETURN_IF_ERROR(SendFrame(fd, FrameType::kShmAbort, 0, w.bytes(), 0, deadline));
+    ShmAbortMessage abort_message;
+    abort_message.reason = reason;
+    LLMDD_RETURN_IF_ERROR(SendFrame(fd, FrameType::kShmAbort, 0, abort_message.Encode(), 0, deadline));
   }
   LLMDD_RETURN_IF_ERROR(RecvHandshakeFrame(fd, FrameType::kLinkAck, "link acknowledgement", &payload, deadline));
-  ByteReader ack(payload);
-  uint8_t server_transport = 0, frames_on_channel = 0;
-  std::string server_reason;
-  if (!ack.Get(&status) || !ack.GetString(&message) || !ack.Get(&server_transport) || !ack.GetString(&server_reason) ||
-      !ack.Get(&frames_on_channel))
-    return Malformed("link acknowledgement");
-  if (status != LLM_SUCCESS) return DetailedStatus(LLM_LINK_FAILED, message);
+  LinkAck ack;
+  if (!ack.Decode(payload)) return Malformed("link acknowledgement");
+  if (ack.status != LLM_SUCCESS) return DetailedStatus(LLM_LINK_FAILED, ack.message);
+  const bool frames_on_channel = ack.frames_on_channel;
   LLMDD_CHECK(!frames_on_channel || channel.fd >= 0, LLM_LINK_FAILED,
               "the peer moved the link onto a pool channel this process does not have");
-  if (server_transport != static_cast<uint8_t>(TransportKind::kShm) && transport == TransportKind::kShm) {
+  if (!ack.pools_mapped && transport == TransportKind::kShm) {
     transport = TransportKind::kTcp;
-    reason = "peer could not map our pools: " + server_reason;
+    reason = "peer could not map our pools: " + ack.reason;
   }
   int link_fd = fd;
   if (frames_on_channel) {
@@ -728,7 +729,7 @@ DetailedStatus LinkManager::ClientHandshake(const LinkTarget &target, int fd, De
   LinkSetup setup;
   setup.local_cluster_id = cluster_id_;
   setup.peer_cluster_id = target.cluster_id;
-  setup.frames_over_unix = frames_on_channel != 0;
+  setup.frames_over_unix = frames_on_channel;
   setup.peer_pid = server_pid;
   setup.same_host = same_host;
   setup.remote_address = detail::Concat(target.ip, ":", target.port);
@@ -738,6 +739,7 @@ DetailedStatus LinkManager::ClientHandshake(const LinkTarget &target, int fd, De
   view.device_ordinal = options_.device_ordinal;
   view.pools_shared = transport == TransportKind::kShm;
   view.pools_reason = reason;
+  view.peer_offers = std::move(auth_reply.offers);
   *out = BuildLink(std::move(setup), std::move(view), link_fd, handler_);
   return DetailedStatus::Ok();
 }
@@ -752,10 +754,24 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address, const std:
     }
   } conn{fd}, unix_listen{-1};
   auto reject = [&](Status code, const std::string &message, FrameType type) {
-    ByteWriter w;
-    w.Put<uint32_t>(code).PutString(message);
-    if (type == FrameType::kLinkAck) w.Put<uint8_t>(0).PutString("").Put<uint8_t>(0);
-    (void)SendFrame(fd, type, 0, w.bytes(), 0, std::min(deadline, DeadlineIn(1000)));
+    std::vector<uint8_t> bytes;
+    if (type == FrameType::kHelloReply) {
+      HelloReply refusal;
+      refusal.status = code;
+      refusal.message = message;
+      bytes = refusal.Encode();
+    } else if (type == FrameType::kAuthReply) {
+      AuthReply refusal;
+      refusal.status = code;
+      refusal.message = message;
+      bytes = refusal.Encode();
+    } else {
+      LinkAck refusal;
+      refusal.status = code;
+      refusal.message = message;
+      bytes = refusal.Encode();
+    }
+    (void)SendFrame(fd, type, 0, bytes, 0, std::min(deadline, DeadlineIn(1000)));
     LLMDD_LOG(kWarning, "refused a link from ", remote_address, ": ", message);
   };
   std::vector<uint8_t> payload;
@@ -779,15 +795,10 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address, const std:
       reject(LLM_LINK_FAILED, got.message(), FrameType::kHelloReply);
     return;
   }
-  uint64_t client_id = 0, expected_id = 0;
-  std::vector<uint8_t> nonce_c(16);
-  uint8_t client_has_secret = 0;
-  {
-    ByteReader r(payload);
-    if (!r.Get(&client_id) || !r.Get(&expected_id) || !r.GetBytes(nonce_c.data(), nonce_c.size()) ||
-        !r.Get(&client_has_secret))
-      return;
-  }
+  HelloMessage hello_message;
+  if (!hello_message.Decode(payload)) return;
+  const uint64_t client_id = hello_message.client_id, expected_id = hello_message.expected_server_id;
+  const std::vector<uint8_t> &nonce_c = hello_message.nonce;
   if (expected_id != cluster_id_) {
     reject(LLM_LINK_FAILED, detail::Concat("this listener is cluster ", cluster_id_, ", not ", expected_id),
            FrameType::kHelloReply);
@@ -798,7 +809,7 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address, const std:
     return;
   }
   const bool has_secret = !options_.secret.empty();
-  if (has_secret != (client_has_secret != 0)) {
+  if (has_secret != hello_message.has_secret) {
     reject(LLM_LINK_FAILED,
            has_secret ? "this cluster requires a link secret (llmdd.LinkSecret / LLMDD_LINK_SECRET) and the peer has none"
                       : "the peer has a link secret but this cluster has none",
@@ -807,29 +818,26 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address, const std:
   }
   const std::vector<uint8_t> nonce_s = RandomNonce();
   {
-    ByteWriter w;  // nothing about this process before the peer proved the secret
-    w.Put<uint32_t>(LLM_SUCCESS).PutString("").Put(cluster_id_).PutBytes(nonce_s.data(), nonce_s.size());
-    w.Put<uint8_t>(has_secret);
-    if (!SendFrame(fd, FrameType::kHelloReply, 0, w.bytes(), 0, deadline).ok()) return;
+    HelloReply reply;  // nothing about this process before the peer proved the secret
+    reply.server_id = cluster_id_;
+    reply.nonce = nonce_s;
+    reply.has_secret = has_secret;
+    if (!SendFrame(fd, FrameType::kHelloReply, 0, reply.Encode(), 0, deadline).ok()) return;
   }
   got = RecvHandshakeFrame(fd, FrameType::kAuth, "authentication frame", &payload, deadline);
   if (!got.ok()) {
     LLMDD_LOG(kWarning, "refused a link from ", remote_address, ": ", got.message());
     return;
   }
-  Sha256Digest mac_c{};
-  std::string client_boot;
-  int32_t client_pid = -1;
-  std::vector<WireRegion> client_regions;
-  {
-    ByteReader a(payload);
-    if (!a.GetBytes(mac_c.data(), mac_c.size()) || !a.GetString(&client_boot, 256) || !a.Get(&client_pid) ||
-        !GetRegions(a, &client_regions)) {
-      reject(LLM_LINK_FAILED, "malformed authentication frame", FrameType::kAuthReply);
-      return;
-    }
+  AuthMessage auth;
+  if (!auth.Decode(payload)) {
+    reject(LLM_LINK_FAILED, "malformed authentication frame", FrameType::kAuthReply);
+    return;
   }
-  if (has_secret && !DigestEqual(mac_c, Mac(options_.secret, "llmdd-client", nonce_s, nonce_c, client_id, cluster_id_))) {
+  const std::string &client_boot = auth.boot_id;
+  const int32_t client_pid = auth.pid;
+  std::vector<WireRegion> client_regions = FromAnnounced(auth.regions);
+  if (has_secret && !DigestEqual(auth.mac, Mac(options_.secret, "llmdd-client", nonce_s, nonce_c, client_id, cluster_id_))) {
     reject(LLM_LINK_FAILED, "the peer's link secret differs from ours", FrameType::kAuthReply);
     return;
   }
@@ -848,13 +856,14 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address, const std:
     if (!ListenUnixAbstract(unix_name, &unix_listen.fd).ok()) unix_name.clear();
   }
   {
-    ByteWriter w;
-    Sha256Digest mac_s{};
-    if (has_secret) mac_s = Mac(options_.secret, "llmdd-server", nonce_c, nonce_s, cluster_id_, client_id);
-    w.Put<uint32_t>(LLM_SUCCESS).PutString("").PutBytes(mac_s.data(), mac_s.size()).PutString(boot_id);
-    w.Put<int32_t>(getpid()).PutString(unix_name);
-    PutRegions(w, local_regions);
-    if (!SendFrame(fd, FrameType::kAuthReply, 0, w.bytes(), 0, deadline).ok()) return;
+    AuthReply reply;
+    if (has_secret) reply.mac = Mac(options_.secret, "llmdd-server", nonce_c, nonce_s, cluster_id_, client_id);
+    reply.boot_id = boot_id;
+    reply.pid = getpid();
+    reply.unix_name = unix_name;
+    reply.regions = Announce(local_regions);
+    reply.offers = LocalOffers(local_regions);
+    if (!SendFrame(fd, FrameType::kAuthReply, 0, reply.Encode(), 0, deadline).ok()) return;
   }
   TransportKind transport = TransportKind::kTcp;
   std::string reason = options_.force_tcp ? "tcp forced (llmdd.Transport / LLMDD_TRANSPORT)"
@@ -901,9 +910,9 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address, const std:
       } else {
         std::vector<uint8_t> abort_payload;
         if (RecvHandshakeFrame(fd, FrameType::kShmAbort, "pool channel answer", &abort_payload, deadline).ok()) {
-          ByteReader r(abort_payload);
-          std::string why;
-          shm = DetailedStatus(LLM_LINK_FAILED, r.GetString(&why, 4096) ? why : "the peer chose tcp");
+          ShmAbortMessage abort_message;
+          shm = DetailedStatus(LLM_LINK_FAILED, abort_message.Decode(abort_payload) ? abort_message.reason
+                                                                                     : "the peer chose tcp");
         } else {
           shm = DetailedStatus(LLM_LINK_FAILED, "the peer could not reach our pool channel");
         }
@@ -937,6 +946,7 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address, const std:
   view.device_ordinal = options_.device_ordinal;
   view.pools_shared = transport == TransportKind::kShm;
   view.pools_reason = reason;
+  view.peer_offers = std::move(auth.offers);
   std::shared_ptr<Link> link = BuildLink(std::move(setup), std::move(view), frames_on_channel ? channel : fd, handler_);
   if (!frames_on_channel) conn.fd = -1;  // the link owns it now
   // Installed before the acknowledgement, so that when the client's link_clusters returns,
@@ -948,18 +958,19 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address, const std:
     return;
   }
   link->Start();
-  ByteWriter w;
-  // The transport byte says whether this end mapped the client's pools (kShm) or not (kTcp).
-  w.Put<uint32_t>(LLM_SUCCESS).PutString("").Put<uint8_t>(static_cast<uint8_t>(transport));
-  w.PutString(link->transport_reason());
-  w.Put<uint8_t>(frames_on_channel);
+  LinkAck ack;
+  ack.pools_mapped = transport == TransportKind::kShm;
+  ack.reason = link->transport_reason();
+  ack.frames_on_channel = frames_on_channel;
+  const std::vector<uint8_t> ack_bytes = ack.Encode();
   // The acknowledgement always travels on the TCP connection the client waits on.
-  const DetailedStatus acked = frames_on_channel ? SendFrame(fd, FrameType::kLinkAck, 0, w.bytes(), 0, deadline)
-                                                 : link->Send(FrameType::kLinkAck, 0, w.bytes(), {}, 0, deadline);
+  const DetailedStatus acked = frames_on_channel ? SendFrame(fd, FrameType::kLinkAck, 0, ack_bytes, 0, deadline)
+                                                 : link->Send(FrameType::kLinkAck, 0, ack_bytes, {}, 0, deadline);
   if (!acked.ok()) {
     link->Close(Link::State::kClosed, "the peer gave up during the handshake");  // reaped by maintenance
     return;
   }
+  handler_->OnLinkUp(*link);
   LLMDD_LOG(kInfo, "cluster ", cluster_id_, " accepted a link from cluster ", client_id, " (", remote_address,
             ") over ", TransportName(link->transport()));
 }

@@ -102,6 +102,8 @@ class LinkManager {
   // caller that must know whether a peer linked after some moment (the rank-table API's
   // listening side) compares two readings: the link itself may be gone by the time it looks.
   uint64_t links_installed(uint64_t cluster_id) const;
+  // Runs fn on every link that is not closed (outside the manager's lock).
+  void ForEachLink(const std::function<void(Link &)> &fn) const;
   // Closes every link without telling peers (finalize).
   void CloseAll();
 

@@ -22,7 +22,10 @@ namespace llm_datadist {
 
 namespace {
 
-DetailedStatus Closed(const char *what) {
+// The peer closed its end (a read or write of 0 bytes); `*peer_closed` (when given) says so to a
+// caller that treats that apart from other failures.
+DetailedStatus Closed(const char *what, bool *peer_closed) {
+  if (peer_closed != nullptr) *peer_closed = true;
   return DetailedStatus(LLM_LINK_FAILED, detail::Concat("peer closed the connection during ", what));
 }
 
@@ -95,12 +98,12 @@ DetailedStatus SendAll(int fd, const void *data, size_t n, Deadline deadline) {
       continue;
     }
     if (sent < 0 && errno == EINTR) continue;
-    return sent == 0 ? Closed("send") : SysError("send", errno);
+    return sent == 0 ? Closed("send", nullptr) : SysError("send", errno);
   }
   return DetailedStatus::Ok();
 }
 
-DetailedStatus RecvAll(int fd, void *data, size_t n, Deadline deadline) {
+DetailedStatus RecvAll(int fd, void *data, size_t n, Deadline deadline, bool *peer_closed) {
   auto *p = static_cast<uint8_t *>(data);
   while (n > 0) {
     ssize_t got = recv(fd, p, n, 0);
@@ -109,7 +112,7 @@ DetailedStatus RecvAll(int fd, void *data, size_t n, Deadline deadline) {
       n -= static_cast<size_t>(got);
       continue;
     }
-    if (got == 0) return Closed("receive");
+    if (got == 0) return Closed("receive", peer_closed);
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
       LLMDD_RETURN_IF_ERROR(WaitFd(fd, POLLIN, deadline, "receive"));
       continue;
@@ -122,7 +125,7 @@ DetailedStatus RecvAll(int fd, void *data, size_t n, Deadline deadline) {
 
 namespace {
 template <bool kSend>
-DetailedStatus TransferSpans(int fd, const std::vector<IoSpan> &spans, Deadline deadline) {
+DetailedStatus TransferSpans(int fd, const std::vector<IoSpan> &spans, Deadline deadline, bool *peer_closed) {
   std::vector<iovec> iov;
   iov.reserve(std::min<size_t>(spans.size(), IOV_MAX));
   size_t next = 0;      // next span not yet in iov
@@ -156,7 +159,7 @@ DetailedStatus TransferSpans(int fd, const std::vector<IoSpan> &spans, Deadline 
       }
       continue;
     }
-    if (done == 0) return Closed(kSend ? "send" : "receive");
+    if (done == 0) return Closed(kSend ? "send" : "receive", peer_closed);
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
       LLMDD_RETURN_IF_ERROR(WaitFd(fd, kSend ? POLLOUT : POLLIN, deadline, kSend ? "send" : "receive"));
       continue;
@@ -168,12 +171,12 @@ DetailedStatus TransferSpans(int fd, const std::vector<IoSpan> &spans, Deadline 
 }
 }  // namespace
 
-DetailedStatus SendSpans(int fd, const std::vector<IoSpan> &spans, Deadline deadline) {
-  return TransferSpans<true>(fd, spans, deadline);
+DetailedStatus SendSpans(int fd, const std::vector<IoSpan> &spans, Deadline deadline, bool *peer_closed) {
+  return TransferSpans<true>(fd, spans, deadline, peer_closed);
 }
 
-DetailedStatus RecvSpans(int fd, const std::vector<IoSpan> &spans, Deadline deadline) {
-  return TransferSpans<false>(fd, spans, deadline);
+DetailedStatus RecvSpans(int fd, const std::vector<IoSpan> &spans, Deadline deadline, bool *peer_closed) {
+  return TransferSpans<false>(fd, spans, deadline, peer_closed);
 }
 
 DetailedStatus SendFrame(int fd, FrameType type, uint64_t request_id, const std::vector<uint8_t> &payload,
@@ -200,8 +203,8 @@ DetailedStatus CheckFrameHeader(const FrameHeader &header, uint64_t max_payload)
 }
 
 DetailedStatus RecvFrame(int fd, FrameHeader *header, std::vector<uint8_t> *payload, Deadline deadline,
-                         uint64_t max_payload) {
-  LLMDD_RETURN_IF_ERROR(RecvAll(fd, header, sizeof(*header), deadline));
+                         uint64_t max_payload, bool *peer_closed) {
+  LLMDD_RETURN_IF_ERROR(RecvAll(fd, header, sizeof(*header), deadline, peer_closed));
   LLMDD_RETURN_IF_ERROR(CheckFrameHeader(*header, max_payload));
   // Grown as the payload arrives (in steps of at most kStep): memory follows bytes received.
   constexpr uint64_t kStep = 1 << 20;
@@ -210,7 +213,7 @@ DetailedStatus RecvFrame(int fd, FrameHeader *header, std::vector<uint8_t> *payl
     const size_t have = payload->size();
     const size_t step = static_cast<size_t>(std::min<uint64_t>(header->payload_bytes - have, kStep));
     payload->resize(have + step);
-    LLMDD_RETURN_IF_ERROR(RecvAll(fd, payload->data() + have, step, deadline));
+    LLMDD_RETURN_IF_ERROR(RecvAll(fd, payload->data() + have, step, deadline, peer_closed));
   }
   return DetailedStatus::Ok();
 }

@@ -16,6 +16,10 @@
 //      kAuth and the new kAuthReply; kShmAbort carries a reason; kHello has no client timeout.
 //   4: a push request may name its destination by address (key kind 3, RemoteKeyKind::kAddress:
 //      upstream's TransferConfig), which a version-3 owner drops as malformed.
+//      Messages are structs in link/messages.h. kAuth and kAuthReply may end with transport
+//      offers (TransportOffer) after the regions; they are written only when a transport
+//      provider offers bytes (none of shm, cuda_ipc, CMA, tcp does), so the bytes of this
+//      version are unchanged, and a version-4 peer without offers reads nothing past the regions.
 #ifndef LLM_DATADIST_LINK_WIRE_H_
 #define LLM_DATADIST_LINK_WIRE_H_
 
@@ -137,6 +141,7 @@ class ByteReader {
     return true;
   }
   bool ok() const { return ok_; }
+  size_t remaining() const { return size_ - pos_; }
 
  private:
   bool fail() {
@@ -151,16 +156,17 @@ class ByteReader {
 
 // Socket helpers. All sockets are non-blocking; these wait with poll() until `deadline`.
 // Errors: LLM_TIMEOUT when the deadline passes, LLM_LINK_FAILED for a closed or failed socket.
+// `peer_closed` (optional): set to true when the failure is the peer having closed its end.
 DetailedStatus SetNonBlocking(int fd);
 DetailedStatus SendAll(int fd, const void *data, size_t n, Deadline deadline);
-DetailedStatus RecvAll(int fd, void *data, size_t n, Deadline deadline);
+DetailedStatus RecvAll(int fd, void *data, size_t n, Deadline deadline, bool *peer_closed = nullptr);
 // Sends/receives many buffers with writev/readv (in batches of IOV_MAX).
 struct IoSpan {
   void *data;
   size_t bytes;
 };
-DetailedStatus SendSpans(int fd, const std::vector<IoSpan> &spans, Deadline deadline);
-DetailedStatus RecvSpans(int fd, const std::vector<IoSpan> &spans, Deadline deadline);
+DetailedStatus SendSpans(int fd, const std::vector<IoSpan> &spans, Deadline deadline, bool *peer_closed = nullptr);
+DetailedStatus RecvSpans(int fd, const std::vector<IoSpan> &spans, Deadline deadline, bool *peer_closed = nullptr);
 
 DetailedStatus SendFrame(int fd, FrameType type, uint64_t request_id, const std::vector<uint8_t> &payload,
                          uint64_t data_bytes, Deadline deadline);
@@ -170,7 +176,7 @@ DetailedStatus CheckFrameHeader(const FrameHeader &header, uint64_t max_payload 
 // buffer grows as bytes arrive, so a header announcing a large payload costs nothing until the
 // payload comes. Data bytes are left unread.
 DetailedStatus RecvFrame(int fd, FrameHeader *header, std::vector<uint8_t> *payload, Deadline deadline,
-                         uint64_t max_payload = kMaxControlPayload);
+                         uint64_t max_payload = kMaxControlPayload, bool *peer_closed = nullptr);
 
 // Connects a TCP socket to ip:port (IPv4 or IPv6 text) within the deadline.
 DetailedStatus ConnectTcp(const std::string &ip, uint16_t port, Deadline deadline, int *out_fd);

@@ -141,6 +141,12 @@ class Transport {
   virtual bool opened() const { return false; }
 };
 
+// What one transport provider put into its side's handshake offer (TransportProvider::Offer).
+struct TransportOffer {
+  TransportKind kind = TransportKind::kTcp;
+  std::vector<uint8_t> bytes;
+};
+
 // What a provider sees of a link being made, after authentication and the pool channel.
 struct PeerView {
   uint64_t local_cluster_id = 0;
@@ -156,8 +162,15 @@ struct PeerView {
   bool pools_shared = false;
   std::string pools_reason;  // why the pools are (or are not) shared, as the handshake found it
   const std::vector<RemoteRegion> *regions = nullptr;  // the peer's regions (never null)
-  // What the peer's provider of the same kind put in its offer (empty: nothing).
-  std::vector<uint8_t> peer_offer;
+  // What the peer's providers put in its handshake offer (kinds with nothing are absent).
+  std::vector<TransportOffer> peer_offers;
+  // The peer's offer for `kind`; empty when it offered nothing for it.
+  const std::vector<uint8_t> &OfferOf(TransportKind kind) const {
+    static const std::vector<uint8_t> kNone;
+    for (const TransportOffer &o : peer_offers)
+      if (o.kind == kind) return o.bytes;
+    return kNone;
+  }
 };
 
 struct ProviderDecision {

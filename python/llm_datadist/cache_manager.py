@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from . import _core
 from ._layerwise import LayerDestination, LayerwisePush
 from ._logging import warn_once
 from ._validation import check_dict, check_int, check_int_list, check_range, check_type, param_invalid
@@ -24,7 +25,11 @@ logger = logging.getLogger("llm_datadist")
 
 TransferConfigs = Union[TransferConfig, TransferWithCacheKeyConfig]
 _TENSORS_PER_LAYER = 2  # transfer_cache_async moves K and V of a layer (upstream's fixed 2)
-_KEY_KIND_ADDRESS = 3  # the core's RemoteKeyKind::kAddress: a push to a slot named by its address
+# The core's RemoteKeyKind (link/messages.h), as the ints transfer() takes.
+_KEY_KIND_CACHE_KEY = int(_core.RemoteKeyKind.CACHE_KEY)
+_KEY_KIND_ID_AND_INDEX = int(_core.RemoteKeyKind.CACHE_ID_AND_INDEX)
+_KEY_KIND_BLOCKS_KEY = int(_core.RemoteKeyKind.BLOCKS_KEY)
+_KEY_KIND_ADDRESS = int(_core.RemoteKeyKind.ADDRESS)  # a push to a slot named by its address
 
 U64 = 2**64 - 1
 _MAX_UINT32 = 2**32 - 1
@@ -319,10 +324,10 @@ class CacheManager:
         if isinstance(key, CacheKey):
             if (key.req_id != U64) == (key.prefix_id != U64):
                 raise param_invalid(f"{key!r} must have exactly one of req_id and prefix_id set.")
-            return key.cluster_id, 0, key.req_id, key.prefix_id, key.model_id, -1, 0
+            return key.cluster_id, _KEY_KIND_CACHE_KEY, key.req_id, key.prefix_id, key.model_id, -1, 0
         if isinstance(key, CacheKeyByIdAndIndex):
-            return key.cluster_id, 1, U64, U64, 0, key.cache_id, key.batch_index
-        return key.cluster_id, 2, U64, U64, key.model_id, -1, 0
+            return key.cluster_id, _KEY_KIND_ID_AND_INDEX, U64, U64, 0, key.cache_id, key.batch_index
+        return key.cluster_id, _KEY_KIND_BLOCKS_KEY, U64, U64, key.model_id, -1, 0
 
     def _transfer(self, push: bool, key: Any, cache: Cache, blocks_api: bool, local_batch_index: int, size: int,
                   remote_blocks: Sequence[int], local_blocks: Sequence[int], layers: _Layers) -> None:
