@@ -3,7 +3,7 @@
 // The engine's OnPeerFrame gets a request as the link's reader would hand it over, against the
 // caches of ServingEngine (fuzz_support.h).
 //
-// Input: one mode byte, then the request payload (a WireRequest as the requester encodes it).
+// Input: one mode byte, then the request payload (a TransferRequest, link/messages.h, as the requester encodes it).
 //   mode % 4 == 0  pull request
 //   mode % 4 == 1  push request; two more bytes (little-endian) give header.data_bytes, of
 //                  which up to kMaxPushData are in the socket; the stream then ends

@@ -97,7 +97,7 @@ def pull_request(key_kind: int = 2, req_id: int = INVALID_ID, prefix_id: int = I
                  all_tensors: int = 1, tensor_begin: int = 0, tensor_count: int = 1, size: int = 0,
                  whole_slot: int = 0, chunk_bytes: int = 0, chunk_count: int = 0,
                  blocks: Sequence[int] = ()) -> bytes:
-    """The owner-side selection of a pull or push (WireRequest in csrc/engine/transfer.cc).
+    """The owner-side selection of a pull or push (TransferRequest in csrc/link/messages.h).
     key_kind: 0 CacheKey, 1 CacheKeyByIdAndIndex, 2 BlocksCacheKey; layout: 0 slot->slot,
     1 blocks->blocks, 2 slot->blocks; delivery: 0 describe (one host only), 1 stream."""
     return (struct.pack("<BQQQqIBBBIIQBQI", key_kind, req_id, prefix_id, model_id, cache_id, batch_index, layout,
