@@ -153,6 +153,66 @@ DetailedStatus RecvHandshakeFrame(int fd, FrameType type, const char *what, std:
   return DetailedStatus::Ok();
 }
 
+// A server's refusal in the frame the client waits for: the status and message only (kHelloReply,
+// kAuthReply), or a whole acknowledgement that maps nothing (kLinkAck).
+std::vector<uint8_t> Refusal(FrameType type, Status code, const std::string &message) {
+  auto encode = [&](auto refusal) {
+    refusal.status = code;
+    refusal.message = message;
+    return refusal.Encode();
+  };
+  if (type == FrameType::kHelloReply) return encode(HelloReply{});
+  if (type == FrameType::kAuthReply) return encode(AuthReply{});
+  return encode(LinkAck{});
+}
+
+// The server's end of the pool channel. Waits on `unix_listen` for the client's connection (or on
+// the handshake connection `fd` for its kShmAbort), checks the client (`uid_allowed`, the echoed
+// nonce, the announced count of memfds), maps its memfds into `client_regions` and sends ours.
+// Ok: *channel is the connected pool channel (the link's frames may move onto it).
+DetailedStatus AcceptPoolChannel(int unix_listen, int fd, const std::vector<uint8_t> &nonce_s,
+                                 const std::vector<LocalRegion> &local_regions,
+                                 const std::function<bool(int, std::string *)> &uid_allowed,
+                                 const std::string &remote_address, std::vector<WireRegion> *client_regions,
+                                 Deadline deadline, int *channel) {
+  pollfd fds[2] = {{unix_listen, POLLIN, 0}, {fd, POLLIN, 0}};
+  const int64_t left = std::max<int64_t>(0, MillisLeft(deadline));
+  if (poll(fds, 2, static_cast<int>(left)) <= 0)
+    return DetailedStatus(LLM_LINK_FAILED, "the peer did not connect its pool channel in time");
+  if (!(fds[0].revents & POLLIN)) {
+    std::vector<uint8_t> abort_payload;
+    if (!RecvHandshakeFrame(fd, FrameType::kShmAbort, "pool channel answer", &abort_payload, deadline).ok())
+      return DetailedStatus(LLM_LINK_FAILED, "the peer could not reach our pool channel");
+    ShmAbortMessage abort_message;
+    return DetailedStatus(LLM_LINK_FAILED, abort_message.Decode(abort_payload) ? abort_message.reason
+                                                                               : "the peer chose tcp");
+  }
+  const int accepted = accept4(unix_listen, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  if (accepted < 0) return DetailedStatus(LLM_LINK_FAILED, "the peer did not connect its pool channel in time");
+  std::vector<int> received;
+  std::vector<uint8_t> echo;
+  std::string why;
+  DetailedStatus shm = uid_allowed(accepted, &why) ? RecvFds(accepted, &received, &echo, kMaxHandshakeRegions, deadline)
+                                                   : DetailedStatus(LLM_LINK_FAILED, why);
+  if (shm.ok() && echo != nonce_s) {
+    for (int f : received) close(f);
+    shm = DetailedStatus(LLM_LINK_FAILED, "pool channel opened by a process that is not the peer");
+  } else if (shm.ok() && received.size() != CountMemfds(*client_regions)) {
+    for (int f : received) close(f);
+    shm = DetailedStatus(LLM_LINK_FAILED, "peer sent a different number of pool descriptors than announced");
+  } else if (shm.ok()) {
+    shm = MapRegions(*client_regions, received);
+    if (shm.ok()) shm = SendFds(accepted, MemFds(local_regions), {}, deadline);
+  }
+  if (!shm.ok()) {
+    LLMDD_LOG(kWarning, "pool channel from ", remote_address, " refused: ", shm.message());
+    close(accepted);
+    return shm;
+  }
+  *channel = accepted;
+  return DetailedStatus::Ok();
+}
+
 }  // namespace
 
 LinkManager::LinkManager(uint64_t cluster_id, LinkHandler *handler, RegionProvider regions, LinkOptions options)
@@ -754,24 +814,7 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address, const std:
     }
   } conn{fd}, unix_listen{-1};
   auto reject = [&](Status code, const std::string &message, FrameType type) {
-    std::vector<uint8_t> bytes;
-    if (type == FrameType::kHelloReply) {
-      HelloReply refusal;
-      refusal.status = code;
-      refusal.message = message;
-      bytes = refusal.Encode();
-    } else if (type == FrameType::kAuthReply) {
-      AuthReply refusal;
-      refusal.status = code;
-      refusal.message = message;
-      bytes = refusal.Encode();
-    } else {
-      LinkAck refusal;
-      refusal.status = code;
-      refusal.message = message;
-      bytes = refusal.Encode();
-    }
-    (void)SendFrame(fd, type, 0, bytes, 0, std::min(deadline, DeadlineIn(1000)));
+    (void)SendFrame(fd, type, 0, Refusal(type, code, message), 0, std::min(deadline, DeadlineIn(1000)));
     LLMDD_LOG(kWarning, "refused a link from ", remote_address, ": ", message);
   };
   std::vector<uint8_t> payload;
@@ -870,60 +913,21 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address, const std:
                        : same_host        ? "peer chose tcp"
                                           : "peer is on another host";
   int channel = -1;  // the pool channel, when the exchange over it succeeded
-  auto unmap_client = [&] {
-    for (WireRegion &wr : client_regions) {
-      if (wr.region.mapped != nullptr) munmap(const_cast<uint8_t *>(wr.region.mapped), wr.region.size);
-      wr.region.mapped = nullptr;
-    }
-  };
   if (unix_listen.fd >= 0) {
     // Wait for the client's Unix connection, or for it to tell us over TCP that it will not come.
-    DetailedStatus shm(LLM_LINK_FAILED, "the peer did not connect its pool channel in time");
-    pollfd fds[2] = {{unix_listen.fd, POLLIN, 0}, {fd, POLLIN, 0}};
-    int64_t left = std::max<int64_t>(0, MillisLeft(deadline));
-    if (poll(fds, 2, static_cast<int>(left)) > 0) {
-      if (fds[0].revents & POLLIN) {
-        int accepted = accept4(unix_listen.fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (accepted >= 0) {
-          std::vector<int> received;
-          std::vector<uint8_t> echo;
-          std::string why;
-          shm = PeerUidAllowed(accepted, &why) ? RecvFds(accepted, &received, &echo, 16, deadline)
-                                               : DetailedStatus(LLM_LINK_FAILED, why);
-          if (shm.ok() && echo != nonce_s) {
-            for (int f : received) close(f);
-            shm = DetailedStatus(LLM_LINK_FAILED, "pool channel opened by a process that is not the peer");
-          } else if (shm.ok() && received.size() != CountMemfds(client_regions)) {
-            for (int f : received) close(f);
-            shm = DetailedStatus(LLM_LINK_FAILED, "peer sent a different number of pool descriptors than announced");
-          } else if (shm.ok()) {
-            shm = MapRegions(client_regions, received);
-            if (shm.ok()) shm = SendFds(accepted, MemFds(local_regions), {}, deadline);
-          }
-          if (shm.ok()) {
-            channel = accepted;  // the link's frames move here (see the acknowledgement below)
-          } else {
-            LLMDD_LOG(kWarning, "pool channel from ", remote_address, " refused: ", shm.message());
-            close(accepted);
-          }
-        }
-      } else {
-        std::vector<uint8_t> abort_payload;
-        if (RecvHandshakeFrame(fd, FrameType::kShmAbort, "pool channel answer", &abort_payload, deadline).ok()) {
-          ShmAbortMessage abort_message;
-          shm = DetailedStatus(LLM_LINK_FAILED, abort_message.Decode(abort_payload) ? abort_message.reason
-                                                                                     : "the peer chose tcp");
-        } else {
-          shm = DetailedStatus(LLM_LINK_FAILED, "the peer could not reach our pool channel");
-        }
-      }
-    }
+    const DetailedStatus shm = AcceptPoolChannel(
+        unix_listen.fd, fd, nonce_s, local_regions,
+        [this](int unix_fd, std::string *why) { return PeerUidAllowed(unix_fd, why); }, remote_address,
+        &client_regions, deadline, &channel);
     if (shm.ok()) {
       transport = TransportKind::kShm;
       reason = "same host: pools shared through memfd";
     } else {
       reason = shm.message();
-      unmap_client();
+      for (WireRegion &wr : client_regions) {
+        if (wr.region.mapped != nullptr) munmap(const_cast<uint8_t *>(wr.region.mapped), wr.region.size);
+        wr.region.mapped = nullptr;
+      }
     }
   }
   close(unix_listen.fd);

@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: Apache-2.0
+// The transport seam (csrc/transport/): which providers serve a link for a given view of the
+// peer, what link_info would report, and the one-sided reads of shm (a mapping) and CMA
+// (process_vm_readv, here of this very process) moving real bytes.
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "test_harness.h"
+#include "transport/transport.h"
+
+using namespace llm_datadist;
+
+namespace {
+
+std::vector<TransportKind> Kinds(const std::vector<std::unique_ptr<Transport>> &transports) {
+  std::vector<TransportKind> kinds;
+  for (const auto &t : transports) kinds.push_back(t->kind());
+  return kinds;
+}
+
+}  // namespace
+
+LLMDD_TEST(Transport, RegistryOrderAndNames) {
+  const auto &providers = TransportProviders();
+  ASSERT_TRUE(providers.size() == 4);
+  EXPECT_TRUE(providers[0]->kind() == TransportKind::kShm);
+  EXPECT_TRUE(providers[1]->kind() == TransportKind::kCudaIpc);
+  EXPECT_TRUE(providers[2]->kind() == TransportKind::kCma);
+  EXPECT_TRUE(providers.back()->kind() == TransportKind::kTcp);
+  EXPECT_EQ(std::string(TransportName(TransportKind::kShm)), std::string("shm"));
+  EXPECT_EQ(std::string(TransportName(TransportKind::kTcp)), std::string("tcp"));
+  EXPECT_EQ(std::string(TransportName(TransportKind::kCudaIpc)), std::string("cuda_ipc"));
+  // None of the built-in transports puts anything into the handshake (the wire stays protocol 4's).
+  for (const TransportProvider *p : providers) EXPECT_TRUE(p->Offer({}).empty());
+}
+
+LLMDD_TEST(Transport, UnsharedPoolsGiveTcpOnlyWithTheHandshakesReason) {
+  std::vector<RemoteRegion> regions(1);
+  PeerView view;
+  view.same_host = false;
+  view.peer_pid = 1234;
+  view.pools_shared = false;
+  view.pools_reason = "peer is on another host";
+  view.regions = &regions;
+  std::vector<std::unique_ptr<Transport>> transports;
+  TransportKind reported = TransportKind::kShm;
+  std::string reason;
+  SelectTransports(view, &transports, &reported, &reason);
+  EXPECT_TRUE(Kinds(transports) == std::vector<TransportKind>{TransportKind::kTcp});
+  EXPECT_TRUE(reported == TransportKind::kTcp);
+  EXPECT_EQ(reason, std::string("peer is on another host"));
+  EXPECT_FALSE(transports[0]->caps().one_sided);
+  // Owner-streamed: no one-sided read.
+  std::vector<uint8_t> dst(8);
+  EXPECT_EQ(transports[0]->Read({{RemoteMemory::Region(0), 0, dst.data(), 8}}, MemoryKind::kHost, DeadlineIn(1000)).code(),
+            LLM_FEATURE_NOT_ENABLED);
+}
+
+LLMDD_TEST(Transport, SharedPoolsReadThroughShmAndCma) {
+  // The "peer's" host pool is a buffer of this process standing in for its read-only mapping.
+  std::vector<uint8_t> pool(4096);
+  for (size_t i = 0; i < pool.size(); ++i) pool[i] = static_cast<uint8_t>(i * 7 + 1);
+  std::vector<RemoteRegion> regions(2);
+  regions[0].id = static_cast<uint8_t>(RegionId::kHostPool);
+  regions[0].kind = RegionKind::kHostPool;
+  regions[0].size = pool.size();
+  regions[0].mapped = pool.data();
+  regions[1].id = static_cast<uint8_t>(RegionId::kDevicePool);
+  regions[1].kind = RegionKind::kCudaPool;
+  regions[1].size = 1 << 20;
+  regions[1].has_ipc = true;
+  PeerView view;
+  view.same_host = true;
+  view.peer_pid = getpid();
+  view.pools_shared = true;
+  view.pools_reason = "same host: pools shared through memfd";
+  view.regions = &regions;
+  std::vector<std::unique_ptr<Transport>> transports;
+  TransportKind reported = TransportKind::kTcp;
+  std::string reason;
+  SelectTransports(view, &transports, &reported, &reason);
+  EXPECT_TRUE(Kinds(transports) == (std::vector<TransportKind>{TransportKind::kShm, TransportKind::kCudaIpc,
+                                                                TransportKind::kCma, TransportKind::kTcp}));
+  EXPECT_TRUE(reported == TransportKind::kShm);
+  EXPECT_EQ(reason, std::string("same host: pools shared through memfd"));
+  Transport &shm = *transports[0];
+  Transport &cuda_ipc = *transports[1];
+  Transport &cma = *transports[2];
+
+  // shm reaches the mapped pool (into host or device memory), not the CUDA pool or raw addresses.
+  EXPECT_TRUE(shm.Reaches(RemoteMemory::Region(0), MemoryKind::kHost));
+  EXPECT_FALSE(shm.Reaches(RemoteMemory::Region(1), MemoryKind::kHost));
+  EXPECT_FALSE(shm.Reaches(RemoteMemory::RawHost(), MemoryKind::kHost));
+  std::vector<uint8_t> dst(96, 0);
+  ASSERT_OK(shm.Read({{RemoteMemory::Region(0), 100, dst.data(), 32}, {RemoteMemory::Region(0), 4000, dst.data() + 32, 64}},
+                     MemoryKind::kHost, DeadlineIn(1000)));
+  EXPECT_EQ(std::memcmp(dst.data(), pool.data() + 100, 32), 0);
+  EXPECT_EQ(std::memcmp(dst.data() + 32, pool.data() + 4000, 64), 0);
+  // Past the region's end: refused, nothing read out of bounds.
+  EXPECT_FALSE(shm.Read({{RemoteMemory::Region(0), 4090, dst.data(), 32}}, MemoryKind::kHost, DeadlineIn(1000)).ok());
+
+  // Without a CUDA driver the IPC pool is not reachable, and nothing was opened.
+  if (cuda::Driver() == nullptr) {
+    EXPECT_FALSE(cuda_ipc.Reaches(RemoteMemory::Region(1), MemoryKind::kHost));
+    EXPECT_FALSE(cuda_ipc.opened());
+  }
+  EXPECT_FALSE(cuda_ipc.Reaches(RemoteMemory::Region(0), MemoryKind::kHost));
+
+  // CMA reads raw host addresses of the peer (this process) into host memory only.
+  EXPECT_TRUE(cma.Reaches(RemoteMemory::RawHost(), MemoryKind::kHost));
+  EXPECT_FALSE(cma.Reaches(RemoteMemory::RawHost(), MemoryKind::kCudaDevice));
+  EXPECT_FALSE(cma.Reaches(RemoteMemory::Region(0), MemoryKind::kHost));
+  std::vector<uint8_t> source(256);
+  for (size_t i = 0; i < source.size(); ++i) source[i] = static_cast<uint8_t>(255 - i);
+  std::vector<uint8_t> copy(256, 0);
+  ASSERT_OK(cma.Read({{RemoteMemory::RawHost(), reinterpret_cast<uintptr_t>(source.data()), copy.data(), 128},
+                      {RemoteMemory::RawHost(), reinterpret_cast<uintptr_t>(source.data()) + 128, copy.data() + 128, 128}},
+                     MemoryKind::kHost, DeadlineIn(1000)));
+  EXPECT_TRUE(copy == source);
+  // An address that is not mapped in the peer: not readable this way (the engine streams it).
+  EXPECT_EQ(cma.Read({{RemoteMemory::RawHost(), 8, copy.data(), 8}}, MemoryKind::kHost, DeadlineIn(1000)).code(),
+            LLM_FEATURE_NOT_ENABLED);
+}
+
+LLMDD_TEST(Transport, SameHostWithoutPoolChannelStaysTcp) {
+  // One host, but the pool channel failed (or tcp was forced): no one-sided transport may be
+  // used, not even CMA, since nothing proved the peer may read our memory.
+  std::vector<RemoteRegion> regions(1);
+  regions[0].has_ipc = true;
+  PeerView view;
+  view.same_host = true;
+  view.peer_pid = getpid();
+  view.pools_shared = false;
+  view.pools_reason = "tcp forced (llmdd.Transport / LLMDD_TRANSPORT)";
+  view.regions = &regions;
+  std::vector<std::unique_ptr<Transport>> transports;
+  TransportKind reported = TransportKind::kShm;
+  std::string reason;
+  SelectTransports(view, &transports, &reported, &reason);
+  EXPECT_TRUE(Kinds(transports) == std::vector<TransportKind>{TransportKind::kTcp});
+  EXPECT_EQ(reason, view.pools_reason);
+}
+
+LLMDD_TEST(Transport, PeerOffersAreFoundByKind) {
+  PeerView view;
+  view.peer_offers = {{TransportKind::kUcx, {1, 2}}};
+  EXPECT_TRUE(view.OfferOf(TransportKind::kUcx) == (std::vector<uint8_t>{1, 2}));
+  EXPECT_TRUE(view.OfferOf(TransportKind::kShm).empty());
+}
