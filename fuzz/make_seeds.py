@@ -83,6 +83,11 @@ def push_requests():
         "push-blockskey-blocks": (request(BLOCKS_KEY, BLOCKS_TO_BLOCKS, STREAM, model_id=BLOCKS_MODEL,
                                           tensor_count=BLOCKS_TENSORS, chunk_bytes=BLOCK_BYTES, blocks=(2, 5)),
                                   2 * BLOCKS_TENSORS * BLOCK_BYTES),
+        # a contiguous slot pushed into blocks, the last one in part (protocol 5: size = its bytes)
+        "push-blockskey-blocks-partial-last": (request(BLOCKS_KEY, BLOCKS_TO_BLOCKS, STREAM, model_id=BLOCKS_MODEL,
+                                                       tensor_count=BLOCKS_TENSORS, size=BLOCK_BYTES // 4,
+                                                       chunk_bytes=BLOCK_BYTES, blocks=(6, 1)),
+                                               BLOCKS_TENSORS * (BLOCK_BYTES + BLOCK_BYTES // 4)),
         # TransferConfig's destination by address (protocol 4); the harness's addresses differ per
         # run, so this one reaches the owner's address lookup and its refusal
         "push-address-slot": (request(ADDRESS, SLOT_TO_SLOT, STREAM, all_tensors=0, tensor_count=1,

@@ -70,6 +70,9 @@ struct TransferArgs {
   bool blocks_api = false;         // pull_blocks / push_blocks (else pull_cache / push_cache)
   uint32_t local_batch_index = 0;  // pull_cache destination slot / push_cache source slot
   int64_t size = -1;               // pull_cache bytes per tensor
+  // A push from a contiguous slot into remote blocks (upstream's transfer_cache_async with
+  // dst_block_memory_size): the remote block size the slot is cut into; 0 otherwise.
+  uint64_t remote_block_bytes = 0;
   std::vector<uint64_t> remote_blocks;
   std::vector<uint64_t> local_blocks;
   LayerSelection layers;

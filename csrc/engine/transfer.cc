@@ -49,10 +49,14 @@ bool ChunksOf(Layout layout, uint32_t slot, uint64_t stride, uint64_t size, cons
       chunks->push_back({offset, size});
       break;
     case Layout::kBlocksToBlocks:
+      // `size`, when set, is the last chunk's byte count (a slot pushed into blocks that fills
+      // its last block in part); the owner checked it is below the block size.
+      if (size >= stride && size != 0) return false;
       chunks->reserve(blocks.size());
-      for (uint64_t b : blocks) {
-        if (!OffsetOf(b, stride, 0, &offset) || __builtin_add_overflow(offset, stride, &end)) return false;
-        chunks->push_back({offset, stride});
+      for (size_t i = 0; i < blocks.size(); ++i) {
+        const uint64_t bytes = (i + 1 == blocks.size() && size != 0) ? size : stride;
+        if (!OffsetOf(blocks[i], stride, 0, &offset) || __builtin_add_overflow(offset, bytes, &end)) return false;
+        chunks->push_back({offset, bytes});
       }
       break;
     case Layout::kSlotToBlocks: {
@@ -295,6 +299,40 @@ DetailedStatus ResolveLayers(const LayerSelection &layers, const CacheEntry &loc
   return DetailedStatus::Ok();
 }
 
+// A push of one contiguous slot into remote blocks (upstream's transfer_cache_async from a cache
+// to blocks): the slot is cut into pieces of the remote block size, piece j to remote block
+// remote_blocks[j]; the last piece is shorter when the slot ends inside it. Upstream cuts the
+// whole tensor from the slot's start and shortens the last piece named, even when it is not the
+// slot's last; here pieces never leave the slot.
+DetailedStatus PlanSlotIntoBlocks(const TransferArgs &args, const CacheEntry &local, LocalPlan *plan) {
+  const uint64_t block = args.remote_block_bytes, stride = local.stride;
+  const uint64_t local_slots = static_cast<uint64_t>(local.desc.shape[0]);
+  LLMDD_CHECK(!local.is_blocks || local.is_registered || local.mixed, LLM_PARAM_INVALID,
+              "a push into remote blocks by dst_block_memory_size needs a contiguous source, but cache ",
+              local.cache_id, " is a blocks cache (push blocks to blocks instead)");
+  LLMDD_CHECK(block > 0 && block < stride, LLM_PARAM_INVALID, "dst_block_memory_size ", block,
+              " must be > 0 and smaller than a slot of the source (", stride, " bytes of cache ", local.cache_id, ")");
+  LLMDD_CHECK(args.local_batch_index < local_slots, LLM_PARAM_INVALID, "batch_index ", args.local_batch_index,
+              " is out of range [0, ", local_slots, ") of local cache ", local.cache_id);
+  LLMDD_CHECK(!args.remote_blocks.empty(), LLM_PARAM_INVALID, "dst_block_indices must not be empty");
+  const uint64_t pieces = stride / block + (stride % block != 0);
+  LLMDD_CHECK(args.remote_blocks.size() <= pieces, LLM_PARAM_INVALID, "the slot of ", stride, " bytes cut into blocks of ",
+              block, " bytes gives ", pieces, " blocks, fewer than the ", args.remote_blocks.size(),
+              " dst_block_indices");
+  TransferRequest &w = plan->wire;
+  plan->layout = Layout::kBlocksToBlocks;
+  w.blocks = args.remote_blocks;
+  w.chunk_bytes = block;
+  const uint64_t base = uint64_t{args.local_batch_index} * stride;
+  plan->chunks.clear();
+  for (uint64_t j = 0; j < args.remote_blocks.size(); ++j)
+    plan->chunks.push_back({base + j * block, std::min(block, stride - j * block)});
+  const uint64_t last = plan->chunks.back().bytes;
+  w.size = last == block ? 0 : last;
+  w.layout = plan->layout;
+  return DetailedStatus::Ok();
+}
+
 // Builds the plan for the local cache (the destination of a pull, the source of a push) and
 // the owner-side request.
 DetailedStatus PlanTransfer(const TransferArgs &args, const CacheEntry &local, bool push, LocalPlan *plan) {
@@ -314,6 +352,7 @@ DetailedStatus PlanTransfer(const TransferArgs &args, const CacheEntry &local, b
   }
   LLMDD_RETURN_IF_ERROR(ResolveLayers(args.layers, local, push, plan));
   const uint64_t local_slots = static_cast<uint64_t>(local.desc.shape[0]);
+  if (!args.blocks_api && push && args.key_kind == RemoteKeyKind::kBlocksKey) return PlanSlotIntoBlocks(args, local, plan);
   if (!args.blocks_api) {
     LLMDD_CHECK(!local.is_blocks || local.is_registered || local.mixed, LLM_PARAM_INVALID, op, " needs a contiguous local cache, but cache ",
                 local.cache_id, " is a blocks cache (use ", push ? "push_blocks" : "pull_blocks", ")");
@@ -393,6 +432,8 @@ DetailedStatus CheckBlocksSelection(const TransferRequest &w, const std::string 
                                     uint64_t num_blocks) {
   LLMDD_RETURN_IF_ERROR(CheckTensorSelection(w, key, num_tensors));
   LLMDD_CHECK(w.chunk_bytes == stride, LLM_PARAM_INVALID, "block bytes differ: remote ", stride, ", local ", w.chunk_bytes);
+  LLMDD_CHECK(w.size < stride, LLM_PARAM_INVALID, "the last block's ", w.size, " bytes exceed a block of ", stride,
+              " bytes of ", key);
   for (size_t i = 0; i < w.blocks.size(); ++i)
     LLMDD_CHECK(w.blocks[i] < num_blocks, LLM_PARAM_INVALID, "remote block index ", w.blocks[i], " (position ", i,
                 ") is out of range [0, ", num_blocks, ") of ", key);

@@ -46,7 +46,7 @@ struct TransferRequest {
   Delivery delivery = Delivery::kDescribe;
   bool all_tensors = true;  // owner must have exactly tensor_count tensors
   uint32_t tensor_begin = 0, tensor_count = 0;
-  uint64_t size = 0;         // kSlotToSlot: bytes per tensor
+  uint64_t size = 0;         // kSlotToSlot: bytes per tensor; kBlocksToBlocks: last chunk's bytes (0: a block)
   bool whole_slot = false;   // kSlotToSlot: the requester asked for the whole slot (size -1)
   uint64_t chunk_bytes = 0;  // kBlocksToBlocks: block bytes; kSlotToBlocks: chunk bytes
   uint32_t chunk_count = 0;  // kSlotToBlocks

@@ -20,6 +20,10 @@
 //      offers (TransportOffer) after the regions; they are written only when a transport
 //      provider offers bytes (none of shm, cuda_ipc, CMA, tcp does), so the bytes of this
 //      version are unchanged, and a version-4 peer without offers reads nothing past the regions.
+//   5: a kBlocksToBlocks transfer's `size`, when not 0, is the byte count of its last chunk (a
+//      push from a contiguous slot into blocks whose last block the slot fills only in part;
+//      upstream's transfer_cache_async with dst_block_memory_size); a version-4 owner would
+//      write a whole block there.
 #ifndef LLM_DATADIST_LINK_WIRE_H_
 #define LLM_DATADIST_LINK_WIRE_H_
 
@@ -34,7 +38,7 @@
 namespace llm_datadist {
 
 constexpr uint32_t kFrameMagic = 0x4C4C4444;  // "LLDD"
-constexpr uint16_t kProtocolVersion = 4;
+constexpr uint16_t kProtocolVersion = 5;
 // A control payload larger than this is malformed (data follows frames, not inside them).
 constexpr uint64_t kMaxControlPayload = 64ull << 20;
 // Blocks (or chunks) one transfer request may name: the owner sizes its work by this count

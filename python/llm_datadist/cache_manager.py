@@ -445,9 +445,10 @@ class CacheManager:
         address dst_addrs gives it: the start of a slot of a cache the remote cluster holds),
         TransferWithCacheKeyConfig with a CacheKeyByIdAndIndex (a slot of a remote contiguous
         cache) or a BlocksCacheKey (blocks `src_block_indices[j]` -> `dst_block_indices[j]`;
-        without block indices, block `src_batch_index` -> block 0). A contiguous source into
-        remote blocks, and block indices with a TransferConfig, are checked and then refused
-        with LLM_FEATURE_NOT_ENABLED."""
+        without block indices, block `src_batch_index` -> block 0; from a contiguous source,
+        slot `src_batch_index` cut into pieces of `dst_block_memory_size` bytes, piece j ->
+        `dst_block_indices[j]`). Block indices with a TransferConfig are checked and then
+        refused with LLM_FEATURE_NOT_ENABLED."""
         self._check_valid()
         check_type(src_cache, "src_cache", Cache)
         self._check_cache(src_cache, "src_cache")
@@ -523,11 +524,6 @@ class CacheManager:
         if dst_range is not None and dst_range.stop - dst_range.start != num_layers_sent:
             raise param_invalid(f"{name}: src_layer_range {src_range!r} size ({num_layers_sent}) should be equal "
                                 f"to dst_layer_range {dst_range!r} size ({dst_range.stop - dst_range.start}).")
-        if blocks.dst and not blocks.src:
-            raise LLMException(
-                f"{name}: a push from a contiguous cache into remote blocks (dst_block_indices without "
-                f"src_block_indices) is not supported yet; push from a blocks cache, or into a remote slot.",
-                status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED)
         if blocks.src and blocks.block_bytes:
             block_bytes = src_cache.cache_desc.size // src_cache.cache_desc.shape[0]
             if blocks.block_bytes != block_bytes:
@@ -538,8 +534,14 @@ class CacheManager:
         shift = dst_start - src_range.start
         fields = self._key_fields(key)
         engine, local_id, batch = self._engine, src_cache.cache_id, config.src_batch_index
+        into_blocks = 0        # a contiguous slot cut into remote blocks of this many bytes
         if blocks.src:
             local_blocks, remote_blocks, blocks_api = blocks.src, blocks.dst, True
+        elif blocks.dst:
+            if not isinstance(key, BlocksCacheKey):
+                raise param_invalid(f"{name}: dst_block_indices need a BlocksCacheKey destination, got "
+                                    f"{type(key).__name__}.")
+            local_blocks, remote_blocks, blocks_api, into_blocks = [], blocks.dst, False, blocks.block_bytes
         elif isinstance(key, BlocksCacheKey):
             # upstream moves slot src_batch_index (0) of each tensor to the remote slot 0: for a
             # blocks cache, block 0 to block 0
@@ -550,7 +552,7 @@ class CacheManager:
         def send(src_layer: int, dst_layer: int) -> None:
             n = _TENSORS_PER_LAYER
             engine.transfer(True, *fields, local_id, blocks_api, 0 if blocks_api else batch, -1, remote_blocks,
-                            local_blocks, dst_layer, dst_layer + 1, src_layer, src_layer + 1, n)
+                            local_blocks, dst_layer, dst_layer + 1, src_layer, src_layer + 1, n, into_blocks)
 
         return LayerDestination(name=f"{name} (cluster {key.cluster_id})", src_layers=src_range,
                                 dst_layer_of=lambda layer: layer + shift, send=send)

@@ -27,8 +27,8 @@ from llm_datadist import (BlocksCacheKey, CacheDesc, CacheKeyByIdAndIndex, DataT
                           TransferWithCacheKeyConfig)
 from fake_cuda import CUDA_CHILD_CONFIG, build_fake_cuda, fake_cuda_env  # noqa: E402
 from worker_fixtures import group  # noqa: E402,F401 - the shared worker fixture
-from workers import (DECODE_ID, PREFILL_ID, block_copies, combine, desc, slot_copies, start_pair,  # noqa: E402
-                     wait_link_state)
+from workers import (DECODE_ID, PREFILL_ID, block_copies, combine, desc, slot_copies, slot_to_block_copies,  # noqa: E402
+                     start_pair, wait_link_state)
 
 P, D = PREFILL_ID, DECODE_ID
 LAYERS = 8
@@ -230,6 +230,30 @@ def test_two_destinations_blocks_and_shifted_layers(group):
              "layers 2-5 into remote layers 4-7")
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_contiguous_slot_pushed_into_remote_blocks(group, transport):
+    """Upstream: src/llm_datadist/data_transfer/layer_wise_transfer_job.cc
+    (GenerateCacheToBlocksTask: slot src_batch_index (0) cut into dst_block_memory_size pieces,
+    piece j -> dst_block_indices[j], the last piece the rest). A 1 KiB slot into 384-byte blocks:
+    384 + 384 + 256 bytes; the last block's other 128 bytes, and every other block, unchanged."""
+    pair = _pair(group, transport)
+    p, d = pair.prefill, pair.decode
+    src = p.allocate(contig())
+    p.fill(src, STALE)
+    dst = d.allocate_blocks(desc(2 * LAYERS, [12, 3, 64], "DT_FLOAT16", "DEVICE"), blocks_key(3))
+    d.fill(dst, DECODE_SEED)
+    dst_blocks = [9, 2, 5]
+    out = run_task(p, src=src.cache_id, dst_blocks=dst_blocks, block_bytes=384, configs=[
+        {"key": blocks_key(3), "src": [0, LAYERS], "dst": [0, LAYERS]}])   # upstream: slot 0 with a BlocksCacheKey
+    assert out["code"] == "LLM_SUCCESS" and out["results"] == ["LLM_SUCCESS"], out
+    d.verify(dst, DECODE_SEED, slot_to_block_copies(src, FRESH, 0, dst, dst_blocks), "slot 0 in 3 blocks")
+    # a block size that does not match the destination's is the owner's LLM_PARAM_INVALID
+    out = run_task(p, src=src.cache_id, dst_blocks=[0], block_bytes=256, configs=[
+        {"key": blocks_key(3), "src": [0, 1], "dst": [0, 1]}])
+    assert out["results"] == ["LLM_PARAM_INVALID"], out
+    d.verify(dst, DECODE_SEED, slot_to_block_copies(src, FRESH, 0, dst, dst_blocks), "unchanged by the refusal")
+
+
 def test_upstream_sample_blocks_cache_without_block_indices(group):
     """Upstream: examples/python/llm_datadist/transfer_cache_async_sample.py (a blocks cache,
     TransferWithCacheKeyConfig(BlocksCacheKey, range(0, 1), range(0, 1)), no block indices) and
@@ -399,8 +423,8 @@ def test_transfer_cache_async_argument_checks(cache_manager):
     assert code == LLMStatusCode.LLM_FEATURE_NOT_ENABLED and "TransferConfig with block indices" in msg
     cm.deallocate_blocks_cache(blocks)
     code, msg = code_of(lambda: cm.transfer_cache_async(contiguous, Ready(), [
-        TransferWithCacheKeyConfig(BlocksCacheKey(2), range(0, 2), range(0, 2))], None, [1], 32))
-    assert code == LLMStatusCode.LLM_FEATURE_NOT_ENABLED and "contiguous cache into remote blocks" in msg
+        TransferWithCacheKeyConfig(CacheKeyByIdAndIndex(2, 1, 0), range(0, 2), range(0, 2))], None, [1], 32))
+    assert code == param and "need a BlocksCacheKey" in msg
     # Fields changed after construction are checked here, where upstream uses them.
     changed = TransferWithCacheKeyConfig(CacheKeyByIdAndIndex(2, 1, 0), range(0, 2), range(0, 2))
     changed.dst_layer_range = range(0, 1)
