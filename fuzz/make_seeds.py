@@ -43,11 +43,12 @@ def frame(ftype, payload=b"", request_id=1, data=b"", data_bytes=None, version=V
 
 def request(key_kind, layout, delivery, *, req_id=INVALID_ID, prefix_id=INVALID_ID, model_id=0, cache_id=-1,
             batch_index=0, all_tensors=1, tensor_begin=0, tensor_count=0, size=0, whole_slot=0, chunk_bytes=0,
-            chunk_count=0, blocks=()):
+            chunk_count=0, blocks=(), timeout_ms=1000):
     """A TransferRequest (csrc/link/messages.h), fields in Encode() order."""
     out = struct.pack("<BQQQqIBBBIIQBQI", key_kind, req_id, prefix_id, model_id, cache_id, batch_index, layout,
                       delivery, all_tensors, tensor_begin, tensor_count, size, whole_slot, chunk_bytes, chunk_count)
-    return out + struct.pack("<I", len(blocks)) + b"".join(struct.pack("<Q", b) for b in blocks)
+    return (out + struct.pack("<I", len(blocks)) + b"".join(struct.pack("<Q", b) for b in blocks)
+            + struct.pack("<I", timeout_ms))
 
 
 def requests():

@@ -555,6 +555,7 @@ DetailedStatus DataDistEngine::Pull(const TransferArgs &args) {
       call->recv_spans = receive.spans;
       call->recv_bytes = receive.bytes;
     }
+    plan.wire.timeout_ms = static_cast<uint32_t>(std::min<int64_t>(options_.sync_kv_timeout_ms, kMaxServeTimeoutMs));
     DetailedStatus called = link->Call(FrameType::kPullRequest, plan.wire.Encode(), {}, call, deadline);
     if (!called.ok()) return fail(called);
     const uint64_t request_id = call->reply_header.request_id;
@@ -618,6 +619,7 @@ DetailedStatus DataDistEngine::Push(const TransferArgs &args) {
   const uint64_t total = send.bytes;
   LLMDD_RETURN_IF_ERROR(CopyRegions(send.to_staging, MemoryKind::kHost, local->memory_kind));
   auto call = std::make_shared<PendingCall>();
+  plan.wire.timeout_ms = static_cast<uint32_t>(std::min<int64_t>(options_.sync_kv_timeout_ms, kMaxServeTimeoutMs));
   DetailedStatus called = link->Call(FrameType::kPushRequest, plan.wire.Encode(), send.spans, call, deadline);
   if (!called.ok()) {
     link->counters.errors.fetch_add(1);
@@ -759,10 +761,19 @@ DetailedStatus AddressToSlot(const CacheRegistry &registry, uint64_t cluster_id,
 
 }  // namespace
 
+// How long the owner's side of a transfer may take: the longer of its own sync_kv_timeout and
+// the requester's (bounded), at least a second, so the requester's deadline is the one that ends
+// a slow transfer (as LLM_TIMEOUT) rather than the owner resetting the link under it.
+namespace {
+Deadline ServeDeadline(int64_t own_timeout_ms, const TransferRequest &w) {
+  return DeadlineIn(std::max<int64_t>({own_timeout_ms, 1000, std::min(w.timeout_ms, kMaxServeTimeoutMs)}));
+}
+}  // namespace
+
 DetailedStatus DataDistEngine::ServePull(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload) {
-  const Deadline deadline = DeadlineIn(std::max<int64_t>(options_.sync_kv_timeout_ms, 1000));
   TransferRequest w;
   if (!w.Decode(payload)) return DetailedStatus(LLM_LINK_FAILED, "malformed pull request from the peer");
+  const Deadline deadline = ServeDeadline(options_.sync_kv_timeout_ms, w);
   Resolved resolved;
   DetailedStatus status;
   // Where memory lives (pool offsets, raw addresses) is told only to a peer that reads it
@@ -835,9 +846,9 @@ DetailedStatus DataDistEngine::ServeRelease(Link &link, const FrameHeader &heade
 }
 
 DetailedStatus DataDistEngine::ServePush(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload) {
-  const Deadline deadline = DeadlineIn(std::max<int64_t>(options_.sync_kv_timeout_ms, 1000));
   TransferRequest w;
   if (!w.Decode(payload)) return DetailedStatus(LLM_LINK_FAILED, "malformed push request from the peer");
+  const Deadline deadline = ServeDeadline(options_.sync_kv_timeout_ms, w);
   Resolved resolved;
   DetailedStatus status = w.key_kind == RemoteKeyKind::kAddress
                               ? AddressToSlot(registry_, cluster_id_, &w)

@@ -96,7 +96,7 @@ std::vector<uint8_t> TransferRequest::Encode() const {
   w.Put(static_cast<uint8_t>(key_kind)).Put(req_id).Put(prefix_id).Put(model_id).Put(cache_id).Put(batch_index);
   w.Put(static_cast<uint8_t>(layout)).Put(static_cast<uint8_t>(delivery)).Put<uint8_t>(all_tensors);
   w.Put(tensor_begin).Put(tensor_count).Put(size).Put<uint8_t>(whole_slot).Put(chunk_bytes).Put(chunk_count);
-  w.PutVector(blocks);
+  w.PutVector(blocks).Put(timeout_ms);
   return w.bytes();
 }
 
@@ -106,7 +106,8 @@ bool TransferRequest::Decode(const std::vector<uint8_t> &payload) {
          r.Get(&cache_id) && r.Get(&batch_index) && GetEnum(r, static_cast<uint8_t>(Layout::kSlotToBlocks), &layout) &&
          GetEnum(r, static_cast<uint8_t>(Delivery::kStream), &delivery) && GetFlag(r, &all_tensors) &&
          r.Get(&tensor_begin) && r.Get(&tensor_count) && r.Get(&size) && GetFlag(r, &whole_slot) &&
-         r.Get(&chunk_bytes) && r.Get(&chunk_count) && r.GetVector(&blocks, kMaxBlocksPerTransfer);
+         r.Get(&chunk_bytes) && r.Get(&chunk_count) && r.GetVector(&blocks, kMaxBlocksPerTransfer) &&
+         r.Get(&timeout_ms);
 }
 
 void PutStatus(ByteWriter &w, const DetailedStatus &status) {

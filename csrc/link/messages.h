@@ -51,10 +51,16 @@ struct TransferRequest {
   uint64_t chunk_bytes = 0;  // kBlocksToBlocks: block bytes; kSlotToBlocks: chunk bytes
   uint32_t chunk_count = 0;  // kSlotToBlocks
   std::vector<uint64_t> blocks;  // kBlocksToBlocks: the owner's block indices; kAddress: the one address
+  // The requester's sync_kv_timeout: the owner streams and receives for at least this long, so a
+  // slow transfer ends in the requester's LLM_TIMEOUT, not in the owner giving up first.
+  uint32_t timeout_ms = 0;
 
   std::vector<uint8_t> Encode() const;
   bool Decode(const std::vector<uint8_t> &payload);
 };
+
+// The longest an owner serves one transfer, whatever timeout_ms the requester sends.
+constexpr uint32_t kMaxServeTimeoutMs = 10 * 60 * 1000;
 
 // A status as replies carry it: code, message, context (the "operation" entry is the
 // receiver's to add, so it is dropped on decode). At most kMaxStatusContext context entries.

@@ -23,7 +23,8 @@
 //   5: a kBlocksToBlocks transfer's `size`, when not 0, is the byte count of its last chunk (a
 //      push from a contiguous slot into blocks whose last block the slot fills only in part;
 //      upstream's transfer_cache_async with dst_block_memory_size); a version-4 owner would
-//      write a whole block there.
+//      write a whole block there. A transfer request ends with the requester's sync_kv_timeout
+//      (u32 ms), which bounds the owner's side of it (at most kMaxServeTimeoutMs).
 #ifndef LLM_DATADIST_LINK_WIRE_H_
 #define LLM_DATADIST_LINK_WIRE_H_
 

@@ -42,6 +42,7 @@ TransferRequest SampleRequest() {
   w.chunk_bytes = 256;
   w.chunk_count = 9;
   w.blocks = {1, 5, 9};
+  w.timeout_ms = 2500;
   return w;
 }
 
@@ -66,8 +67,9 @@ bool SameRegion(const RegionAnnouncement &a, const RegionAnnouncement &b) {
 LLMDD_TEST(Messages, TransferRequestRoundTrip) {
   const TransferRequest w = SampleRequest();
   const std::vector<uint8_t> bytes = w.Encode();
-  // key_kind u8, 3 x u64 ids, i64 cache, u32 batch, 3 x u8, 2 x u32, u64 size, u8, u64, u32, u32 + 3 x u64
-  EXPECT_EQ(bytes.size(), size_t{1 + 24 + 8 + 4 + 3 + 8 + 8 + 1 + 8 + 4 + 4 + 24});
+  // key_kind u8, 3 x u64 ids, i64 cache, u32 batch, 3 x u8, 2 x u32, u64 size, u8, u64, u32, u32 + 3 x u64,
+  // u32 timeout
+  EXPECT_EQ(bytes.size(), size_t{1 + 24 + 8 + 4 + 3 + 8 + 8 + 1 + 8 + 4 + 4 + 24 + 4});
   EXPECT_EQ(bytes[0], uint8_t{2});
   EXPECT_EQ(bytes[1 + 24 + 8 + 4], uint8_t{1});  // layout
   TransferRequest r;
@@ -88,6 +90,7 @@ LLMDD_TEST(Messages, TransferRequestRoundTrip) {
   EXPECT_EQ(r.chunk_bytes, w.chunk_bytes);
   EXPECT_EQ(r.chunk_count, w.chunk_count);
   EXPECT_TRUE(r.blocks == w.blocks);
+  EXPECT_EQ(r.timeout_ms, w.timeout_ms);
   EXPECT_EQ(r.Encode() == bytes, true);
 }
 
@@ -110,7 +113,7 @@ LLMDD_TEST(Messages, TransferRequestRejectsMalformed) {
   EXPECT_FALSE(with(whole_slot, 2));
   // A block count past kMaxBlocksPerTransfer, or past the bytes there are.
   std::vector<uint8_t> b = bytes;
-  const size_t count = bytes.size() - 24 - 4;
+  const size_t count = bytes.size() - 4 - 24 - 4;  // before 3 blocks and the timeout
   uint32_t n = kMaxBlocksPerTransfer + 1;
   std::memcpy(&b[count], &n, 4);
   TransferRequest r;

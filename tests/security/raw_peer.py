@@ -96,14 +96,15 @@ def pull_request(key_kind: int = 2, req_id: int = INVALID_ID, prefix_id: int = I
                  cache_id: int = -1, batch_index: int = 0, layout: int = 1, delivery: int = 1,
                  all_tensors: int = 1, tensor_begin: int = 0, tensor_count: int = 1, size: int = 0,
                  whole_slot: int = 0, chunk_bytes: int = 0, chunk_count: int = 0,
-                 blocks: Sequence[int] = ()) -> bytes:
+                 blocks: Sequence[int] = (), timeout_ms: int = 1000) -> bytes:
     """The owner-side selection of a pull or push (TransferRequest in csrc/link/messages.h).
     key_kind: 0 CacheKey, 1 CacheKeyByIdAndIndex, 2 BlocksCacheKey; layout: 0 slot->slot,
     1 blocks->blocks, 2 slot->blocks; delivery: 0 describe (one host only), 1 stream."""
     return (struct.pack("<BQQQqIBBBIIQBQI", key_kind, req_id, prefix_id, model_id, cache_id, batch_index, layout,
                         delivery, all_tensors, tensor_begin, tensor_count, size, whole_slot, chunk_bytes,
                         chunk_count)
-            + struct.pack("<I", len(blocks)) + b"".join(struct.pack("<Q", b) for b in blocks))
+            + struct.pack("<I", len(blocks)) + b"".join(struct.pack("<Q", b) for b in blocks)
+            + struct.pack("<I", timeout_ms))
 
 
 @dataclass
