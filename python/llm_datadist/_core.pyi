@@ -8,7 +8,7 @@ import collections.abc
 import numpy
 import typing
 import typing_extensions
-__all__: list[str] = ['Engine', 'LINK_LIMITS', 'LINK_PROTOCOL_VERSION', 'LlmRole', 'TensorView', 'calc_tensor_size', 'cuda_info', 'install_python_log_sink', 'log_for_test', 'reset_log_sink', 'set_log_level', 'status_table', 'throw_bad_alloc_for_test']
+__all__: list[str] = ['Engine', 'LINK_LIMITS', 'LINK_PROTOCOL_VERSION', 'LlmRole', 'RemoteKeyKind', 'TensorView', 'calc_tensor_size', 'cuda_info', 'install_python_log_sink', 'log_for_test', 'reset_log_sink', 'set_log_level', 'status_table', 'throw_bad_alloc_for_test']
 class TensorView:
     def __dlpack__(self, *args, **kwargs) -> typing_extensions.CapsuleType:
         ...
@@ -118,6 +118,8 @@ class Engine:
         ...
     def linked_clusters(self) -> list[int]:
         ...
+    def links_installed(self, cluster_id: typing.SupportsInt | typing.SupportsIndex) -> int:
+        ...
     def pool_stats(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> typing.Any:
         ...
     def register_blocks_cache(self, num_tensors: typing.SupportsInt | typing.SupportsIndex, shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], data_type: typing.SupportsInt | typing.SupportsIndex, placement: typing.SupportsInt | typing.SupportsIndex, addrs: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], key: tuple[typing.SupportsInt | typing.SupportsIndex, typing.SupportsInt | typing.SupportsIndex] | None) -> tuple:
@@ -132,7 +134,7 @@ class Engine:
         ...
     def tensor_view(self, cache_id: typing.SupportsInt | typing.SupportsIndex, tensor_index: typing.SupportsInt | typing.SupportsIndex) -> TensorView:
         ...
-    def transfer(self, push: bool, remote_cluster_id: typing.SupportsInt | typing.SupportsIndex, key_kind: typing.SupportsInt | typing.SupportsIndex, req_id: typing.SupportsInt | typing.SupportsIndex, prefix_id: typing.SupportsInt | typing.SupportsIndex, model_id: typing.SupportsInt | typing.SupportsIndex, remote_cache_id: typing.SupportsInt | typing.SupportsIndex, remote_batch_index: typing.SupportsInt | typing.SupportsIndex, local_cache_id: typing.SupportsInt | typing.SupportsIndex, blocks_api: bool, local_batch_index: typing.SupportsInt | typing.SupportsIndex, size: typing.SupportsInt | typing.SupportsIndex, remote_blocks: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], local_blocks: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], remote_layer_begin: typing.SupportsInt | typing.SupportsIndex, remote_layer_end: typing.SupportsInt | typing.SupportsIndex, local_layer_begin: typing.SupportsInt | typing.SupportsIndex, local_layer_end: typing.SupportsInt | typing.SupportsIndex, tensor_num_per_layer: typing.SupportsInt | typing.SupportsIndex) -> None:
+    def transfer(self, push: bool, remote_cluster_id: typing.SupportsInt | typing.SupportsIndex, key_kind: typing.SupportsInt | typing.SupportsIndex, req_id: typing.SupportsInt | typing.SupportsIndex, prefix_id: typing.SupportsInt | typing.SupportsIndex, model_id: typing.SupportsInt | typing.SupportsIndex, remote_cache_id: typing.SupportsInt | typing.SupportsIndex, remote_batch_index: typing.SupportsInt | typing.SupportsIndex, local_cache_id: typing.SupportsInt | typing.SupportsIndex, blocks_api: bool, local_batch_index: typing.SupportsInt | typing.SupportsIndex, size: typing.SupportsInt | typing.SupportsIndex, remote_blocks: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], local_blocks: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], remote_layer_begin: typing.SupportsInt | typing.SupportsIndex, remote_layer_end: typing.SupportsInt | typing.SupportsIndex, local_layer_begin: typing.SupportsInt | typing.SupportsIndex, local_layer_end: typing.SupportsInt | typing.SupportsIndex, tensor_num_per_layer: typing.SupportsInt | typing.SupportsIndex, remote_block_bytes: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
         ...
     def unlink_clusters(self, cluster_ids: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], timeout_ms: typing.SupportsInt | typing.SupportsIndex, force: bool) -> list:
         ...
@@ -158,6 +160,57 @@ class Engine:
         ...
     @property
     def sync_kv_timeout_ms(self) -> int:
+        ...
+class RemoteKeyKind:
+    """
+    Members:
+    
+      CACHE_KEY
+    
+      CACHE_ID_AND_INDEX
+    
+      BLOCKS_KEY
+    
+      ADDRESS
+    """
+    ADDRESS: typing.ClassVar[RemoteKeyKind]
+    BLOCKS_KEY: typing.ClassVar[RemoteKeyKind]
+    CACHE_ID_AND_INDEX: typing.ClassVar[RemoteKeyKind]
+    CACHE_KEY: typing.ClassVar[RemoteKeyKind]
+    __members__: typing.ClassVar[dict[str, RemoteKeyKind]]
+    @typing.overload
+    def __eq__(self, other: RemoteKeyKind) -> bool:
+        ...
+    @typing.overload
+    def __eq__(self, other: typing.Any) -> bool:
+        ...
+    def __getstate__(self) -> int:
+        ...
+    def __hash__(self) -> int:
+        ...
+    def __index__(self) -> int:
+        ...
+    def __init__(self, value: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __int__(self) -> int:
+        ...
+    @typing.overload
+    def __ne__(self, other: RemoteKeyKind) -> bool:
+        ...
+    @typing.overload
+    def __ne__(self, other: typing.Any) -> bool:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def __setstate__(self, state: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __str__(self) -> str:
+        ...
+    @property
+    def name(self) -> str:
+        ...
+    @property
+    def value(self) -> int:
         ...
 def calc_tensor_size(shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], data_type: typing.SupportsInt | typing.SupportsIndex) -> int:
     """
