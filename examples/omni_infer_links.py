@@ -156,6 +156,18 @@ def client() -> int:
         command = line.split()
         if command[0] == "pull":
             print(f"pull {command[2]}: {pull_blocks(command[1], [1, 4, 9], [int(command[2]), 10, 15])}", flush=True)
+        elif command[0] == "await_unlinked":
+            # The prefill's forced unlink reaches this end a few ms later; omni-infer's next pull
+            # would come much later. Wait (bounded) so the next pull meets the recycled link.
+            cid, deadline = int(command[1]), time.monotonic() + 5.0
+            while time.monotonic() < deadline:
+                try:
+                    if engine.engine.link_info(cid)["state"] != "active":
+                        break
+                except ld.LLMException:   # no link at all: also gone
+                    break
+                time.sleep(0.005)
+            print("unlinked seen", flush=True)
         elif command[0] == "sleep":  # sleep / wake-up as omni-infer's CacheManager does it
             engine.sleep()
             engine.wakeup()
@@ -200,6 +212,8 @@ def main() -> int:
         results = [expect(client_p, "pull 0")]
         tell(server_p, f"recycle {client_cid}")
         expect(server_p, "recycled")
+        tell(client_p, f"await_unlinked {addr.split(':')[2]}")
+        expect(client_p, "unlinked seen")
         tell(client_p, f"pull {addr} 2")
         results.append(expect(client_p, "pull 2"))
         tell(client_p, "sleep")
