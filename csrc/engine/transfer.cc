@@ -354,7 +354,10 @@ DetailedStatus PlanTransfer(const TransferArgs &args, const CacheEntry &local, b
   const uint64_t local_slots = static_cast<uint64_t>(local.desc.shape[0]);
   if (!args.blocks_api && push && args.key_kind == RemoteKeyKind::kBlocksKey) return PlanSlotIntoBlocks(args, local, plan);
   if (!args.blocks_api) {
-    LLMDD_CHECK(!local.is_blocks || local.is_registered || local.mixed, LLM_PARAM_INVALID, op, " needs a contiguous local cache, but cache ",
+    // (a push by address sends one slot, which may be a block of a blocks cache: upstream's
+    // TransferConfig with block indices)
+    LLMDD_CHECK(!local.is_blocks || local.is_registered || local.mixed || args.key_kind == RemoteKeyKind::kAddress,
+                LLM_PARAM_INVALID, op, " needs a contiguous local cache, but cache ",
                 local.cache_id, " is a blocks cache (use ", push ? "push_blocks" : "pull_blocks", ")");
     LLMDD_CHECK(args.key_kind != RemoteKeyKind::kBlocksKey, LLM_PARAM_INVALID, op,
                 " takes a CacheKey or CacheKeyByIdAndIndex, not a BlocksCacheKey");
@@ -666,7 +669,10 @@ DetailedStatus DataDistEngine::OnPeerFrame(Link &link, const FrameHeader &header
 namespace {
 
 // Resolves and checks an owner-side request against the registry. Every failure names values.
-DetailedStatus ResolveRequest(const CacheRegistry &registry, uint64_t cluster_id, const TransferRequest &w, Resolved *out) {
+// `block_as_slot`: a push by address may name one block of a blocks cache as its slot (upstream's
+// TransferConfig with block indices: tensor base address + block * block bytes).
+DetailedStatus ResolveRequest(const CacheRegistry &registry, uint64_t cluster_id, const TransferRequest &w, Resolved *out,
+                              bool block_as_slot = false) {
   const std::string key = DescribeRemoteKey(w);
   std::shared_ptr<CacheEntry> entry;
   uint32_t slot = 0;
@@ -706,8 +712,8 @@ DetailedStatus ResolveRequest(const CacheRegistry &registry, uint64_t cluster_id
     LLMDD_RETURN_IF_ERROR(CheckBlocksSelection(w, key, num_tensors, entry->stride, slots));
   } else {
     LLMDD_RETURN_IF_ERROR(CheckTensorSelection(w, key, num_tensors));
-    LLMDD_CHECK(!entry->is_blocks || entry->is_registered || entry->mixed, LLM_PARAM_INVALID, key,
-                " is a blocks cache; address it with a BlocksCacheKey and src_blocks");
+    LLMDD_CHECK(!entry->is_blocks || entry->is_registered || entry->mixed || (block_as_slot && layout == Layout::kSlotToSlot),
+                LLM_PARAM_INVALID, key, " is a blocks cache; address it with a BlocksCacheKey and src_blocks");
     if (layout == Layout::kSlotToSlot) {
       LLMDD_CHECK(w.size <= entry->stride, LLM_PARAM_INVALID, "size ", w.size, " is larger than the remote slot of ",
                   entry->stride, " bytes (", key, ")");
@@ -850,10 +856,9 @@ DetailedStatus DataDistEngine::ServePush(Link &link, const FrameHeader &header, 
   if (!w.Decode(payload)) return DetailedStatus(LLM_LINK_FAILED, "malformed push request from the peer");
   const Deadline deadline = ServeDeadline(options_.sync_kv_timeout_ms, w);
   Resolved resolved;
-  DetailedStatus status = w.key_kind == RemoteKeyKind::kAddress
-                              ? AddressToSlot(registry_, cluster_id_, &w)
-                              : DetailedStatus::Ok();
-  if (status.ok()) status = ResolveRequest(registry_, cluster_id_, w, &resolved);
+  const bool by_address = w.key_kind == RemoteKeyKind::kAddress;
+  DetailedStatus status = by_address ? AddressToSlot(registry_, cluster_id_, &w) : DetailedStatus::Ok();
+  if (status.ok()) status = ResolveRequest(registry_, cluster_id_, w, &resolved, by_address);
   uint64_t expected = 0;
   if (status.ok()) {
     for (const Chunk &c : resolved.chunks) expected += c.bytes;

@@ -447,8 +447,9 @@ class CacheManager:
         cache) or a BlocksCacheKey (blocks `src_block_indices[j]` -> `dst_block_indices[j]`;
         without block indices, block `src_batch_index` -> block 0; from a contiguous source,
         slot `src_batch_index` cut into pieces of `dst_block_memory_size` bytes, piece j ->
-        `dst_block_indices[j]`). Block indices with a TransferConfig are checked and then
-        refused with LLM_FEATURE_NOT_ENABLED."""
+        `dst_block_indices[j]`). A TransferConfig with block indices names the remote tensors'
+        bases; from a contiguous source it is checked and then refused with
+        LLM_FEATURE_NOT_ENABLED."""
         self._check_valid()
         check_type(src_cache, "src_cache", Cache)
         self._check_cache(src_cache, "src_cache")
@@ -509,12 +510,12 @@ class CacheManager:
             if len(config.dst_addrs) != num_layers_sent * _TENSORS_PER_LAYER:
                 raise param_invalid(f"{name}: expect {num_layers_sent * _TENSORS_PER_LAYER} dst_addrs, but "
                                     f"len(dst_addrs) = {len(config.dst_addrs)}, range = {src_range!r}.")
-            if blocks.dst:
+            if blocks.dst and not blocks.src:
                 raise LLMException(
-                    f"{name}: a TransferConfig with block indices (remote blocks named by address) is not "
-                    f"supported yet; use TransferWithCacheKeyConfig with the destination's BlocksCacheKey.",
+                    f"{name}: a TransferConfig from a contiguous cache into remote blocks is not supported yet; "
+                    f"use TransferWithCacheKeyConfig with the destination's BlocksCacheKey.",
                     status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED)
-            return self._address_destination(name, config, src_cache, src_range)
+            return self._address_destination(name, config, src_cache, src_range, blocks)
         key: Union[BlocksCacheKey, CacheKeyByIdAndIndex] = check_type(
             config.cache_key, f"{name}.cache_key", (BlocksCacheKey, CacheKeyByIdAndIndex))
         if isinstance(key, BlocksCacheKey) and config.src_batch_index != 0:
@@ -558,19 +559,26 @@ class CacheManager:
                                 dst_layer_of=lambda layer: layer + shift, send=send)
 
     def _address_destination(self, name: str, config: TransferConfig, src_cache: Cache,
-                             src_range: range) -> LayerDestination:
+                             src_range: range, blocks: "_BlockArgs") -> LayerDestination:
         """A TransferConfig: layer i's K and V go to dst_addrs[2k], dst_addrs[2k+1] (k = i - start),
         addresses of slot starts in the owner's memory, which the owner resolves to its cache
-        and slot. One push per tensor, so K and V may live in different remote caches."""
+        and slot. One push per tensor, so K and V may live in different remote caches. With
+        block indices (a blocks source), the addresses are the remote tensors' bases and block
+        src_block_indices[j] goes to base + dst_block_indices[j] * block bytes (upstream's
+        GenerateBlocksToBlocksTask): one push per tensor and block."""
         engine, local_id, batch = self._engine, src_cache.cache_id, config.src_batch_index
         cluster, addrs, start = config.dst_cluster_id, list(config.dst_addrs), src_range.start
+        block_bytes = blocks.block_bytes or src_cache.cache_desc.size // src_cache.cache_desc.shape[0]
+        pairs = list(zip(blocks.src, blocks.dst)) if blocks.dst else [(batch, None)]
 
         def send(src_layer: int, _dst_layer: int) -> None:
             for j in range(_TENSORS_PER_LAYER):
                 tensor = src_layer * _TENSORS_PER_LAYER + j
                 addr = addrs[(src_layer - start) * _TENSORS_PER_LAYER + j]
-                engine.transfer(True, cluster, _KEY_KIND_ADDRESS, U64, U64, 0, -1, 0, local_id, False, batch, -1,
-                                [addr], [], 0, 1, tensor, tensor + 1, 1)
+                for src_slot, dst_block in pairs:
+                    at = addr if dst_block is None else addr + dst_block * block_bytes
+                    engine.transfer(True, cluster, _KEY_KIND_ADDRESS, U64, U64, 0, -1, 0, local_id, False, src_slot,
+                                    -1, [at], [], 0, 1, tensor, tensor + 1, 1)
 
         return LayerDestination(name=f"{name} (cluster {cluster})", src_layers=src_range,
                                 dst_layer_of=lambda layer: layer, send=send)

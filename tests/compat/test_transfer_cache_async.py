@@ -187,6 +187,25 @@ def test_transfer_config_pushes_to_remote_addresses(group, transport):
                                                      dst_layer_range=range(4, 8)), "layers 4-7 at their addresses")
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_transfer_config_with_block_indices_pushes_blocks_to_remote_addresses(group, transport):
+    """Upstream: data_transfer/layer_wise_transfer_job.cc GenerateBlocksToBlocksTask (a
+    TransferConfig's dst_addrs are the remote tensors' bases; block src_block_indices[j] goes to
+    base + dst_block_indices[j] * block bytes). The remote blocks cache is named only by address."""
+    pair = _pair(group, transport)
+    p, d = pair.prefill, pair.decode
+    src = p.allocate_blocks(paged())
+    p.fill(src, STALE)
+    dst = d.allocate_blocks(paged())
+    d.fill(dst, DECODE_SEED)
+    src_blocks, dst_blocks = [0, 5, 11], [3, 4, 10]
+    bases = [dst.addrs[t] for t in range(2 * LAYERS)]
+    out = run_task(p, src=src.cache_id, src_blocks=src_blocks, dst_blocks=dst_blocks,
+                   configs=[{"cluster": D, "addrs": bases, "src": [0, LAYERS]}])
+    assert out["code"] == "LLM_SUCCESS" and out["results"] == ["LLM_SUCCESS"], out
+    d.verify(dst, DECODE_SEED, block_copies(src, FRESH, src_blocks, dst, dst_blocks), "every layer's 3 blocks")
+
+
 def test_transfer_config_addresses_the_owner_does_not_hold(group):
     """Upstream: src/llm_datadist/data_transfer/layer_wise_transfer_job.cc (the remote address is
     written as given; here the owner checks it first). An address outside every cache is
@@ -418,10 +437,9 @@ def test_transfer_cache_async_argument_checks(cache_manager):
     code, msg = code_of(lambda: cm.transfer_cache_async(contiguous, Ready(), [TransferConfig(2, [1, 2])]))
     assert code == param and "expect 4 dst_addrs" in msg
     # Checked, then refused: not provided by this implementation (docs/transfer.md).
-    blocks = cm.allocate_blocks_cache(CacheDesc(4, [4, 16], DataType.DT_FLOAT))
-    code, msg = code_of(lambda: cm.transfer_cache_async(blocks, Ready(), [TransferConfig(2, [1, 2, 3, 4])], [0], [1]))
-    assert code == LLMStatusCode.LLM_FEATURE_NOT_ENABLED and "TransferConfig with block indices" in msg
-    cm.deallocate_blocks_cache(blocks)
+    code, msg = code_of(lambda: cm.transfer_cache_async(contiguous, Ready(), [TransferConfig(2, [1, 2, 3, 4])], None,
+                                                        [1], 32))
+    assert code == LLMStatusCode.LLM_FEATURE_NOT_ENABLED and "TransferConfig from a contiguous cache" in msg
     code, msg = code_of(lambda: cm.transfer_cache_async(contiguous, Ready(), [
         TransferWithCacheKeyConfig(CacheKeyByIdAndIndex(2, 1, 0), range(0, 2), range(0, 2))], None, [1], 32))
     assert code == param and "need a BlocksCacheKey" in msg
