@@ -15,6 +15,7 @@ namespace py = pybind11;
 
 void RegisterStatusBindings(py::module_ &m);
 void RegisterCudaBindings(py::module_ &m);
+void RegisterUcxBindings(py::module_ &m);
 void RegisterEngineBindings(py::module_ &m);
 
 // Carries a failed DetailedStatus across the C++ -> Python boundary; the translator registered

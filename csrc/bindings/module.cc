@@ -8,5 +8,6 @@ PYBIND11_MODULE(_core, m) {
   m.attr("__version__") = LLMDD_VERSION;
   llm_datadist::bindings::RegisterStatusBindings(m);
   llm_datadist::bindings::RegisterCudaBindings(m);
+  llm_datadist::bindings::RegisterUcxBindings(m);
   llm_datadist::bindings::RegisterEngineBindings(m);
 }

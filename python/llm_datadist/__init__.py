@@ -47,7 +47,7 @@ _core.install_python_log_sink()
 
 
 def build_info() -> Dict[str, Any]:
-    """What this build is and what it found at run time: version, native library, CUDA."""
+    """What this build is and what it found at run time: version, native library, CUDA, UCX."""
     from . import _core
     import os
     here = os.path.dirname(os.path.abspath(__file__))
@@ -57,6 +57,7 @@ def build_info() -> Dict[str, Any]:
         "include_dir": os.path.join(here, "include"),
         "library_dir": here,
         "cuda": dict(_core.cuda_info()),
+        "ucx": dict(_core.ucx_info()),
     }
 
 

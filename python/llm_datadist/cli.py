@@ -53,6 +53,12 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     else:
         print(f"  CUDA:           not available ({cuda['reason']})")
         print("  Placement.DEVICE means: the CPU device (host memory standing in for a GPU)")
+    ucx = info["ucx"]
+    if ucx["available"]:
+        print(f"  UCX:            {ucx['version']}, library {ucx['library']}")
+        print(f"    transports:   {', '.join(ucx['transports']) or '(none under this UCX_* environment)'}")
+    else:
+        print(f"  UCX:            not available ({ucx['reason']})")
     return 0
 
 

@@ -1,0 +1,35 @@
+// SPDX-License-Identifier: Apache-2.0
+// _core.ucx_info(): what the run-time UCX loader found (csrc/transport/ucx/ucp_api.h).
+#include <pybind11/stl.h>
+
+#include "bindings/bindings.h"
+#include "transport/ucx/ucp_api.h"
+
+namespace llm_datadist::bindings {
+
+void RegisterUcxBindings(py::module_ &m) {
+  m.def(
+      "ucx_info",
+      [] {
+        ucx::UcxInfo info;
+        {
+          // The first call dlopens libucp and creates a context to list its transports.
+          py::gil_scoped_release release;
+          info = ucx::Probe();
+        }
+        py::dict d;
+        d["available"] = info.available;
+        d["library"] = info.library_path;
+        d["version"] = info.version;
+        d["transports"] = info.transports;
+        d["reason"] = info.reason;
+        return d;
+      },
+      "Describes the UCX (libucp) loaded at run time: a dict with available, library (the path "
+      "loaded), version, transports (the 'tl/device' resources a context sees under the current "
+      "UCX_* environment, e.g. 'tcp/lo', 'rc_mlx5/mlx5_0:1') and reason (why not, empty when "
+      "available). Never raises; looked up once per process (LLMDD_UCX_LIBRARY overrides "
+      "libucp.so.0).");
+}
+
+}  // namespace llm_datadist::bindings
