@@ -10,6 +10,7 @@
 #include "common/logging.h"
 #include "engine/copy_engine.h"
 #include "engine/tensor_size.h"
+#include "transport/ucx/ucx_process.h"
 
 namespace llm_datadist {
 
@@ -79,9 +80,12 @@ DetailedStatus ParseEngineOptions(const std::map<std::string, std::string> &opti
   std::string transport = "auto";
   if (const char *env = std::getenv("LLMDD_TRANSPORT"); env != nullptr && *env != '\0') transport = env;
   if (const std::string *opt = FindOption(options, "llmdd.Transport")) transport = *opt;
-  LLMDD_CHECK(transport == "auto" || transport == "tcp", LLM_PARAM_INVALID, "llmdd.Transport \"", transport,
-              "\" must be \"auto\" or \"tcp\"");
-  parsed.force_tcp = transport == "tcp";
+  LLMDD_CHECK(transport == "auto" || transport == "tcp" || transport == "ucx", LLM_PARAM_INVALID,
+              "llmdd.Transport \"", transport, "\" must be \"auto\", \"tcp\" or \"ucx\"");
+  // ucx forced: the same-host transports are left out as with tcp, and ucx serves every link
+  // whose peer offers it (tcp carries what ucx does not reach).
+  parsed.force_tcp = transport == "tcp" || transport == "ucx";
+  parsed.force_ucx = transport == "ucx";
   // Access control (ours): which other uids may map our pools, and whether a secret is a must.
   std::string uids;
   if (const char *env = std::getenv("LLMDD_ALLOWED_UIDS"); env != nullptr) uids = env;
@@ -167,12 +171,14 @@ DetailedStatus DataDistEngine::Initialize(const std::map<std::string, std::strin
     r.kind = RegionKind::kHostPool;
     r.size = host_pool->size();
     r.memfd = host_pool->fd();
+    r.base = host_pool->base();
     regions.push_back(r);
   }
   if (device_pool) {
     LocalRegion r;
     r.id = static_cast<uint8_t>(RegionId::kDevicePool);
     r.size = device_pool->size();
+    r.base = device_pool->base();
     if (device_pool->kind() == MemoryKind::kCudaDevice) {
       r.kind = RegionKind::kCudaPool;
       std::optional<cuda::ScopedDeviceContext> ctx;
@@ -199,9 +205,12 @@ DetailedStatus DataDistEngine::Initialize(const std::map<std::string, std::strin
     r.memfd = table_.fd();
     regions.push_back(r);
   }
+  // The process's UCX worker, where this engine wants it (forced, or RDMA there): its links then
+  // offer UCX in the handshake (transport/ucx/ucx_process.h).
+  LLMDD_RETURN_IF_ERROR(ucx::EnableUcx(parsed.force_ucx));
   auto links = std::make_unique<LinkManager>(cluster_id_, this, [this] { return LocalRegions(); },
                                              LinkOptions{parsed.link_secret, parsed.force_tcp, parsed.allowed_uids, parsed.require_secret,
-                                                         parsed.device_id});
+                                                         parsed.device_id, parsed.force_ucx});
   if (!parsed.listen_ip_info.empty()) {
     std::string ip;
     uint16_t port = 0;
@@ -223,6 +232,7 @@ DetailedStatus DataDistEngine::Initialize(const std::map<std::string, std::strin
 void DataDistEngine::Finalize() {
   if (!initialized_) return;
   links_.reset();  // closes every link and joins its threads before the memory goes
+  ucx::ForgetUcxRegions(local_regions_);  // unmapped from UCX before the pools are freed
   local_regions_.clear();
   registry_.Clear();
   table_.Clear();

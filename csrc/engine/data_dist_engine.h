@@ -39,7 +39,8 @@ struct EngineOptions {
   DeviceBackend device_backend = DeviceBackend::kCpu;
   std::string device_backend_reason;  // why this backend was chosen (for doctor / logs)
   std::string link_secret;            // llmdd.LinkSecret or LLMDD_LINK_SECRET
-  bool force_tcp = false;             // llmdd.Transport=tcp or LLMDD_TRANSPORT=tcp
+  bool force_tcp = false;             // llmdd.Transport=tcp or LLMDD_TRANSPORT=tcp (or =ucx)
+  bool force_ucx = false;             // llmdd.Transport=ucx or LLMDD_TRANSPORT=ucx
   std::vector<uint32_t> allowed_uids;  // llmdd.AllowedUids: other uids allowed on the pool channel
   bool require_secret = false;         // llmdd.RequireSecret=1: no non-loopback listener without a secret
 };

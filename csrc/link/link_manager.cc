@@ -24,6 +24,11 @@ namespace llm_datadist {
 
 namespace {
 
+// link_info's reason when no one-sided transport serves a link whose transport was forced.
+constexpr const char *kTcpForcedReason = "tcp forced (llmdd.Transport / LLMDD_TRANSPORT)";
+constexpr const char *kUcxForcedReason =
+    "ucx forced (llmdd.Transport / LLMDD_TRANSPORT) but the peer offers no UCX; tcp streams";
+
 std::string Hex(const std::vector<uint8_t> &bytes) {
   static const char kHex[] = "0123456789abcdef";
   std::string s;
@@ -715,7 +720,7 @@ DetailedStatus LinkManager::ClientHandshake(const LinkTarget &target, int fd, De
   const bool same_host = !boot_id.empty() && boot_id == server_boot;
   const bool will_do_shm = !options_.force_tcp && same_host && !unix_name.empty();
   std::string reason;
-  if (options_.force_tcp) reason = "tcp forced (llmdd.Transport / LLMDD_TRANSPORT)";
+  if (options_.force_tcp) reason = options_.force_ucx ? kUcxForcedReason : kTcpForcedReason;
   else if (!same_host) reason = "peer is on another host";
   else if (unix_name.empty()) reason = "peer offers no shared pools";
   TransportKind transport = TransportKind::kTcp;
@@ -796,6 +801,7 @@ DetailedStatus LinkManager::ClientHandshake(const LinkTarget &target, int fd, De
   setup.remote_regions = ToRemote(server_regions);
   PeerView view;
   view.force_tcp = options_.force_tcp;
+  view.force_ucx = options_.force_ucx;
   view.device_ordinal = options_.device_ordinal;
   view.pools_shared = transport == TransportKind::kShm;
   view.pools_reason = reason;
@@ -909,7 +915,7 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address, const std:
     if (!SendFrame(fd, FrameType::kAuthReply, 0, reply.Encode(), 0, deadline).ok()) return;
   }
   TransportKind transport = TransportKind::kTcp;
-  std::string reason = options_.force_tcp ? "tcp forced (llmdd.Transport / LLMDD_TRANSPORT)"
+  std::string reason = options_.force_tcp ? (options_.force_ucx ? kUcxForcedReason : kTcpForcedReason)
                        : same_host        ? "peer chose tcp"
                                           : "peer is on another host";
   int channel = -1;  // the pool channel, when the exchange over it succeeded
@@ -947,6 +953,7 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address, const std:
   setup.remote_regions = ToRemote(client_regions);
   PeerView view;
   view.force_tcp = options_.force_tcp;
+  view.force_ucx = options_.force_ucx;
   view.device_ordinal = options_.device_ordinal;
   view.pools_shared = transport == TransportKind::kShm;
   view.pools_reason = reason;

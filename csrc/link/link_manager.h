@@ -51,6 +51,9 @@ struct LinkOptions {
   bool require_secret = false;
   // This process's device, for transports that open the peer's device memory (cuda_ipc).
   int device_ordinal = 0;
+  // llmdd.Transport=ucx: the ucx transport serves even on one host (force_tcp is set too, so
+  // the same-host transports stay out of the way).
+  bool force_ucx = false;
 };
 
 // Links (or unlinks) of one call run on at most this many threads; the rest queue (upstream's

@@ -13,7 +13,8 @@ namespace llm_datadist {
 // shm first: on one host the mapped pools are the cheapest path. cuda_ipc and CMA reach what
 // shm does not (the CUDA pool, registered host memory) on the same authenticated pool channel.
 // tcp last: it serves every link, streamed by the owner.
-#define LLMDD_TRANSPORTS(X) X(Shm) X(CudaIpc) X(Cma) X(Tcp)
+// ucx between hosts (or forced): one-sided gets of the peer's pools, before owner-streamed tcp.
+#define LLMDD_TRANSPORTS(X) X(Shm) X(CudaIpc) X(Cma) X(Ucx) X(Tcp)
 
 #define LLMDD_DECLARE_PROVIDER(name) const TransportProvider &name##Provider();
 LLMDD_TRANSPORTS(LLMDD_DECLARE_PROVIDER)

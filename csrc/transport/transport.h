@@ -54,6 +54,7 @@ struct LocalRegion {
   RegionKind kind = RegionKind::kHostPool;
   uint64_t size = 0;
   int memfd = -1;  // host and CPU-device pools, the cache table
+  const void *base = nullptr;  // this process's address of a pool (UCX maps it); null: not offered
   bool has_ipc = false;
   cuda::CUipcMemHandle ipc_handle{};  // CUDA pool
 };
@@ -154,7 +155,8 @@ struct PeerView {
   bool accepted_by_listener = false;  // this end is the server of the handshake
   bool same_host = false;             // both ends have one boot id
   int peer_pid = -1;
-  bool force_tcp = false;             // llmdd.Transport=tcp
+  bool force_tcp = false;             // llmdd.Transport=tcp (also set when ucx is forced)
+  bool force_ucx = false;             // llmdd.Transport=ucx: ucx serves even on one host
   int device_ordinal = 0;             // this process's device (for opening CUDA memory)
   // The pool channel authenticated the peer (a process on this host of an allowed uid, that
   // echoed our nonce) and both ends mapped the other's memfds. Only then may a peer be told

@@ -160,6 +160,7 @@ struct UcpApi {
   ucs_status_t (*ucp_config_read)(const char *env_prefix, const char *filename,
                                   ucp_config_t **config);
   void (*ucp_config_release)(ucp_config_t *config);
+  ucs_status_t (*ucp_config_modify)(ucp_config_t *config, const char *name, const char *value);
   ucs_status_t (*ucp_init_version)(unsigned api_major, unsigned api_minor,
                                    const UcpParams *params, const ucp_config_t *config,
                                    ucp_context_h *context);

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <mutex>
 #include <thread>
 #include <unordered_set>
@@ -366,6 +367,14 @@ DetailedStatus UcxWorker::Create(const Options &options, std::shared_ptr<UcxWork
 
   ucp_config_t *config = nullptr;
   LLMDD_RETURN_IF_ERROR(CheckUcs(api->ucp_config_read(nullptr, nullptr, &config), "ucp_config_read"));
+  const char *user_tls = std::getenv("UCX_TLS");
+  if (options.exclude_tcp && (user_tls == nullptr || *user_tls == '\0')) {
+    const ucs_status_t modified = api->ucp_config_modify(config, "TLS", "^tcp");
+    if (modified != UCS_OK) {
+      api->ucp_config_release(config);
+      return CheckUcs(modified, "ucp_config_modify(TLS=^tcp)");
+    }
+  }
   UcpParams params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES;
   params.features = UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP;

@@ -140,6 +140,8 @@ class UcxWorker {
     // Progress the worker on a thread of its own (needed by an owner whose peers read or write
     // its memory over a transport without hardware RMA).
     bool progress_thread = false;
+    // Leave UCX's tcp transport out (UCX_TLS "^tcp"), unless UCX_TLS is set in the environment.
+    bool exclude_tcp = false;
   };
 
   // A UCP context with RMA and wakeup features and one worker. LLM_FEATURE_NOT_ENABLED (naming

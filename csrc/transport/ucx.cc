@@ -1,0 +1,282 @@
+// SPDX-License-Identifier: Apache-2.0
+// ucx: the peer's pools read (and written) one-sided through UCX, the engine NIXL, MPI and
+// RAPIDS use: RDMA verbs (InfiniBand, RoCE) with GPUDirect where the UCX build and the hardware
+// have them, tcp otherwise. For links between hosts; on one host shm / cuda_ipc are cheaper and
+// more robust (see DESIGN.md §3).
+//
+// The owner maps each pool once (ucp_mem_map; a CUDA pool as CUDA memory) and offers its worker
+// address and, per pool, (base, size, packed remote key) in the handshake (ucx/ucx_offer.h). The
+// requester connects an endpoint (peer failure handling on) and unpacks the keys when the link
+// is built; a read is one batch of gets, straight into the destination, bounded by the call's
+// deadline (ucx/ucx_worker.h). The owner still decides what may be read: it describes the
+// locations of a pull only after checking the request, and the engine checks every span against
+// the region's announced size before Read; the spans are checked once more here against the
+// offered region (the remote key reaches all of it).
+//
+// Not reached this way (the engine streams them instead): registered caches (unpooled memory),
+// the published cache table. See ucx/ucx_process.h for when the process's worker starts.
+#include <map>
+#include <mutex>
+
+#include "common/logging.h"
+#include "transport/transport.h"
+#include "transport/ucx/ucx_offer.h"
+#include "transport/ucx/ucx_process.h"
+#include "transport/ucx/ucx_worker.h"
+
+namespace llm_datadist {
+
+namespace {
+
+// Bound on building the endpoint to a peer's worker at link time (the wire-up's round trip).
+constexpr auto kConnectTimeout = std::chrono::seconds(5);
+
+struct ProcessUcx {
+  std::mutex mu;
+  std::shared_ptr<ucx::UcxWorker> worker;  // null until an engine enabled UCX
+  bool forced = false;
+  bool cuda_capable = false;    // UCX lists a CUDA transport: local CUDA memory is reachable
+  std::string transports;       // "tcp/lo, ..." for link_info's reason
+  struct Mapped {
+    uint64_t size;
+    std::unique_ptr<ucx::MemoryRegion> region;
+  };
+  std::map<uint64_t, Mapped> regions;  // by base address
+  std::map<uint64_t, std::string> map_failures;  // logged once per base
+};
+
+ProcessUcx &Process() {
+  static ProcessUcx *state = new ProcessUcx();  // never destroyed: worker teardown at exit is UCX's
+  return *state;
+}
+
+std::string JoinTransports(const std::vector<std::string> &names) {
+  std::string out;
+  for (const std::string &n : names) {
+    if (!out.empty()) out += ", ";
+    out += n;
+  }
+  return out.empty() ? "no transports listed" : out;
+}
+
+// The offer bytes the peer's ucx provider sent (empty: none).
+const std::vector<uint8_t> &PeerOfferBytes(const PeerView &peer) { return peer.peer_offer; }
+
+class UcxTransport : public Transport {
+ public:
+  UcxTransport(std::unique_ptr<ucx::Endpoint> ep, std::vector<ucx::OfferedRegion> regions,
+               std::vector<std::unique_ptr<ucx::RemoteKey>> keys, bool local_cuda)
+      : regions_(std::move(regions)), keys_(std::move(keys)), ep_(std::move(ep)),
+        local_cuda_(local_cuda) {}
+  ~UcxTransport() override {
+    keys_.clear();  // before the endpoint (UCX's order)
+    ep_.reset();
+  }
+
+  TransportKind kind() const override { return TransportKind::kUcx; }
+  Capabilities caps() const override {
+    Capabilities c;
+    c.one_sided = true;
+    c.writes = true;
+    for (const ucx::OfferedRegion &r : regions_) {
+      if (r.memory == ucx::MemoryKind::kCuda) {
+        c.cuda_pool = true;
+      } else {
+        c.host_pool = true;
+      }
+    }
+    return c;
+  }
+  bool Reaches(const RemoteMemory &where, MemoryKind local_kind) override {
+    if (where.space != RemoteMemory::Space::kRegion || Find(where.region_id) < 0) return false;
+    return IsHostAddressable(local_kind) || local_cuda_;
+  }
+  DetailedStatus Read(const std::vector<RemoteSpan> &spans, MemoryKind local_kind,
+                      Deadline deadline) override {
+    return Rma(true, spans, local_kind, deadline);
+  }
+  DetailedStatus Write(const std::vector<RemoteSpan> &spans, MemoryKind local_kind,
+                       Deadline deadline) override {
+    return Rma(false, spans, local_kind, deadline);
+  }
+
+ private:
+  int Find(uint8_t id) const {
+    for (size_t i = 0; i < regions_.size(); ++i) {
+      if (regions_[i].id == id) return static_cast<int>(i);
+    }
+    return -1;
+  }
+
+  DetailedStatus Rma(bool get, const std::vector<RemoteSpan> &spans, MemoryKind local_kind,
+                     Deadline deadline) {
+    LLMDD_CHECK(IsHostAddressable(local_kind) || local_cuda_, LLM_FEATURE_NOT_ENABLED,
+                "this UCX has no CUDA transport: local CUDA memory is not reachable by ucx");
+    std::vector<ucx::RmaOp> ops;
+    ops.reserve(spans.size());
+    for (const RemoteSpan &s : spans) {
+      const int i = s.where.space == RemoteMemory::Space::kRegion ? Find(s.where.region_id) : -1;
+      LLMDD_CHECK(i >= 0, LLM_FEATURE_NOT_ENABLED, "ucx does not reach this memory of the peer");
+      const ucx::OfferedRegion &r = regions_[i];
+      LLMDD_CHECK(s.offset <= r.size && s.bytes <= r.size - s.offset, LLM_PARAM_INVALID,
+                  "span [", s.offset, ", +", s.bytes, ") is outside the peer's region ",
+                  int{r.id}, " of ", r.size, " bytes");
+      ops.push_back({s.local, r.base + s.offset, keys_[i].get(), s.bytes});
+    }
+    return get ? ep_->Get(ops, deadline) : ep_->Put(ops, deadline);
+  }
+
+  std::vector<ucx::OfferedRegion> regions_;
+  std::vector<std::unique_ptr<ucx::RemoteKey>> keys_;  // parallel to regions_
+  std::unique_ptr<ucx::Endpoint> ep_;
+  const bool local_cuda_;
+};
+
+class UcxTransportProvider final : public TransportProvider {
+ public:
+  TransportKind kind() const override { return TransportKind::kUcx; }
+
+  std::vector<uint8_t> Offer(const std::vector<LocalRegion> &local_regions) const override {
+    ProcessUcx &p = Process();
+    std::lock_guard<std::mutex> lock(p.mu);
+    if (p.worker == nullptr) return {};
+    ucx::UcxOffer offer;
+    offer.worker_address = p.worker->address();
+    for (const LocalRegion &r : local_regions) {
+      if (r.kind == RegionKind::kCacheTable || r.base == nullptr || r.size == 0) continue;
+      const uint64_t base = reinterpret_cast<uint64_t>(r.base);
+      const ucx::MemoryKind memory =
+          r.kind == RegionKind::kCudaPool ? ucx::MemoryKind::kCuda : ucx::MemoryKind::kHost;
+      auto it = p.regions.find(base);
+      if (it != p.regions.end() && (it->second.size != r.size || it->second.region->kind() != memory)) {
+        p.regions.erase(it);  // another pool at the same address: map it anew
+        it = p.regions.end();
+      }
+      if (it == p.regions.end()) {
+        std::unique_ptr<ucx::MemoryRegion> mapped;
+        DetailedStatus s = p.worker->MapMemory(const_cast<void *>(r.base), r.size, memory, &mapped);
+        if (!s.ok()) {
+          if (p.map_failures.emplace(base, s.message()).second) {
+            LLMDD_LOG(kWarning, "ucx: region ", int{r.id}, " (", r.size, " bytes) not mapped, "
+                      "peers stream it instead: ", s.message());
+          }
+          continue;
+        }
+        it = p.regions.emplace(base, ProcessUcx::Mapped{r.size, std::move(mapped)}).first;
+      }
+      ucx::OfferedRegion offered;
+      offered.id = r.id;
+      offered.kind = static_cast<uint8_t>(r.kind);
+      offered.memory = memory;
+      offered.base = base;
+      offered.size = r.size;
+      offered.packed_rkey = it->second.region->packed_rkey();
+      offer.regions.push_back(std::move(offered));
+      if (offer.regions.size() == ucx::kMaxOfferedRegions) break;
+    }
+    return ucx::EncodeOffer(offer);
+  }
+
+  ProviderDecision Decide(const PeerView &peer) const override {
+    ProcessUcx &p = Process();
+    std::lock_guard<std::mutex> lock(p.mu);
+    if (p.worker == nullptr) {
+      return {false, "UCX not started here (llmdd.Transport=ucx, or an RDMA transport, starts it)"};
+    }
+    if (PeerOfferBytes(peer).empty()) return {false, "the peer offers no UCX"};
+    if (!peer.force_ucx && peer.same_host) {
+      return {false, "same host: UCX is for links between hosts (shm / cuda_ipc serve this one)"};
+    }
+    ucx::UcxOffer offer;
+    DetailedStatus decoded = ucx::DecodeOffer(PeerOfferBytes(peer), &offer);
+    if (!decoded.ok()) return {false, decoded.message()};
+    if (offer.regions.empty()) return {false, "the peer offers UCX but no region it mapped"};
+    return {true, detail::Concat(peer.force_ucx ? "ucx forced (llmdd.Transport=ucx)"
+                                                : "different hosts, both ends have UCX",
+                                 ": one-sided gets over UCX (", p.transports, ")")};
+  }
+
+  DetailedStatus Build(const PeerView &peer, std::unique_ptr<Transport> *out) const override {
+    ucx::UcxOffer offer;
+    LLMDD_RETURN_IF_ERROR(ucx::DecodeOffer(PeerOfferBytes(peer), &offer));
+    std::shared_ptr<ucx::UcxWorker> worker;
+    bool cuda = false;
+    {
+      ProcessUcx &p = Process();
+      std::lock_guard<std::mutex> lock(p.mu);
+      worker = p.worker;
+      cuda = p.cuda_capable;
+    }
+    LLMDD_CHECK(worker != nullptr, LLM_FEATURE_NOT_ENABLED, "UCX not started here");
+    std::unique_ptr<ucx::Endpoint> ep;
+    LLMDD_RETURN_IF_ERROR(worker->Connect(offer.worker_address, Clock::now() + kConnectTimeout, &ep));
+    std::vector<std::unique_ptr<ucx::RemoteKey>> keys;
+    for (const ucx::OfferedRegion &r : offer.regions) {
+      std::unique_ptr<ucx::RemoteKey> key;
+      LLMDD_RETURN_IF_ERROR(ep->UnpackRkey(r.packed_rkey, &key));
+      keys.push_back(std::move(key));
+    }
+    *out = std::make_unique<UcxTransport>(std::move(ep), std::move(offer.regions), std::move(keys), cuda);
+    return DetailedStatus::Ok();
+  }
+};
+
+}  // namespace
+
+const TransportProvider &UcxProvider() {
+  static const UcxTransportProvider provider;
+  return provider;
+}
+
+namespace ucx {
+
+bool HasRdmaTransport(const std::vector<std::string> &transports) {
+  for (const std::string &t : transports) {
+    for (const char *prefix : {"rc", "dc", "ud", "srd", "gga"}) {
+      if (t.rfind(prefix, 0) == 0) return true;
+    }
+  }
+  return false;
+}
+
+DetailedStatus EnableUcx(bool forced) {
+  ProcessUcx &p = Process();
+  std::lock_guard<std::mutex> lock(p.mu);
+  if (p.worker != nullptr) return DetailedStatus::Ok();
+  const UcxInfo info = Probe();
+  if (!info.available) {
+    LLMDD_CHECK(!forced, LLM_FEATURE_NOT_ENABLED, "llmdd.Transport=ucx: ", info.reason);
+    return DetailedStatus::Ok();
+  }
+  if (!forced && !HasRdmaTransport(info.transports)) return DetailedStatus::Ok();
+  UcxWorker::Options options;
+  options.progress_thread = true;  // peers' gets over emulating transports need the owner's
+  options.exclude_tcp = !forced;
+  DetailedStatus created = UcxWorker::Create(options, &p.worker);
+  if (!created.ok()) {
+    p.worker.reset();
+    if (forced) return created;
+    LLMDD_LOG(kWarning, "UCX has an RDMA transport but could not start (", created.message(),
+              "); links between hosts use tcp");
+    return DetailedStatus::Ok();
+  }
+  p.forced = forced;
+  p.transports = JoinTransports(info.transports);
+  for (const std::string &t : info.transports) p.cuda_capable = p.cuda_capable || t.rfind("cuda", 0) == 0;
+  LLMDD_LOG(kInfo, "UCX ", info.version, " started (", forced ? "forced" : "RDMA available", "): ",
+            p.transports);
+  return DetailedStatus::Ok();
+}
+
+void ForgetUcxRegions(const std::vector<LocalRegion> &regions) {
+  ProcessUcx &p = Process();
+  std::lock_guard<std::mutex> lock(p.mu);
+  for (const LocalRegion &r : regions) {
+    p.regions.erase(reinterpret_cast<uint64_t>(r.base));
+    p.map_failures.erase(reinterpret_cast<uint64_t>(r.base));
+  }
+}
+
+}  // namespace ucx
+
+}  // namespace llm_datadist

@@ -1,0 +1,38 @@
+// SPDX-License-Identifier: Apache-2.0
+// The process's UCX worker for the ucx transport (csrc/transport/ucx.cc), started by the first
+// engine that wants UCX and shared by every engine and link of the process afterwards:
+//   llmdd.Transport=ucx   forced: started over whatever UCX_TLS allows (tests: tcp on lo); an
+//                         engine fails to initialize when UCX cannot start;
+//   auto (the default)    started only where UCX has an RDMA transport (rc, dc, ud, srd...), and
+//                         then without UCX's tcp transport unless UCX_TLS names its own choice:
+//                         UCX's tcp emulates gets and puts in the owner's worker, slower than our
+//                         own tcp, and it neither authenticates peers nor checks their remote
+//                         keys, so it is not opened on a host's network unasked.
+// Pools are mapped (ucp_mem_map) once, when first offered, and unmapped when their engine
+// finalizes (ForgetUcxRegions) before the memory goes.
+#ifndef LLM_DATADIST_TRANSPORT_UCX_UCX_PROCESS_H_
+#define LLM_DATADIST_TRANSPORT_UCX_UCX_PROCESS_H_
+
+#include <string>
+#include <vector>
+
+#include "llm_datadist/status.h"
+#include "transport/transport.h"
+#include "transport/ucx/ucp_api.h"
+
+namespace llm_datadist::ucx {
+
+// Starts the process's worker if the mode wants it (see above); Ok with nothing started is the
+// usual auto answer on a host without RDMA. Forced and UCX unusable: LLM_FEATURE_NOT_ENABLED
+// naming why.
+DetailedStatus EnableUcx(bool forced);
+
+// Unmaps the regions (by base address) an engine is about to free.
+void ForgetUcxRegions(const std::vector<LocalRegion> &regions);
+
+// Whether the transports Probe() lists include an RDMA one.
+bool HasRdmaTransport(const std::vector<std::string> &transports);
+
+}  // namespace llm_datadist::ucx
+
+#endif  // LLM_DATADIST_TRANSPORT_UCX_UCX_PROCESS_H_
