@@ -494,7 +494,16 @@ DetailedStatus ReadDescribed(Link &link, const CacheEntry &local, const LocalPla
           {where, described.value + src_chunks[c].offset, dst_base + plan.chunks[c].offset, plan.chunks[c].bytes});
   }
   std::stable_partition(batches.begin(), batches.end(), [](const auto &b) { return !b.first->caps().registered_host; });
-  for (const auto &batch : batches) LLMDD_RETURN_IF_ERROR(batch.first->Read(batch.second, local.memory_kind, deadline));
+  for (const auto &batch : batches) {
+    DetailedStatus read = batch.first->Read(batch.second, local.memory_kind, deadline);
+    if (read.code() == LLM_TIMEOUT || read.code() == LLM_LINK_FAILED) {
+      // The transport's own connection to the peer is gone (ucx closes its endpoint past a
+      // deadline, so that no late byte lands): the link is broken, and relinked like after a
+      // control-plane timeout.
+      link.Break(detail::Concat(batch.first->name(), " read failed: ", read.message()));
+    }
+    LLMDD_RETURN_IF_ERROR(read);
+  }
   return DetailedStatus::Ok();
 }
 

@@ -60,7 +60,7 @@ std::string JoinTransports(const std::vector<std::string> &names) {
 }
 
 // The offer bytes the peer's ucx provider sent (empty: none).
-const std::vector<uint8_t> &PeerOfferBytes(const PeerView &peer) { return peer.peer_offer; }
+const std::vector<uint8_t> &PeerOfferBytes(const PeerView &peer) { return peer.OfferOf(TransportKind::kUcx); }
 
 class UcxTransport : public Transport {
  public:

@@ -3,8 +3,9 @@
 worker_main.py) on loopback, over each transport. Every fixture kills its processes at teardown,
 also when the test failed; a session hook kills anything left over.
 
-* `transport`: "shm" (the default a same-host link picks) and "tcp" (forced with option
-  llmdd.Transport="tcp" on both ends).
+* `transport`: "shm" (the default a same-host link picks), "tcp" (forced with option
+  llmdd.Transport="tcp" on both ends) and, where UCX loads, "ucx" (forced with
+  llmdd.Transport="ucx": one-sided UCX gets, here over UCX's tcp on the loopback device).
 * `spawn`: factory -> an initialized Worker (function scope); `group`: its WorkerGroup.
 * `prefill` (PROMPT, cluster 1, listening), `decode` (DECODER, cluster 2, not listening),
   `linked_pair` (decode linked to prefill): fresh processes per test, over `transport`.
@@ -25,7 +26,17 @@ from workers import (DECODE_ID, PREFILL_ID, Pair, RemoteError, Worker, WorkerGro
                      kill_all_workers, start_pair)
 from worker_fixtures import group, pytest_sessionfinish  # noqa: E402,F401 - shared with tests/security
 
-TRANSPORTS = ["shm", "tcp"]
+# UCX between the test's processes: tcp on the loopback device only (workers inherit this).
+os.environ.setdefault("UCX_TLS", "tcp")
+os.environ.setdefault("UCX_NET_DEVICES", "lo")
+
+
+def _ucx_available() -> bool:
+    from llm_datadist import _core
+    return bool(_core.ucx_info()["available"])
+
+
+TRANSPORTS = ["shm", "tcp"] + (["ucx"] if _ucx_available() else [])
 
 
 @pytest.fixture(params=TRANSPORTS)
