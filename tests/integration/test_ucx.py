@@ -61,6 +61,7 @@ def test_a_get_stalled_mid_transfer_times_out_and_the_owner_keeps_serving(group)
         reply = d.wait(rid, 15)
         expect_code(reply, "LLM_TIMEOUT", what="pull whose owner froze")
         assert 0.9 <= reply.elapsed_s < 4.0, reply.elapsed_s
+        print(f"[ucx] stalled pull: {reply.message}")
     finally:
         p.thaw()
     time.sleep(0.5)
