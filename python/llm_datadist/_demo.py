@@ -43,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The demo's options (cli.py's `demo` subcommand)."""
     parser.add_argument("--device-backend", choices=["auto", "cuda", "cpu"], default=None,
                         help="what Placement.DEVICE means; cpu forces host memory for the pulls")
-    parser.add_argument("--transport", choices=["auto", "tcp"], default="auto",
-                        help="auto: shm (host) or cuda_ipc (GPU) on one machine; tcp: force tcp")
+    parser.add_argument("--transport", choices=["auto", "tcp", "ucx"], default="auto",
+                        help="auto: shm (host) or cuda_ipc (GPU) on one machine; tcp: force tcp; "
+                             "ucx: force UCX (UCX_TLS applies)")
     parser.add_argument("--seed", type=int, default=0)
 
 

@@ -232,7 +232,8 @@ class LLMDataDist:
         return self._overall(codes), codes
 
     def link_info(self, remote_cluster_id: int) -> Dict[str, object]:
-        """What the link to a cluster is (ours, not upstream): transport ("shm" or "tcp") and why,
+        """What the link to a cluster is (ours, not upstream): transport ("shm", "cuda_ipc", "cma", "ucx"
+        or "tcp": the first that serves it) and why,
         state ("active" / "broken") and why, counters. LLM_NOT_YET_LINK without a link."""
         engine = self._check_init()
         check_int(remote_cluster_id, "remote_cluster_id", "uint64")

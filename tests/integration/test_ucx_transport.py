@@ -15,10 +15,11 @@ import pytest
 
 from workers import (DECODE_ID, PREFILL_ID, block_copies, blocks_key, cluster_of, desc, expect_code, req_key,
                      slot_copies, start_pair)
-from conftest import TRANSPORTS
+from llm_datadist import _core
 
 pytestmark = [pytest.mark.timeout(120),
-              pytest.mark.skipif("ucx" not in TRANSPORTS, reason="UCX (libucp) does not load here")]
+              pytest.mark.skipif(not _core.ucx_info()["available"],
+                                 reason="UCX (libucp) does not load here: " + _core.ucx_info()["reason"])]
 
 P, D = PREFILL_ID, DECODE_ID
 
