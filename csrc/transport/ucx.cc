@@ -15,6 +15,8 @@
 //
 // Not reached this way (the engine streams them instead): registered caches (unpooled memory),
 // the published cache table. See ucx/ucx_process.h for when the process's worker starts.
+#include <dirent.h>
+
 #include <map>
 #include <mutex>
 
@@ -239,10 +241,27 @@ bool HasRdmaTransport(const std::vector<std::string> &transports) {
   return false;
 }
 
+bool HasRdmaDevice() {
+  DIR *dir = opendir("/sys/class/infiniband");
+  if (dir == nullptr) return false;
+  bool found = false;
+  while (dirent *entry = readdir(dir)) {
+    if (entry->d_name[0] != '.') {
+      found = true;
+      break;
+    }
+  }
+  closedir(dir);
+  return found;
+}
+
 DetailedStatus EnableUcx(bool forced) {
   ProcessUcx &p = Process();
   std::lock_guard<std::mutex> lock(p.mu);
   if (p.worker != nullptr) return DetailedStatus::Ok();
+  // Auto: a host without an RDMA device (every verbs, RoCE or EFA device is listed in
+  // /sys/class/infiniband) has no reason to load UCX at all.
+  if (!forced && !HasRdmaDevice()) return DetailedStatus::Ok();
   const UcxInfo info = Probe();
   if (!info.available) {
     LLMDD_CHECK(!forced, LLM_FEATURE_NOT_ENABLED, "llmdd.Transport=ucx: ", info.reason);
@@ -265,6 +284,11 @@ DetailedStatus EnableUcx(bool forced) {
   for (const std::string &t : info.transports) p.cuda_capable = p.cuda_capable || t.rfind("cuda", 0) == 0;
   LLMDD_LOG(kInfo, "UCX ", info.version, " started (", forced ? "forced" : "RDMA available", "): ",
             p.transports);
+  if (forced && !HasRdmaTransport(info.transports)) {
+    LLMDD_LOG(kWarning, "llmdd.Transport=ucx without an RDMA transport: UCX emulates gets over ",
+              p.transports, " in the owner's worker, slower than tcp, and a peer dying mid-transfer "
+              "can abort the owner (a UCX limitation); use it for tests");
+  }
   return DetailedStatus::Ok();
 }
 

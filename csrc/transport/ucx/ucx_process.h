@@ -3,7 +3,8 @@
 // engine that wants UCX and shared by every engine and link of the process afterwards:
 //   llmdd.Transport=ucx   forced: started over whatever UCX_TLS allows (tests: tcp on lo); an
 //                         engine fails to initialize when UCX cannot start;
-//   auto (the default)    started only where UCX has an RDMA transport (rc, dc, ud, srd...), and
+//   auto (the default)    started only where the host has an RDMA device and UCX an RDMA
+//                         transport for it (rc, dc, ud, srd...), and
 //                         then without UCX's tcp transport unless UCX_TLS names its own choice:
 //                         UCX's tcp emulates gets and puts in the owner's worker, slower than our
 //                         own tcp, and it neither authenticates peers nor checks their remote
@@ -29,6 +30,9 @@ DetailedStatus EnableUcx(bool forced);
 
 // Unmaps the regions (by base address) an engine is about to free.
 void ForgetUcxRegions(const std::vector<LocalRegion> &regions);
+
+// Whether this host has an RDMA device (an entry in /sys/class/infiniband).
+bool HasRdmaDevice();
 
 // Whether the transports Probe() lists include an RDMA one.
 bool HasRdmaTransport(const std::vector<std::string> &transports);
