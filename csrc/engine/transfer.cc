@@ -501,6 +501,11 @@ DetailedStatus ReadDescribed(Link &link, const CacheEntry &local, const LocalPla
       // deadline, so that no late byte lands): the link is broken, and relinked like after a
       // control-plane timeout.
       link.Break(detail::Concat(batch.first->name(), " read failed: ", read.message()));
+      DetailedStatus broken(read.code(), read.message() + "; the link is broken until unlinked and linked again");
+      for (const auto &[k, v] : read.context()) broken.With(k, v);
+      broken.With("remote_cluster_id", link.peer_cluster_id());
+      if (read.code() == LLM_LINK_FAILED) broken.With("action", "relink");
+      return broken;
     }
     LLMDD_RETURN_IF_ERROR(read);
   }
