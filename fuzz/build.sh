@@ -22,7 +22,7 @@ HARNESS_FLAGS=("${COMMON[@]}" "${SAN[@]}" -fsanitize=fuzzer)
 start=$(date +%s)
 newest_header=$(find csrc -name '*.h' -o -name '*.def' | xargs stat -c %Y | sort -n | tail -1)
 stale=()
-for src in csrc/{common,memory,cache,link,transport,engine}/*.cc; do
+for src in csrc/{common,memory,cache,link,transport,transport/ucx,engine}/*.cc; do
   obj="$OUT/obj/$(echo "${src#csrc/}" | tr / _).o"
   if [[ ! -f "$obj" || "$src" -nt "$obj" || $(stat -c %Y "$obj") -lt $newest_header ]]; then
     stale+=("$src")
