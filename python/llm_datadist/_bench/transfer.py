@@ -495,8 +495,8 @@ def make_config(placements: Sequence[str], pool_bytes: int, listen: Optional[str
     cfg.sync_kv_timeout = sync_kv_timeout_ms
     opts = cfg.generate_options()
     if transport:
-        # docs/transfer.md: "tcp" forces tcp; "auto" (shm / cuda_ipc on one host) also overrides
-        # an LLMDD_TRANSPORT=tcp left in the environment.
+        # docs/transfer.md: "tcp" forces tcp, "ucx" forces ucx (UCX_TLS applies); "auto" (shm /
+        # cuda_ipc on one host) also overrides an LLMDD_TRANSPORT left in the environment.
         opts["llmdd.Transport"] = transport if transport in ("tcp", "ucx") else "auto"
     return opts
 
@@ -1156,7 +1156,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--transport", default="shm,tcp",
                     help="comma list of shm (same host: shm for host pools, cuda_ipc for CUDA pools), tcp, "
-                         "or none (ceilings only) [shm,tcp]")
+                         "ucx (forced; UCX_TLS applies, e.g. UCX_TLS=tcp UCX_NET_DEVICES=lo), or none "
+                         "(ceilings only) [shm,tcp]")
     ap.add_argument("--placement", default="host", help="comma list of host, device [host]")
     ap.add_argument("--op", default="pull_blocks", choices=["pull_blocks"],
                     help="transfer operation (READ: the decode pulls) [pull_blocks]")
@@ -1178,7 +1179,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=None, help="write the JSON record here")
     args = ap.parse_args(argv)
     args.transport = [t for t in args.transport.split(",") if t and t != "none"]
-    bad = [t for t in args.transport if t not in ("shm", "tcp", "cuda_ipc")]
+    bad = [t for t in args.transport if t not in ("shm", "tcp", "cuda_ipc", "ucx")]
     args.placement = [p for p in args.placement.split(",") if p]
     bad += [p for p in args.placement if p not in ("host", "device")]
     args.ceilings = [c for c in args.ceilings.split(",") if c and c != "none"]
