@@ -13,8 +13,11 @@
 // the region's announced size before Read; the spans are checked once more here against the
 // offered region (the remote key reaches all of it).
 //
-// Not reached this way (the engine streams them instead): registered caches (unpooled memory),
-// the published cache table. See ucx/ucx_process.h for when the process's worker starts.
+// Registered caches (unpooled memory) are mapped by their owner when they are registered (or
+// when a link comes up) and their keys sent to the peer as a UCX active message
+// (CacheKeysMessage); a described tensor the peer has no key for yet is streamed instead. Not
+// reached this way: the published cache table. See ucx/ucx_process.h for when the process's
+// worker starts.
 #include <dirent.h>
 
 #include <map>
@@ -64,15 +67,156 @@ std::string JoinTransports(const std::vector<std::string> &names) {
 // The offer bytes the peer's ucx provider sent (empty: none).
 const std::vector<uint8_t> &PeerOfferBytes(const PeerView &peer) { return peer.OfferOf(TransportKind::kUcx); }
 
+// Bound on telling a peer that a cache is gone (OnCacheUnregistered has no deadline of its own).
+constexpr auto kUnregisterNoticeTimeout = std::chrono::seconds(1);
+
+class UcxTransport;
+struct CacheKeysMessageHolder {
+  ucx::CacheKeysMessage message;
+};
+constexpr size_t kMaxPendingLinks = 64;
+constexpr size_t kMaxPendingMessages = 256;
+
+// The live transports of this process by (local cluster, peer cluster): where a peer's cache
+// keys message is delivered.
+struct LinkTable {
+  std::mutex mu;
+  std::map<std::pair<uint64_t, uint64_t>, UcxTransport *> by_link;
+  // Messages for a link whose transport is not built yet (the owner announces its caches as soon
+  // as its side of the link is up, which can be before this side's); bounded per link and in
+  // links, oldest dropped (the owner streams what this side has no key for).
+  std::map<std::pair<uint64_t, uint64_t>, std::vector<CacheKeysMessageHolder>> pending;
+};
+LinkTable &Links() {
+  static LinkTable *table = new LinkTable();
+  return *table;
+}
+
+// A registered cache tensor of the peer, as its owner announced it.
+struct PeerRange {
+  uint64_t address = 0;
+  uint64_t bytes = 0;
+  std::string packed_rkey;
+  std::mutex mu;                         // guards key
+  std::unique_ptr<ucx::RemoteKey> key;   // unpacked on first use (not in the message handler)
+};
+
 class UcxTransport : public Transport {
  public:
-  UcxTransport(std::unique_ptr<ucx::Endpoint> ep, std::vector<ucx::OfferedRegion> regions,
-               std::vector<std::unique_ptr<ucx::RemoteKey>> keys, bool local_cuda)
-      : regions_(std::move(regions)), keys_(std::move(keys)), ep_(std::move(ep)),
-        local_cuda_(local_cuda) {}
+  UcxTransport(std::shared_ptr<ucx::UcxWorker> worker, std::unique_ptr<ucx::Endpoint> ep,
+               std::vector<ucx::OfferedRegion> regions, std::vector<std::unique_ptr<ucx::RemoteKey>> keys,
+               bool local_cuda, uint64_t local_cluster, uint64_t peer_cluster)
+      : worker_(std::move(worker)), regions_(std::move(regions)), keys_(std::move(keys)), ep_(std::move(ep)),
+        local_cuda_(local_cuda), local_cluster_(local_cluster), peer_cluster_(peer_cluster) {
+    std::vector<CacheKeysMessageHolder> early;
+    {
+      std::lock_guard<std::mutex> lock(Links().mu);
+      Links().by_link[{local_cluster_, peer_cluster_}] = this;
+      auto it = Links().pending.find({local_cluster_, peer_cluster_});
+      if (it != Links().pending.end()) {
+        early = std::move(it->second);
+        Links().pending.erase(it);
+      }
+    }
+    for (CacheKeysMessageHolder &m : early) OnPeerKeys(std::move(m.message));
+  }
   ~UcxTransport() override {
+    {
+      std::lock_guard<std::mutex> lock(Links().mu);
+      auto it = Links().by_link.find({local_cluster_, peer_cluster_});
+      if (it != Links().by_link.end() && it->second == this) Links().by_link.erase(it);
+    }
+    {
+      // Moved out and destroyed with no lock of ours held (a key's destruction takes the
+      // worker's lock, which the message handler holds while it takes peer_mu_).
+      std::map<int64_t, std::vector<std::shared_ptr<PeerRange>>> caches;
+      std::map<uint64_t, std::shared_ptr<PeerRange>> by_address;
+      std::vector<std::shared_ptr<PeerRange>> graveyard;
+      {
+        std::lock_guard<std::mutex> lock(peer_mu_);
+        caches.swap(peer_caches_);
+        by_address.swap(by_address_);
+        graveyard.swap(graveyard_);
+      }
+    }
+    {
+      std::lock_guard<std::mutex> lock(owned_mu_);
+      owned_.clear();
+    }
     keys_.clear();  // before the endpoint (UCX's order)
     ep_.reset();
+  }
+
+  // A peer's cache keys message for this link. Runs in the worker's progress, with the worker's
+  // lock held: ranges it drops go to graveyard_ (their keys are destroyed with the worker's lock,
+  // later, outside the handler), and nothing here calls into UCX.
+  void OnPeerKeys(ucx::CacheKeysMessage message) {
+    std::lock_guard<std::mutex> lock(peer_mu_);
+    auto old = peer_caches_.find(message.cache_id);
+    if (old != peer_caches_.end()) {
+      for (auto &range : old->second) {
+        auto at = by_address_.find(range->address);
+        if (at != by_address_.end() && at->second == range) by_address_.erase(at);
+        graveyard_.push_back(std::move(range));
+      }
+      peer_caches_.erase(old);
+    }
+    if (message.op == ucx::CacheKeysMessage::Op::kRemove) return;
+    std::vector<std::shared_ptr<PeerRange>> ranges;
+    for (ucx::CacheKeysMessage::Range &r : message.ranges) {
+      auto range = std::make_shared<PeerRange>();
+      range->address = r.address;
+      range->bytes = r.bytes;
+      range->packed_rkey = std::move(r.packed_rkey);
+      std::shared_ptr<PeerRange> &slot = by_address_[range->address];
+      if (slot != nullptr) graveyard_.push_back(std::move(slot));
+      slot = range;
+      ranges.push_back(std::move(range));
+    }
+    peer_caches_[message.cache_id] = std::move(ranges);
+  }
+
+  DetailedStatus OnCacheRegistered(const RegisteredMemory &memory, Deadline deadline) override {
+    const ucx::MemoryKind kind =
+        memory.kind == MemoryKind::kCudaDevice ? ucx::MemoryKind::kCuda : ucx::MemoryKind::kHost;
+    ucx::CacheKeysMessage message;
+    message.sender_cluster = local_cluster_;
+    message.receiver_cluster = peer_cluster_;
+    message.cache_id = memory.cache_id;
+    std::vector<std::unique_ptr<ucx::MemoryRegion>> mapped;
+    for (const RegisteredMemory::Range &r : memory.ranges) {
+      if (r.bytes == 0) continue;
+      LLMDD_CHECK(message.ranges.size() < ucx::kMaxCacheRanges, LLM_FEATURE_NOT_ENABLED, "cache ",
+                  memory.cache_id, " has over ", ucx::kMaxCacheRanges, " tensors");
+      std::unique_ptr<ucx::MemoryRegion> region;
+      LLMDD_RETURN_IF_ERROR(worker_->MapMemory(reinterpret_cast<void *>(r.address), r.bytes, kind, &region));
+      message.ranges.push_back({r.address, r.bytes, region->packed_rkey()});
+      mapped.push_back(std::move(region));
+    }
+    {
+      std::lock_guard<std::mutex> lock(owned_mu_);
+      owned_[memory.cache_id] = std::move(mapped);  // a second announcement replaces the first
+    }
+    return ep_->SendMessage(ucx::kCacheKeysMessageId, ucx::EncodeCacheKeys(message), deadline);
+  }
+
+  void OnCacheUnregistered(int64_t cache_id) override {
+    {
+      std::lock_guard<std::mutex> lock(owned_mu_);
+      if (owned_.find(cache_id) == owned_.end()) return;
+    }
+    ucx::CacheKeysMessage message;
+    message.op = ucx::CacheKeysMessage::Op::kRemove;
+    message.sender_cluster = local_cluster_;
+    message.receiver_cluster = peer_cluster_;
+    message.cache_id = cache_id;
+    // Told before the memory is unmapped; a peer that does not hear it only reads what this
+    // side describes, and this side no longer describes the cache.
+    DetailedStatus told = ep_->SendMessage(ucx::kCacheKeysMessageId, ucx::EncodeCacheKeys(message),
+                                           Clock::now() + kUnregisterNoticeTimeout);
+    if (!told.ok()) LLMDD_LOG(kDebug, "ucx: cache ", cache_id, " removal not told: ", told.message());
+    std::lock_guard<std::mutex> lock(owned_mu_);
+    owned_.erase(cache_id);
   }
 
   TransportKind kind() const override { return TransportKind::kUcx; }
@@ -90,8 +234,12 @@ class UcxTransport : public Transport {
     return c;
   }
   bool Reaches(const RemoteMemory &where, MemoryKind local_kind) override {
-    if (where.space != RemoteMemory::Space::kRegion || Find(where.region_id) < 0) return false;
-    return IsHostAddressable(local_kind) || local_cuda_;
+    if (!IsHostAddressable(local_kind) && !local_cuda_) return false;
+    if (where.space == RemoteMemory::Space::kRawHost) {
+      std::lock_guard<std::mutex> lock(peer_mu_);
+      return !by_address_.empty();  // which addresses: Read answers per span
+    }
+    return Find(where.region_id) >= 0;
   }
   DetailedStatus Read(const std::vector<RemoteSpan> &spans, MemoryKind local_kind,
                       Deadline deadline) override {
@@ -114,10 +262,24 @@ class UcxTransport : public Transport {
                      Deadline deadline) {
     LLMDD_CHECK(IsHostAddressable(local_kind) || local_cuda_, LLM_FEATURE_NOT_ENABLED,
                 "this UCX has no CUDA transport: local CUDA memory is not reachable by ucx");
+    std::vector<std::shared_ptr<PeerRange>> dropped;  // destroyed on return, no lock held
+    {
+      std::lock_guard<std::mutex> lock(peer_mu_);
+      dropped.swap(graveyard_);
+    }
     std::vector<ucx::RmaOp> ops;
     ops.reserve(spans.size());
-    for (const RemoteSpan &s : spans) {
-      const int i = s.where.space == RemoteMemory::Space::kRegion ? Find(s.where.region_id) : -1;
+    std::vector<std::shared_ptr<PeerRange>> raw(spans.size());  // the peer range of each raw span
+    for (size_t k = 0; k < spans.size(); ++k) {
+      const RemoteSpan &s = spans[k];
+      if (s.where.space == RemoteMemory::Space::kRawHost) {
+        raw[k] = FindPeerRange(s.offset, s.bytes);
+        LLMDD_CHECK(raw[k] != nullptr, LLM_FEATURE_NOT_ENABLED, "ucx has no key for the peer's memory at ",
+                    s.offset, " (+", s.bytes, ")");
+        ops.push_back({s.local, s.offset, nullptr, s.bytes});
+        continue;
+      }
+      const int i = Find(s.where.region_id);
       LLMDD_CHECK(i >= 0, LLM_FEATURE_NOT_ENABLED, "ucx does not reach this memory of the peer");
       const ucx::OfferedRegion &r = regions_[i];
       LLMDD_CHECK(s.offset <= r.size && s.bytes <= r.size - s.offset, LLM_PARAM_INVALID,
@@ -125,13 +287,41 @@ class UcxTransport : public Transport {
                   int{r.id}, " of ", r.size, " bytes");
       ops.push_back({s.local, r.base + s.offset, keys_[i].get(), s.bytes});
     }
+    for (size_t k = 0; k < spans.size(); ++k) {
+      if (raw[k] == nullptr) continue;
+      std::lock_guard<std::mutex> lock(raw[k]->mu);
+      if (raw[k]->key == nullptr) LLMDD_RETURN_IF_ERROR(ep_->UnpackRkey(raw[k]->packed_rkey, &raw[k]->key));
+      ops[k].rkey = raw[k]->key.get();
+    }
     return get ? ep_->Get(ops, deadline) : ep_->Put(ops, deadline);
   }
 
+  // The announced peer range holding [address, address + bytes), or null.
+  std::shared_ptr<PeerRange> FindPeerRange(uint64_t address, uint64_t bytes) {
+    std::lock_guard<std::mutex> lock(peer_mu_);
+    auto it = by_address_.upper_bound(address);
+    if (it == by_address_.begin()) return nullptr;
+    --it;
+    const PeerRange &r = *it->second;
+    if (address - r.address > r.bytes || bytes > r.bytes - (address - r.address)) return nullptr;
+    return it->second;
+  }
+
+  std::shared_ptr<ucx::UcxWorker> worker_;
   std::vector<ucx::OfferedRegion> regions_;
   std::vector<std::unique_ptr<ucx::RemoteKey>> keys_;  // parallel to regions_
   std::unique_ptr<ucx::Endpoint> ep_;
   const bool local_cuda_;
+  const uint64_t local_cluster_;
+  const uint64_t peer_cluster_;
+  // The peer's registered caches (its cache keys messages).
+  std::mutex peer_mu_;
+  std::map<int64_t, std::vector<std::shared_ptr<PeerRange>>> peer_caches_;
+  std::map<uint64_t, std::shared_ptr<PeerRange>> by_address_;
+  std::vector<std::shared_ptr<PeerRange>> graveyard_;  // dropped by OnPeerKeys, destroyed by Rma
+  // This side's registered caches, mapped for the peer.
+  std::mutex owned_mu_;
+  std::map<int64_t, std::vector<std::unique_ptr<ucx::MemoryRegion>>> owned_;
 };
 
 class UcxTransportProvider final : public TransportProvider {
@@ -218,7 +408,8 @@ class UcxTransportProvider final : public TransportProvider {
       LLMDD_RETURN_IF_ERROR(ep->UnpackRkey(r.packed_rkey, &key));
       keys.push_back(std::move(key));
     }
-    *out = std::make_unique<UcxTransport>(std::move(ep), std::move(offer.regions), std::move(keys), cuda);
+    *out = std::make_unique<UcxTransport>(worker, std::move(ep), std::move(offer.regions), std::move(keys), cuda,
+                                          peer.local_cluster_id, peer.peer_cluster_id);
     return DetailedStatus::Ok();
   }
 };
@@ -281,6 +472,35 @@ DetailedStatus EnableUcx(bool forced) {
   }
   p.forced = forced;
   p.transports = JoinTransports(info.transports);
+  // A peer's cache keys reach the transport of its link (runs in the worker's progress).
+  DetailedStatus handler = p.worker->SetMessageHandler(ucx::kCacheKeysMessageId, [](const uint8_t *data, size_t bytes) {
+    ucx::CacheKeysMessage message;
+    DetailedStatus decoded = ucx::DecodeCacheKeys(data, bytes, &message);
+    if (!decoded.ok()) {
+      LLMDD_LOG(kWarning, "ucx: ", decoded.message(), "; ignored");
+      return;
+    }
+    std::lock_guard<std::mutex> lock(Links().mu);
+    const std::pair<uint64_t, uint64_t> link{message.receiver_cluster, message.sender_cluster};
+    auto it = Links().by_link.find(link);
+    if (it != Links().by_link.end()) {
+      it->second->OnPeerKeys(std::move(message));
+      return;
+    }
+    auto &queue = Links().pending[link];
+    if (Links().pending.size() > kMaxPendingLinks) {
+      Links().pending.erase(link);
+      return;
+    }
+    if (queue.size() == kMaxPendingMessages) queue.erase(queue.begin());
+    queue.push_back({std::move(message)});
+  });
+  if (!handler.ok()) {
+    p.worker.reset();
+    if (forced) return handler;
+    LLMDD_LOG(kWarning, "UCX could not start (", handler.message(), "); links between hosts use tcp");
+    return DetailedStatus::Ok();
+  }
   for (const std::string &t : info.transports) p.cuda_capable = p.cuda_capable || t.rfind("cuda", 0) == 0;
   LLMDD_LOG(kInfo, "UCX ", info.version, " started (", forced ? "forced" : "RDMA available", "): ",
             p.transports);

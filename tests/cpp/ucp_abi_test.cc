@@ -64,6 +64,14 @@ LLMDD_SAME_VALUE(UCP_MEM_MAP_PROT_REMOTE_WRITE);
 LLMDD_SAME_VALUE(UCP_OP_ATTR_FIELD_CALLBACK);
 LLMDD_SAME_VALUE(UCP_OP_ATTR_FIELD_USER_DATA);
 LLMDD_SAME_VALUE(UCP_OP_ATTR_FIELD_FLAGS);
+LLMDD_SAME_VALUE(UCP_FEATURE_AM);
+LLMDD_SAME_VALUE(UCP_AM_SEND_FLAG_EAGER);
+LLMDD_SAME_VALUE(UCP_AM_HANDLER_PARAM_FIELD_ID);
+LLMDD_SAME_VALUE(UCP_AM_HANDLER_PARAM_FIELD_FLAGS);
+LLMDD_SAME_VALUE(UCP_AM_HANDLER_PARAM_FIELD_CB);
+LLMDD_SAME_VALUE(UCP_AM_HANDLER_PARAM_FIELD_ARG);
+LLMDD_SAME_VALUE(UCP_AM_FLAG_WHOLE_MSG);
+LLMDD_SAME_VALUE(UCP_AM_RECV_ATTR_FLAG_RNDV);
 #undef LLMDD_SAME_VALUE
 
 static_assert(sizeof(ours::ucs_status_t) == sizeof(::ucs_status_t), "ucs_status_t is one byte");
@@ -95,6 +103,13 @@ LLMDD_SAME_FIELD(UcpRequestParam, ucp_request_param_t, request);
 LLMDD_SAME_FIELD(UcpRequestParam, ucp_request_param_t, cb);
 LLMDD_SAME_FIELD(UcpRequestParam, ucp_request_param_t, datatype);
 LLMDD_SAME_FIELD(UcpRequestParam, ucp_request_param_t, user_data);
+LLMDD_SAME_FIELD(UcpAmHandlerParam, ucp_am_handler_param_t, field_mask);
+LLMDD_SAME_FIELD(UcpAmHandlerParam, ucp_am_handler_param_t, id);
+LLMDD_SAME_FIELD(UcpAmHandlerParam, ucp_am_handler_param_t, flags);
+LLMDD_SAME_FIELD(UcpAmHandlerParam, ucp_am_handler_param_t, cb);
+LLMDD_SAME_FIELD(UcpAmHandlerParam, ucp_am_handler_param_t, arg);
+LLMDD_SAME_FIELD(UcpAmRecvParam, ucp_am_recv_param_t, recv_attr);
+LLMDD_SAME_FIELD(UcpAmRecvParam, ucp_am_recv_param_t, reply_ep);
 #undef LLMDD_SAME_FIELD
 static_assert(offsetof(ours::UcpErrHandler, arg) == offsetof(::ucp_err_handler_t, arg), "");
 static_assert(sizeof(ours::UcpErrHandler) == sizeof(::ucp_err_handler_t), "");

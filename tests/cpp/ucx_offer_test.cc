@@ -110,5 +110,44 @@ LLMDD_TEST(UcxOffer, MalformedFieldsAreRejected) {
   EXPECT_TRUE(Rejected(bytes));
 }
 
+LLMDD_TEST(UcxOffer, CacheKeysMessageRoundTripAndBounds) {
+  CacheKeysMessage m;
+  m.sender_cluster = 1;
+  m.receiver_cluster = 2;
+  m.cache_id = 7;
+  m.ranges = {{0x1000, 4096, "k1"}, {0x9000, 1, std::string("\0k2", 3)}};
+  const std::vector<uint8_t> bytes = EncodeCacheKeys(m);
+  CacheKeysMessage out;
+  ASSERT_OK(DecodeCacheKeys(bytes.data(), bytes.size(), &out));
+  EXPECT_TRUE(out.op == CacheKeysMessage::Op::kAdd);
+  EXPECT_EQ(out.sender_cluster, uint64_t{1});
+  EXPECT_EQ(out.receiver_cluster, uint64_t{2});
+  EXPECT_EQ(out.cache_id, int64_t{7});
+  ASSERT_TRUE(out.ranges.size() == 2);
+  EXPECT_EQ(out.ranges[1].address, uint64_t{0x9000});
+  EXPECT_EQ(out.ranges[1].packed_rkey, std::string("\0k2", 3));
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    if (DecodeCacheKeys(bytes.data(), n, &out).code() != LLM_LINK_FAILED) {
+      LLMDD_FAIL_AT("a prefix of " << n << " bytes was accepted");
+    }
+  }
+  CacheKeysMessage bad = m;
+  bad.ranges[0].bytes = 0;
+  std::vector<uint8_t> b = EncodeCacheKeys(bad);
+  EXPECT_TRUE(DecodeCacheKeys(b.data(), b.size(), &out).code() == LLM_LINK_FAILED);
+  bad = m;
+  bad.ranges[0].address = UINT64_MAX;  // wraps
+  b = EncodeCacheKeys(bad);
+  EXPECT_TRUE(DecodeCacheKeys(b.data(), b.size(), &out).code() == LLM_LINK_FAILED);
+  bad = m;
+  bad.op = CacheKeysMessage::Op::kRemove;  // a removal carries no ranges
+  b = EncodeCacheKeys(bad);
+  EXPECT_TRUE(DecodeCacheKeys(b.data(), b.size(), &out).code() == LLM_LINK_FAILED);
+  bad.ranges.clear();
+  b = EncodeCacheKeys(bad);
+  ASSERT_OK(DecodeCacheKeys(b.data(), b.size(), &out));
+  EXPECT_TRUE(out.op == CacheKeysMessage::Op::kRemove);
+}
+
 }  // namespace
 }  // namespace llm_datadist::ucx

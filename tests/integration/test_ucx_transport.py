@@ -72,3 +72,30 @@ def test_a_get_stalled_mid_transfer_times_out_and_the_owner_keeps_serving(group)
     assert d.link_info(P)["transport"] == "ucx"
     d.ok(d.pull_blocks(blocks_key(P, 0), dst, blocks[:64], blocks[:64]))
     d.verify(dst, None, block_copies(src, 7, blocks[:64], dst, blocks[:64]), "after relink")
+
+
+def test_registered_caches_are_read_one_sided_once_announced(group):
+    """A cache registered before the link (announced when it comes up) and one registered after it
+    (announced then) are read with UCX gets, not streamed; after unregister_cache and a new
+    registration the new one is read, every byte right."""
+    p = group.spawn("prefill", role="PROMPT", cluster_id=P, listen=True, transport="ucx")
+    d = group.spawn("decode", role="DECODER", cluster_id=D, transport="ucx")
+    layout = desc(4, [4, 64, 128], "DT_FLOAT16", "HOST")
+    before = p.register(layout, keys=[req_key(P, 1)])
+    p.fill(before, 31)
+    d.link_to(p)
+    after = p.register(layout, keys=[req_key(P, 2)])
+    p.fill(after, 32)
+    dst = d.allocate(layout)
+    d.fill(dst, 5)
+    d.ok(d.pull_cache(req_key(P, 1), dst, batch_index=0))
+    d.ok(d.pull_cache(req_key(P, 2), dst, batch_index=1))
+    d.verify(dst, 5, slot_copies(before, 31, 0, dst, 0) + slot_copies(after, 32, 0, dst, 1), "registered sources")
+    assert p.link_info(D)["bytes_served"] == 0, "a registered cache was streamed, not read one-sided"
+    p.call("unregister", cache=after.cache_id)
+    again = p.register(layout, keys=[req_key(P, 3)])
+    p.fill(again, 33)
+    d.ok(d.pull_cache(req_key(P, 3), dst, batch_index=2))
+    d.verify(dst, 5, slot_copies(before, 31, 0, dst, 0) + slot_copies(after, 32, 0, dst, 1)
+             + slot_copies(again, 33, 0, dst, 2), "after unregister and a new registration")
+    assert p.link_info(D)["bytes_served"] == 0

@@ -60,7 +60,8 @@ void Resolve(void *handle, const char *name, Fn *out) {
   X(ucp_worker_progress) X(ucp_worker_get_efd) X(ucp_worker_arm) X(ucp_ep_create)              \
   X(ucp_ep_close_nbx) X(ucp_ep_flush_nbx) X(ucp_mem_map) X(ucp_mem_unmap) X(ucp_rkey_pack)     \
   X(ucp_rkey_buffer_release) X(ucp_ep_rkey_unpack) X(ucp_rkey_destroy) X(ucp_get_nbx)          \
-  X(ucp_put_nbx) X(ucp_request_check_status) X(ucp_request_free) X(ucs_status_string)
+  X(ucp_put_nbx) X(ucp_request_check_status) X(ucp_request_free) X(ucs_status_string)          \
+  X(ucp_worker_set_am_recv_handler) X(ucp_am_send_nbx)
 
 void Load(LoadState *state) {
   std::vector<std::string> candidates;

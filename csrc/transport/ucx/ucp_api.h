@@ -84,6 +84,7 @@ constexpr int UCP_ERR_HANDLING_MODE_PEER = 1;
 constexpr uint64_t UCP_PARAM_FIELD_FEATURES = 1ULL << 0;
 constexpr uint64_t UCP_FEATURE_RMA = 1ULL << 1;
 constexpr uint64_t UCP_FEATURE_WAKEUP = 1ULL << 4;
+constexpr uint64_t UCP_FEATURE_AM = 1ULL << 6;
 
 constexpr uint64_t UCP_WORKER_PARAM_FIELD_THREAD_MODE = 1ULL << 0;
 constexpr uint64_t UCP_WORKER_PARAM_FIELD_EVENTS = 1ULL << 2;
@@ -108,6 +109,13 @@ constexpr unsigned UCP_MEM_MAP_PROT_REMOTE_WRITE = 1U << 9;
 constexpr uint32_t UCP_OP_ATTR_FIELD_CALLBACK = 1U << 1;
 constexpr uint32_t UCP_OP_ATTR_FIELD_USER_DATA = 1U << 2;
 constexpr uint32_t UCP_OP_ATTR_FIELD_FLAGS = 1U << 4;
+constexpr uint32_t UCP_AM_SEND_FLAG_EAGER = 1U << 1;
+constexpr uint64_t UCP_AM_HANDLER_PARAM_FIELD_ID = 1ULL << 0;
+constexpr uint64_t UCP_AM_HANDLER_PARAM_FIELD_FLAGS = 1ULL << 1;
+constexpr uint64_t UCP_AM_HANDLER_PARAM_FIELD_CB = 1ULL << 2;
+constexpr uint64_t UCP_AM_HANDLER_PARAM_FIELD_ARG = 1ULL << 3;
+constexpr uint32_t UCP_AM_FLAG_WHOLE_MSG = 1U << 0;
+constexpr uint64_t UCP_AM_RECV_ATTR_FLAG_RNDV = 1ULL << 17;
 
 // The prefixes of ucp_params_t, ucp_worker_params_t, ucp_ep_params_t, ucp_mem_map_params_t
 // and ucp_request_param_t that the core fills (see the header comment on masks).
@@ -153,6 +161,21 @@ struct UcpRequestParam {
   void *user_data;
 };
 
+struct UcpAmRecvParam {
+  uint64_t recv_attr;
+  ucp_ep_h reply_ep;
+};
+using ucp_am_recv_callback_t = ucs_status_t (*)(void *arg, const void *header, size_t header_length,
+                                                void *data, size_t length,
+                                                const UcpAmRecvParam *param);
+struct UcpAmHandlerParam {
+  uint64_t field_mask;
+  unsigned id;
+  uint32_t flags;
+  ucp_am_recv_callback_t cb;
+  void *arg;
+};
+
 // The functions, under UCP's exported names.
 struct UcpApi {
   void (*ucp_get_version)(unsigned *major, unsigned *minor, unsigned *release);
@@ -191,6 +214,11 @@ struct UcpApi {
   ucs_status_ptr_t (*ucp_put_nbx)(ucp_ep_h ep, const void *buffer, size_t count,
                                   uint64_t remote_addr, ucp_rkey_h rkey,
                                   const UcpRequestParam *param);
+  ucs_status_t (*ucp_worker_set_am_recv_handler)(ucp_worker_h worker,
+                                                 const UcpAmHandlerParam *param);
+  ucs_status_ptr_t (*ucp_am_send_nbx)(ucp_ep_h ep, unsigned id, const void *header,
+                                      size_t header_length, const void *buffer, size_t count,
+                                      const UcpRequestParam *param);
   ucs_status_t (*ucp_request_check_status)(void *request);
   void (*ucp_request_free)(void *request);
   const char *(*ucs_status_string)(ucs_status_t status);

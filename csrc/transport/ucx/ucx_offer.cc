@@ -59,4 +59,40 @@ DetailedStatus DecodeOffer(const std::vector<uint8_t> &bytes, UcxOffer *out) {
   return DetailedStatus::Ok();
 }
 
+std::vector<uint8_t> EncodeCacheKeys(const CacheKeysMessage &m) {
+  ByteWriter w;
+  w.Put<uint8_t>(kUcxOfferVersion).Put<uint8_t>(static_cast<uint8_t>(m.op));
+  w.Put<uint64_t>(m.sender_cluster).Put<uint64_t>(m.receiver_cluster).Put<int64_t>(m.cache_id);
+  w.Put<uint32_t>(static_cast<uint32_t>(m.ranges.size()));
+  for (const CacheKeysMessage::Range &r : m.ranges) {
+    w.Put<uint64_t>(r.address).Put<uint64_t>(r.bytes).PutString(r.packed_rkey);
+  }
+  return w.bytes();
+}
+
+DetailedStatus DecodeCacheKeys(const uint8_t *data, size_t bytes, CacheKeysMessage *out) {
+  ByteReader r(data, bytes);
+  uint8_t version = 0, op = 0;
+  uint32_t count = 0;
+  CacheKeysMessage m;
+  LLMDD_CHECK(r.Get(&version) && version == kUcxOfferVersion && r.Get(&op) &&
+                  (op == 1 || op == 2) && r.Get(&m.sender_cluster) && r.Get(&m.receiver_cluster) &&
+                  r.Get(&m.cache_id) && r.Get(&count) && count <= kMaxCacheRanges &&
+                  (op == 1 || count == 0),
+              LLM_LINK_FAILED, "UCX cache keys message: malformed header (", bytes, " bytes)");
+  m.op = static_cast<CacheKeysMessage::Op>(op);
+  for (uint32_t i = 0; i < count; ++i) {
+    CacheKeysMessage::Range range;
+    LLMDD_CHECK(r.Get(&range.address) && r.Get(&range.bytes) &&
+                    r.GetString(&range.packed_rkey, kMaxPackedRkeyBytes) && !range.packed_rkey.empty() &&
+                    range.bytes > 0 && range.address <= UINT64_MAX - range.bytes,
+                LLM_LINK_FAILED, "UCX cache keys message: range ", i, " malformed");
+    m.ranges.push_back(std::move(range));
+  }
+  uint8_t extra = 0;
+  LLMDD_CHECK(!r.Get(&extra), LLM_LINK_FAILED, "UCX cache keys message: trailing bytes");
+  *out = std::move(m);
+  return DetailedStatus::Ok();
+}
+
 }  // namespace llm_datadist::ucx

@@ -39,6 +39,32 @@ struct UcxOffer {
   std::vector<OfferedRegion> regions;
 };
 
+// Sent by an owner over UCX (an active message, kCacheKeysMessageId) to each linked peer when a
+// cache of its is registered after the link (or at link time for those registered before), and
+// when it is unregistered: the cache's tensors, where they live and their packed remote keys.
+// The peer reads them only where the owner later describes them in a pull reply.
+//   u8 version, u8 op (1 add, 2 remove), u64 sender cluster, u64 receiver cluster, i64 cache id,
+//   u32 range count (0..kMaxCacheRanges; 0 for remove), per range: u64 address, u64 bytes,
+//   u32 packed rkey bytes (1..kMaxPackedRkeyBytes), then the bytes
+constexpr unsigned kCacheKeysMessageId = 0x4c44;  // "LD"
+constexpr size_t kMaxCacheRanges = 4096;
+struct CacheKeysMessage {
+  enum class Op : uint8_t { kAdd = 1, kRemove = 2 };
+  Op op = Op::kAdd;
+  uint64_t sender_cluster = 0;
+  uint64_t receiver_cluster = 0;
+  int64_t cache_id = -1;
+  struct Range {
+    uint64_t address;
+    uint64_t bytes;
+    std::string packed_rkey;
+  };
+  std::vector<Range> ranges;
+};
+std::vector<uint8_t> EncodeCacheKeys(const CacheKeysMessage &message);
+// LLM_LINK_FAILED naming what is wrong (as DecodeOffer).
+DetailedStatus DecodeCacheKeys(const uint8_t *data, size_t bytes, CacheKeysMessage *out);
+
 std::vector<uint8_t> EncodeOffer(const UcxOffer &offer);
 // LLM_LINK_FAILED naming what is wrong for a malformed, truncated, over-long or oversized offer
 // (a region whose base + size wraps, duplicate region ids, lengths past the bounds above).

@@ -50,6 +50,21 @@ class WorkerCore {
   std::string address;
   int event_fd = -1;  // the worker's (owned by UCX)
   std::mutex mu;      // serializes every UCP call on this worker
+  std::map<unsigned, UcxWorker::MessageHandler> handlers;  // by active message id; under mu
+
+  static ucs_status_t OnMessage(void *arg, const void *, size_t, void *data, size_t length,
+                                const UcpAmRecvParam *param) {
+    auto *entry = static_cast<std::pair<WorkerCore *, unsigned> *>(arg);
+    if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0) {
+      // Our messages are sent eagerly; a rendezvous one is not ours to fetch: dropped.
+      LLMDD_LOG(kWarning, "UCX: dropped a rendezvous active message ", entry->second);
+      return UCS_OK;
+    }
+    auto it = entry->first->handlers.find(entry->second);
+    if (it != entry->first->handlers.end()) it->second(static_cast<const uint8_t *>(data), length);
+    return UCS_OK;  // the data is not kept past the callback
+  }
+  std::vector<std::unique_ptr<std::pair<WorkerCore *, unsigned>>> handler_args;
 
   ~WorkerCore() {
     StopProgressThread();
@@ -218,6 +233,20 @@ class EndpointCore {
     return done;
   }
 
+  DetailedStatus SendMessage(unsigned id, const std::vector<uint8_t> &bytes, Deadline deadline) {
+    std::unique_lock<std::mutex> lock(worker_->mu);
+    LLMDD_RETURN_IF_ERROR(UsableLocked());
+    UcpRequestParam param{};
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    param.flags = UCP_AM_SEND_FLAG_EAGER;
+    std::vector<void *> requests;
+    ucs_status_ptr_t p =
+        worker_->api->ucp_am_send_nbx(ep_, id, nullptr, 0, bytes.data(), bytes.size(), &param);
+    if (UcsPtrIsErr(p)) return CheckUcs(UcsPtrStatus(p), "ucp_am_send_nbx");
+    if (p != nullptr) requests.push_back(p);
+    return CompleteLocked(lock, &requests, deadline, "UCX message", bytes.size());
+  }
+
   DetailedStatus health() const {
     std::lock_guard<std::mutex> lock(worker_->mu);
     return UsableLocked();
@@ -354,6 +383,10 @@ DetailedStatus Endpoint::Put(const std::vector<RmaOp> &ops, Deadline deadline) {
   return core_->Rma(false, ops, deadline);
 }
 
+DetailedStatus Endpoint::SendMessage(unsigned id, const std::vector<uint8_t> &bytes, Deadline deadline) {
+  return core_->SendMessage(id, bytes, deadline);
+}
+
 DetailedStatus Endpoint::health() const { return core_->health(); }
 
 // ---- UcxWorker ----
@@ -377,7 +410,7 @@ DetailedStatus UcxWorker::Create(const Options &options, std::shared_ptr<UcxWork
   }
   UcpParams params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES;
-  params.features = UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP;
+  params.features = UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP | UCP_FEATURE_AM;
   const ucs_status_t init =
       api->ucp_init_version(kUcpApiMajor, kUcpApiMinor, &params, config, &core->context);
   api->ucp_config_release(config);
@@ -407,6 +440,21 @@ DetailedStatus UcxWorker::Create(const Options &options, std::shared_ptr<UcxWork
 UcxWorker::~UcxWorker() = default;
 
 const std::string &UcxWorker::address() const { return core_->address; }
+
+DetailedStatus UcxWorker::SetMessageHandler(unsigned id, MessageHandler handler) {
+  std::lock_guard<std::mutex> lock(core_->mu);
+  core_->handlers[id] = std::move(handler);
+  core_->handler_args.push_back(std::make_unique<std::pair<WorkerCore *, unsigned>>(core_.get(), id));
+  UcpAmHandlerParam param{};
+  param.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_FLAGS |
+                     UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG;
+  param.id = id;
+  param.flags = UCP_AM_FLAG_WHOLE_MSG;
+  param.cb = &WorkerCore::OnMessage;
+  param.arg = core_->handler_args.back().get();
+  return CheckUcs(core_->api->ucp_worker_set_am_recv_handler(core_->worker, &param),
+                  "ucp_worker_set_am_recv_handler");
+}
 
 DetailedStatus UcxWorker::MapMemory(void *ptr, size_t bytes, MemoryKind kind,
                                     std::unique_ptr<MemoryRegion> *out) {

@@ -7,6 +7,9 @@
 //   requester: worker->Connect(owner_address, deadline, &ep)
 //              ep->UnpackRkey(packed, &rkey)
 //              ep->Get({{dst, remote_address, rkey.get(), bytes}, ...}, deadline)
+//   messages:  worker->SetMessageHandler(id, fn) on one side, ep->SendMessage(id, bytes, deadline)
+//              on the other (small control messages over the same connection: remote keys of
+//              memory registered after the link)
 //
 // Every operation that waits has a deadline. A batch of gets or puts is posted as one-sided
 // operations, completed by an endpoint flush and progressed until the deadline; past it the
@@ -36,6 +39,8 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -109,6 +114,10 @@ class Endpoint {
   DetailedStatus Get(const std::vector<RmaOp> &ops, Deadline deadline);
   DetailedStatus Put(const std::vector<RmaOp> &ops, Deadline deadline);
 
+  // Sends `bytes` as one active message `id` to the peer's worker (eagerly: the peer's handler
+  // gets it whole) and returns once it is delivered, bounded by the deadline (as Get/Put).
+  DetailedStatus SendMessage(unsigned id, const std::vector<uint8_t> &bytes, Deadline deadline);
+
   // Ok while usable; else why not (the peer failed, or a transfer timed out).
   DetailedStatus health() const;
 
@@ -153,6 +162,12 @@ class UcxWorker {
 
   // This worker's address, for peers to Connect() to.
   const std::string &address() const;
+
+  // Calls `handler` with the bytes of every active message `id` a peer sends (SendMessage). It
+  // runs inside the worker's progress, with the worker's lock held: it must not call into this
+  // worker or anything made from it. Set once per id, before peers send.
+  using MessageHandler = std::function<void(const uint8_t *data, size_t bytes)>;
+  DetailedStatus SetMessageHandler(unsigned id, MessageHandler handler);
 
   // Registers [ptr, ptr + bytes) for local and remote read and write. kCuda registers the range
   // as CUDA memory (GPUDirect RDMA where the UCX build and the hardware have it); a UCX without
