@@ -366,6 +366,7 @@ class UcxTransportProvider final : public TransportProvider {
       offer.regions.push_back(std::move(offered));
       if (offer.regions.size() == ucx::kMaxOfferedRegions) break;
     }
+    if (offer.regions.empty()) return {};  // nothing a peer could read (Decide would refuse it)
     return ucx::EncodeOffer(offer);
   }
 

@@ -25,15 +25,18 @@ std::vector<TransportKind> Kinds(const std::vector<std::unique_ptr<Transport>> &
 
 LLMDD_TEST(Transport, RegistryOrderAndNames) {
   const auto &providers = TransportProviders();
-  ASSERT_TRUE(providers.size() == 4);
+  ASSERT_TRUE(providers.size() == 5);
   EXPECT_TRUE(providers[0]->kind() == TransportKind::kShm);
   EXPECT_TRUE(providers[1]->kind() == TransportKind::kCudaIpc);
   EXPECT_TRUE(providers[2]->kind() == TransportKind::kCma);
+  EXPECT_TRUE(providers[3]->kind() == TransportKind::kUcx);
   EXPECT_TRUE(providers.back()->kind() == TransportKind::kTcp);
+  EXPECT_EQ(std::string(TransportName(TransportKind::kUcx)), std::string("ucx"));
   EXPECT_EQ(std::string(TransportName(TransportKind::kShm)), std::string("shm"));
   EXPECT_EQ(std::string(TransportName(TransportKind::kTcp)), std::string("tcp"));
   EXPECT_EQ(std::string(TransportName(TransportKind::kCudaIpc)), std::string("cuda_ipc"));
-  // None of the built-in transports puts anything into the handshake (the wire stays protocol 4's).
+  // None of the built-in transports puts anything into the handshake (the wire stays protocol 4's);
+  // ucx offers only once an engine started UCX and has a region to offer.
   for (const TransportProvider *p : providers) EXPECT_TRUE(p->Offer({}).empty());
 }
 
