@@ -4,6 +4,7 @@
 
 #include "bindings/bindings.h"
 #include "transport/ucx/ucp_api.h"
+#include "transport/ucx/ucx_process.h"
 
 namespace llm_datadist::bindings {
 
@@ -23,13 +24,17 @@ void RegisterUcxBindings(py::module_ &m) {
         d["version"] = info.version;
         d["transports"] = info.transports;
         d["reason"] = info.reason;
+        // What llmdd.Transport=auto does with it: UCX between hosts only where there is an RDMA
+        // device and UCX lists an RDMA transport (csrc/transport/ucx.cc, EnableUcx).
+        d["auto_between_hosts"] = info.available && ucx::HasRdmaDevice() && ucx::HasRdmaTransport(info.transports);
         return d;
       },
       "Describes the UCX (libucp) loaded at run time: a dict with available, library (the path "
       "loaded), version, transports (the 'tl/device' resources a context sees under the current "
-      "UCX_* environment, e.g. 'tcp/lo', 'rc_mlx5/mlx5_0:1') and reason (why not, empty when "
-      "available). Never raises; looked up once per process (LLMDD_UCX_LIBRARY overrides "
-      "libucp.so.0).");
+      "UCX_* environment, e.g. 'tcp/lo', 'rc_mlx5/mlx5_0:1'), reason (why not, empty when "
+      "available) and auto_between_hosts (whether llmdd.Transport=auto links other hosts over "
+      "it: only with an RDMA device and an RDMA transport). Never raises; looked up once per "
+      "process (LLMDD_UCX_LIBRARY overrides libucp.so.0).");
 }
 
 }  // namespace llm_datadist::bindings

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from llm_datadist import _core
 from llm_datadist._bench import netns
 
 pytestmark = pytest.mark.timeout(300)
@@ -28,8 +29,13 @@ def test_bench_crossns_quick(tmp_path):
     x = json.loads(out_json.read_text())["extras"]["crossns"]
     assert "skipped" not in x and x["errors"] == 0, x.get("notes")
     ours = [r for r in x["rows"] if r["system"] == "llm_datadist"]
-    assert {r["case"] for r in ours} == {"a", "b", "c", "d", "llama8b_256t"}, ours
-    assert all(r["verified"] and not r["error"] and r["transport"] == "tcp" for r in ours), ours
-    tcp = x["systems"]["llm_datadist/tcp"]
-    assert tcp["crossed_veth"] and tcp["veth_rx_bytes"] >= tcp["requested_bytes"], tcp
+    # our tcp always; our ucx where the core has UCX (forced between the namespaces)
+    transports = {"tcp", "ucx"} if _core.ucx_info()["available"] else {"tcp"}
+    assert {r["transport"] for r in ours} == transports, ours
+    for transport in transports:
+        rows = [r for r in ours if r["transport"] == transport]
+        assert {r["case"] for r in rows} == {"a", "b", "c", "d", "llama8b_256t"}, rows
+        assert all(r["verified"] and not r["error"] for r in rows), rows
+        system = x["systems"][f"llm_datadist/{transport}"]
+        assert system["crossed_veth"] and system["veth_rx_bytes"] >= system["requested_bytes"], system
     assert x["topology"]["prefill"]["ip"] != x["topology"]["decode"]["ip"]

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from llm_datadist import _core
 from llm_datadist._bench import netns
 from twohost_workers import link_across, spawn_on, start_cross_pair, start_on, ucx_unavailable
 from workers import (DECODE_ID, PREFILL_ID, block_copies, blocks_key, cluster_of, desc, expect_code, id_key,
@@ -80,7 +81,8 @@ def test_namespaces_are_two_hosts(group, hosts):
     with CMA and never crossed the veth)."""
     pair = start_cross_pair(group, hosts, None, prefill_init=SMALL_POOL, decode_init=SMALL_POOL)
     p, d = pair.prefill, pair.decode
-    want = "ucx" if ucx_unavailable() is None else "tcp"
+    # auto links other hosts over UCX only where it has RDMA (ucx_info's auto_between_hosts)
+    want = "ucx" if ucx_unavailable() is None and _core.ucx_info()["auto_between_hosts"] else "tcp"
     for w, peer, addr in ((d, P, f"{hosts[0].ip}:{p.listen_port}"), (p, D, None)):
         info = w.link_info(peer)
         assert info["state"] == "active", info
