@@ -8,7 +8,7 @@ import collections.abc
 import numpy
 import typing
 import typing_extensions
-__all__: list[str] = ['Engine', 'LINK_LIMITS', 'LINK_PROTOCOL_VERSION', 'LlmRole', 'RemoteKeyKind', 'TensorView', 'calc_tensor_size', 'cuda_info', 'install_python_log_sink', 'log_for_test', 'reset_log_sink', 'set_log_level', 'status_table', 'throw_bad_alloc_for_test']
+__all__: list[str] = ['Engine', 'LINK_LIMITS', 'LINK_PROTOCOL_VERSION', 'LlmRole', 'RemoteKeyKind', 'TensorView', 'calc_tensor_size', 'cuda_info', 'install_python_log_sink', 'log_for_test', 'reset_log_sink', 'set_log_level', 'status_table', 'throw_bad_alloc_for_test', 'ucx_info']
 class TensorView:
     def __dlpack__(self, *args, **kwargs) -> typing_extensions.CapsuleType:
         ...
@@ -237,6 +237,10 @@ def status_table() -> list:
 def throw_bad_alloc_for_test() -> None:
     """
     Raises what a failed native allocation raises (for the translator's test).
+    """
+def ucx_info() -> dict:
+    """
+    Describes the UCX (libucp) loaded at run time: a dict with available, library (the path loaded), version, transports (the 'tl/device' resources a context sees under the current UCX_* environment, e.g. 'tcp/lo', 'rc_mlx5/mlx5_0:1'), reason (why not, empty when available) and auto_between_hosts (whether llmdd.Transport=auto links other hosts over it: only with an RDMA device and an RDMA transport). Never raises; looked up once per process (LLMDD_UCX_LIBRARY overrides libucp.so.0).
     """
 LINK_LIMITS: dict
 LINK_PROTOCOL_VERSION: int
