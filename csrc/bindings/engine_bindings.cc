@@ -405,7 +405,8 @@ void RegisterEngineBindings(py::module_ &m) {
              int64_t local_cache_id, bool blocks_api, uint32_t local_batch_index, int64_t size,
              const std::vector<uint64_t> &remote_blocks, const std::vector<uint64_t> &local_blocks,
              int64_t remote_layer_begin, int64_t remote_layer_end, int64_t local_layer_begin,
-             int64_t local_layer_end, int64_t tensor_num_per_layer, uint64_t remote_block_bytes) {
+             int64_t local_layer_end, int64_t tensor_num_per_layer, uint64_t remote_block_bytes,
+             uint64_t local_offset) {
             TransferArgs args;
             args.remote_cluster_id = remote_cluster_id;
             args.key_kind = static_cast<RemoteKeyKind>(key_kind);
@@ -420,6 +421,7 @@ void RegisterEngineBindings(py::module_ &m) {
             args.remote_blocks = remote_blocks;
             args.local_blocks = local_blocks;
             args.remote_block_bytes = remote_block_bytes;
+            args.local_offset = local_offset;
             args.layers = LayerSelection{remote_layer_begin, remote_layer_end, local_layer_begin, local_layer_end,
                                          tensor_num_per_layer};
             const char *operation = push ? (blocks_api ? "push_blocks" : "push_cache")
@@ -432,7 +434,7 @@ void RegisterEngineBindings(py::module_ &m) {
           py::arg("blocks_api"), py::arg("local_batch_index"), py::arg("size"), py::arg("remote_blocks"),
           py::arg("local_blocks"), py::arg("remote_layer_begin"), py::arg("remote_layer_end"),
           py::arg("local_layer_begin"), py::arg("local_layer_end"), py::arg("tensor_num_per_layer"),
-          py::arg("remote_block_bytes") = 0)
+          py::arg("remote_block_bytes") = 0, py::arg("local_offset") = 0)
       .def("link_info",
            [](const DataDistEngine &e, uint64_t cluster_id) -> py::object {
              std::optional<LinkInfo> info = e.GetLinkInfo(cluster_id);

@@ -74,6 +74,9 @@ struct TransferArgs {
   // A push from a contiguous slot into remote blocks (upstream's transfer_cache_async with
   // dst_block_memory_size): the remote block size the slot is cut into; 0 otherwise.
   uint64_t remote_block_bytes = 0;
+  // A push by address: where in the local slot its `size` bytes start (a piece of a contiguous
+  // slot pushed into one remote block named by address); 0 otherwise.
+  uint64_t local_offset = 0;
   std::vector<uint64_t> remote_blocks;
   std::vector<uint64_t> local_blocks;
   LayerSelection layers;

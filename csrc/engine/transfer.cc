@@ -373,10 +373,14 @@ DetailedStatus PlanTransfer(const TransferArgs &args, const CacheEntry &local, b
     const uint64_t size = args.size == -1 ? local.stride : static_cast<uint64_t>(args.size);
     LLMDD_CHECK(size <= local.stride, LLM_PARAM_INVALID, "size ", size, " is larger than a batch slot of ", local.stride,
                 " bytes of local cache ", local.cache_id);
+    LLMDD_CHECK(args.local_offset == 0 || args.key_kind == RemoteKeyKind::kAddress, LLM_PARAM_INVALID,
+                "a local offset is for pushes by address only");
+    LLMDD_CHECK(args.local_offset <= local.stride - size, LLM_PARAM_INVALID, "offset ", args.local_offset, " + size ",
+                size, " is past a batch slot of ", local.stride, " bytes of local cache ", local.cache_id);
     plan->layout = Layout::kSlotToSlot;
     w.size = size;
     w.whole_slot = args.size == -1;
-    plan->chunks = {{uint64_t{args.local_batch_index} * local.stride, size}};
+    plan->chunks = {{uint64_t{args.local_batch_index} * local.stride + args.local_offset, size}};
   } else {
     LLMDD_CHECK(local.is_blocks || local.mixed, LLM_PARAM_INVALID, op, " needs a local blocks cache, but cache ", local.cache_id,
                 " is contiguous (use ", push ? "push_cache" : "pull_cache", ")");

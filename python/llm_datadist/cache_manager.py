@@ -448,8 +448,7 @@ class CacheManager:
         without block indices, block `src_batch_index` -> block 0; from a contiguous source,
         slot `src_batch_index` cut into pieces of `dst_block_memory_size` bytes, piece j ->
         `dst_block_indices[j]`). A TransferConfig with block indices names the remote tensors'
-        bases; from a contiguous source it is checked and then refused with
-        LLM_FEATURE_NOT_ENABLED."""
+        bases."""
         self._check_valid()
         check_type(src_cache, "src_cache", Cache)
         self._check_cache(src_cache, "src_cache")
@@ -510,11 +509,6 @@ class CacheManager:
             if len(config.dst_addrs) != num_layers_sent * _TENSORS_PER_LAYER:
                 raise param_invalid(f"{name}: expect {num_layers_sent * _TENSORS_PER_LAYER} dst_addrs, but "
                                     f"len(dst_addrs) = {len(config.dst_addrs)}, range = {src_range!r}.")
-            if blocks.dst and not blocks.src:
-                raise LLMException(
-                    f"{name}: a TransferConfig from a contiguous cache into remote blocks is not supported yet; "
-                    f"use TransferWithCacheKeyConfig with the destination's BlocksCacheKey.",
-                    status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED)
             return self._address_destination(name, config, src_cache, src_range, blocks)
         key: Union[BlocksCacheKey, CacheKeyByIdAndIndex] = check_type(
             config.cache_key, f"{name}.cache_key", (BlocksCacheKey, CacheKeyByIdAndIndex))
@@ -565,20 +559,33 @@ class CacheManager:
         and slot. One push per tensor, so K and V may live in different remote caches. With
         block indices (a blocks source), the addresses are the remote tensors' bases and block
         src_block_indices[j] goes to base + dst_block_indices[j] * block bytes (upstream's
-        GenerateBlocksToBlocksTask): one push per tensor and block."""
+        GenerateBlocksToBlocksTask): one push per tensor and block. From a contiguous source
+        with dst_block_indices, piece j (dst_block_memory_size bytes) of the slot goes to base +
+        dst_block_indices[j] * dst_block_memory_size (GenerateCacheToBlocksTask)."""
         engine, local_id, batch = self._engine, src_cache.cache_id, config.src_batch_index
         cluster, addrs, start = config.dst_cluster_id, list(config.dst_addrs), src_range.start
-        block_bytes = blocks.block_bytes or src_cache.cache_desc.size // src_cache.cache_desc.shape[0]
-        pairs = list(zip(blocks.src, blocks.dst)) if blocks.dst else [(batch, None)]
+        slot_bytes = src_cache.cache_desc.size // src_cache.cache_desc.shape[0]
+        block_bytes = blocks.block_bytes or slot_bytes
+        # (local slot, offset in it, bytes or -1 for the slot, remote block or None for the address)
+        if blocks.src:
+            pieces = [(s, 0, -1, d) for s, d in zip(blocks.src, blocks.dst)]
+        elif blocks.dst:
+            if not 0 < block_bytes < slot_bytes or len(blocks.dst) * block_bytes >= slot_bytes + block_bytes:
+                raise param_invalid(f"{name}: dst_block_memory_size ({block_bytes}) cuts the {slot_bytes}-byte slot "
+                                    f"into fewer pieces than the {len(blocks.dst)} dst_block_indices.")
+            pieces = [(batch, j * block_bytes, min(block_bytes, slot_bytes - j * block_bytes), d)
+                      for j, d in enumerate(blocks.dst)]
+        else:
+            pieces = [(batch, 0, -1, None)]
 
         def send(src_layer: int, _dst_layer: int) -> None:
             for j in range(_TENSORS_PER_LAYER):
                 tensor = src_layer * _TENSORS_PER_LAYER + j
                 addr = addrs[(src_layer - start) * _TENSORS_PER_LAYER + j]
-                for src_slot, dst_block in pairs:
+                for src_slot, offset, size, dst_block in pieces:
                     at = addr if dst_block is None else addr + dst_block * block_bytes
                     engine.transfer(True, cluster, _KEY_KIND_ADDRESS, U64, U64, 0, -1, 0, local_id, False, src_slot,
-                                    -1, [at], [], 0, 1, tensor, tensor + 1, 1)
+                                    size, [at], [], 0, 1, tensor, tensor + 1, 1, 0, offset)
 
         return LayerDestination(name=f"{name} (cluster {cluster})", src_layers=src_range,
                                 dst_layer_of=lambda layer: layer, send=send)

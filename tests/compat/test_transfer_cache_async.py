@@ -204,6 +204,15 @@ def test_transfer_config_with_block_indices_pushes_blocks_to_remote_addresses(gr
                    configs=[{"cluster": D, "addrs": bases, "src": [0, LAYERS]}])
     assert out["code"] == "LLM_SUCCESS" and out["results"] == ["LLM_SUCCESS"], out
     d.verify(dst, DECODE_SEED, block_copies(src, FRESH, src_blocks, dst, dst_blocks), "every layer's 3 blocks")
+    # from a contiguous slot (1 KiB) into 2 remote blocks of 512 bytes named by address
+    contiguous = p.allocate(contig())
+    p.fill(contiguous, STALE)
+    out = run_task(p, src=contiguous.cache_id, dst_blocks=[7, 1], block_bytes=512,
+                   configs=[{"cluster": D, "addrs": bases, "src": [0, LAYERS], "batch": 3}])
+    assert out["code"] == "LLM_SUCCESS" and out["results"] == ["LLM_SUCCESS"], out
+    d.verify(dst, DECODE_SEED, combine(block_copies(src, FRESH, src_blocks, dst, dst_blocks),
+                                       slot_to_block_copies(contiguous, FRESH, 3, dst, [7, 1])),
+             "slot 3 in blocks 7 and 1, the earlier blocks kept")
 
 
 def test_transfer_config_addresses_the_owner_does_not_hold(group):
@@ -438,8 +447,8 @@ def test_transfer_cache_async_argument_checks(cache_manager):
     assert code == param and "expect 4 dst_addrs" in msg
     # Checked, then refused: not provided by this implementation (docs/transfer.md).
     code, msg = code_of(lambda: cm.transfer_cache_async(contiguous, Ready(), [TransferConfig(2, [1, 2, 3, 4])], None,
-                                                        [1], 32))
-    assert code == LLMStatusCode.LLM_FEATURE_NOT_ENABLED and "TransferConfig from a contiguous cache" in msg
+                                                        [1, 2, 3], 32))
+    assert code == param and "fewer pieces than the 3 dst_block_indices" in msg
     code, msg = code_of(lambda: cm.transfer_cache_async(contiguous, Ready(), [
         TransferWithCacheKeyConfig(CacheKeyByIdAndIndex(2, 1, 0), range(0, 2), range(0, 2))], None, [1], 32))
     assert code == param and "need a BlocksCacheKey" in msg
