@@ -371,13 +371,7 @@ DetailedStatus DataDistEngine::Register(const CacheDesc &desc, bool is_blocks, c
   entry->tensor_addrs = addrs;
   entry->cache_id = registry_.NextCacheId();
   LLMDD_RETURN_IF_ERROR(registry_.Add(entry, keys, blocks_key));
-  // Transports that must announce memory before a peer reads it (none of ours) learn of it here.
-  if (links_) {
-    const RegisteredMemory memory = RegisteredMemoryOf(*entry);
-    const Deadline deadline = DeadlineIn(options_.sync_kv_timeout_ms);
-    links_->ForEachLink([&](Link &link) { link.OnCacheRegistered(memory, deadline); });
-  }
-  // Transports that must announce memory before a peer reads it (none of ours) learn of it here.
+  // Transports that must announce memory before a peer reads it (ucx: it maps the memory and sends its remote keys) learn of it here.
   if (links_) {
     const RegisteredMemory memory = RegisteredMemoryOf(*entry);
     const Deadline deadline = DeadlineIn(options_.sync_kv_timeout_ms);
