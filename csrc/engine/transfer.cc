@@ -590,7 +590,9 @@ DetailedStatus DataDistEngine::Pull(const TransferArgs &args) {
       if (!reply.needs_release) return;
       ReleaseMessage message;
       message.success = success;
-      link->Send(FrameType::kRelease, request_id, message.Encode(), {}, 0, deadline);
+      // Best effort: a release that cannot be sent means the link is going, and the owner
+      // releases what it pinned for this link when it goes.
+      (void)link->Send(FrameType::kRelease, request_id, message.Encode(), {}, 0, deadline);
     };
     if (stream) {
       DetailedStatus copied = CopyRegions(receive.to_device, local->memory_kind, MemoryKind::kHost);
