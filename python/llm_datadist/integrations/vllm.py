@@ -57,7 +57,7 @@ __all__ = ["VLLM_VERSION", "LLMDataDistConnector", "LLMDataDistConnectorMetadata
 EXTRA_CONFIG_DEFAULTS: Dict[str, Any] = {
     "host": "127.0.0.1",         # the address a prefill listens on (kv_port) and decodes link to
     "cluster_id": None,          # int; default: derived from engine_id
-    "transport": "auto",         # "auto" (shm / cuda_ipc on one host, else tcp) or "tcp"
+    "transport": "auto",         # "auto" (shm / cuda_ipc on one host; ucx with RDMA, else tcp), "tcp", "ucx"
     "secret": None,              # hex link secret (llmdd.LinkSecret), the same on both sides
     "free_timeout_s": 30.0,      # prefill: free a request's blocks after this without a notice
     "link_timeout_ms": 3000,
@@ -87,8 +87,8 @@ def _extra(kv_transfer_config: Any) -> Dict[str, Any]:
     out.update(given)
     if out["mode"] not in ("pull", "push"):
         raise ValueError(f"kv_connector_extra_config mode={out['mode']!r}: must be 'pull' or 'push'")
-    if out["transport"] not in ("auto", "tcp"):
-        raise ValueError(f"kv_connector_extra_config transport={out['transport']!r}: must be 'auto' or 'tcp'")
+    if out["transport"] not in ("auto", "tcp", "ucx"):
+        raise ValueError(f"kv_connector_extra_config transport={out['transport']!r}: must be 'auto', 'tcp' or 'ucx'")
     return out
 
 
@@ -213,8 +213,8 @@ class LLMDataDistConnector(KVConnectorBase_V1):
         if self.is_producer:
             cfg.listen_ip_info = f"{c.host}:{c.port}"
         options = cfg.generate_options()
-        if e["transport"] == "tcp":
-            options["llmdd.Transport"] = "tcp"
+        if e["transport"] != "auto":
+            options["llmdd.Transport"] = str(e["transport"])
         if e["secret"]:
             options["llmdd.LinkSecret"] = str(e["secret"])
         role = ld.LLMRole.PROMPT if self.is_producer else ld.LLMRole.DECODER
