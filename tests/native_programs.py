@@ -31,12 +31,19 @@ class Program:
     sources: Tuple[str, ...]         # globs relative to the clone
     private_headers: bool            # the core's own headers (csrc/) besides the public ones
     warnings: Tuple[str, ...] = ()
+    include_dirs: Tuple[str, ...] = ()  # more -I, relative to the clone
+    # programs this one runs from its own directory (built next to it)
+    companions: Tuple[str, ...] = ()
 
 
 # The same programs CMakeLists.txt builds under LLMDD_BUILD_CPP_TESTS.
 PROGRAMS: Dict[str, Program] = {
     # allocator, pools, engine, the upstream-style C++ API, the CUDA loader
-    "llmdd_cpp_tests": Program(("tests/cpp/*.cc",), private_headers=True),
+    "llmdd_cpp_tests": Program(("tests/cpp/*.cc",), private_headers=True, companions=("llmdd_ucx_peer",)),
+    # the far end of the C++ UCX tests, run by llmdd_cpp_tests from its own directory
+    "llmdd_ucx_peer": Program(("tests/cpp/ucx_peer/ucx_peer.cc",), private_headers=True, include_dirs=("tests/cpp",)),
+    "llmdd_bench_ucx_get": Program(("benchmarks/cpp/bench_ucx_get.cc",), private_headers=True,
+                                   include_dirs=("tests/cpp",), companions=("llmdd_ucx_peer",)),
     # client code against upstream's names, built as a user builds it: public headers only
     "llmdd_ge_client": Program(("tests/cpp/ge_client/xllm_style_client.cc",), private_headers=False,
                                warnings=("-Wall", "-Wextra", "-Wpedantic")),
@@ -86,6 +93,8 @@ def _cache_root() -> Path:
 def _compile(compiler: str, name: str, program: Program, out_dir: Path) -> Path:
     lib_dir = package_dir()
     includes = ["-I", str(CSRC / "include")] + (["-I", str(CSRC)] if program.private_headers else [])
+    for extra in program.include_dirs:
+        includes += ["-I", str(REPO_ROOT / extra)]
     common = [compiler, "-std=c++17", "-O1", *program.warnings, *includes]
     objects_dir = out_dir / f"{name}.obj"
     objects_dir.mkdir(parents=True, exist_ok=True)
@@ -117,6 +126,8 @@ def _fingerprint(compiler: str, program: Program) -> str:
     library = package_dir() / "libllm_datadist.so"
     stat = library.stat()
     digest.update(f"{compiler}\0{program}\0{library}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    for companion in program.companions:
+        digest.update(_fingerprint(compiler, PROGRAMS[companion]).encode())
     headers = sorted(CSRC.rglob("*.h")) + sorted((REPO_ROOT / "tests" / "cpp").rglob("*.h"))
     for path in [*_sources(program), *headers]:
         digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes())
@@ -140,6 +151,8 @@ def native_program(name: str) -> Path:
     out_dir = root / f"{name}-{_fingerprint(compiler, program)}"
     binary = out_dir / name
     if not binary.exists():
+        for companion in program.companions:
+            _compile(compiler, companion, PROGRAMS[companion], out_dir)
         _compile(compiler, name, program, out_dir)
         for old in root.glob(f"{name}-*"):      # builds for an earlier library or sources
             if old != out_dir:

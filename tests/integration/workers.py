@@ -634,8 +634,9 @@ class WorkerGroup:
         self.prefix = prefix
         self.workers: List[Worker] = []
 
-    def start(self, name: str, env: Optional[Dict[str, str]] = None, wrap: Sequence[str] = ()) -> Worker:
-        w = Worker(self.prefix + name, env=env, wrap=wrap)
+    def start(self, name: str, env: Optional[Dict[str, str]] = None, wrap: Sequence[str] = (),
+              unset_env: Iterable[str] = ()) -> Worker:
+        w = Worker(self.prefix + name, env=env, wrap=wrap, unset_env=unset_env)
         self.workers.append(w)
         return w.start()
 

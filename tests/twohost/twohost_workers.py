@@ -25,8 +25,10 @@ def ucx_unavailable() -> Optional[str]:
 
 
 def start_on(host: netns.Host, group: WorkerGroup, name: str, env: Optional[Dict[str, str]] = None) -> Worker:
-    """A worker process inside `host`'s namespace (closed with the group)."""
-    return group.start(f"{name}@h{host.index}", env, wrap=host.wrap)
+    """A worker process inside `host`'s namespace (closed with the group). UCX picks the
+    namespace's own devices: tests/integration's conftest pins UCX_NET_DEVICES=lo for one host,
+    which between namespaces would keep UCX off the veth."""
+    return group.start(f"{name}@h{host.index}", env, wrap=host.wrap, unset_env=("UCX_NET_DEVICES",))
 
 
 def spawn_on(host: netns.Host, group: WorkerGroup, name: str, env: Optional[Dict[str, str]] = None,

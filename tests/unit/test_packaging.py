@@ -20,7 +20,8 @@ WHEEL_FILES = [
     "_testing/libllmdd_cuda_fault.so",
 ]
 # Installed only by a build with -C cmake.define.LLMDD_BUILD_CPP_TESTS=ON.
-CPP_TEST_PROGRAMS = ["_testing/llmdd_cpp_tests", "_testing/llmdd_ge_client", "_testing/llmdd_bench_page_allocator"]
+CPP_TEST_PROGRAMS = ["_testing/llmdd_cpp_tests", "_testing/llmdd_ge_client", "_testing/llmdd_bench_page_allocator",
+                     "_testing/llmdd_ucx_peer", "_testing/llmdd_bench_ucx_get"]
 REQUIRED = ["_core.pyi", "py.typed", "libllm_datadist.so", "include/llm_datadist/llm_datadist.h",
             "_testing/libllmdd_cuda_fault.so"]
 

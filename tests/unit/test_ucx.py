@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-import llm_datadist
-
-BINARY = Path(llm_datadist.__file__).parent / "_testing" / "llmdd_cpp_tests"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from native_programs import native_program  # noqa: E402
 _UCX_VARS = ("LLMDD_UCX_LIBRARY", "LLMDD_TEST_EXPECT_UCX")
 _INFO = textwrap.dedent("""
     import json
@@ -85,6 +84,7 @@ def test_unavailable_ucx_is_reported_not_raised():
 
 def test_a_library_that_is_not_ucx_is_reported():
     # A real shared library lacking UCP's symbols: the loader names what is missing.
+    import llm_datadist
     info = _ucx_info(LLMDD_UCX_LIBRARY=str(Path(llm_datadist.__file__).parent / "libllm_datadist.so"))
     assert info["available"] is False
     assert "lacks required symbols" in info["reason"] and "ucp_get_nbx" in info["reason"]
@@ -112,7 +112,7 @@ def test_cpp_ucx_tests_pass(which):
     if library is None:
         pytest.skip(f"no {which} UCX here")
     env = _env(LLMDD_TEST_EXPECT_UCX="1", **({"LLMDD_UCX_LIBRARY": library} if library else {}))
-    out = subprocess.run([str(BINARY), "Ucx"], capture_output=True, text=True, timeout=120, env=env)
+    out = subprocess.run([str(native_program("llmdd_cpp_tests")), "Ucx"], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     summary = out.stdout.strip().splitlines()[-1]
     assert summary.endswith(" 0 failed") and int(summary.split()[0]) >= 10, out.stdout[-2000:]
@@ -120,7 +120,7 @@ def test_cpp_ucx_tests_pass(which):
 
 def test_cpp_ucx_tests_without_ucx():
     env = _env(LLMDD_TEST_EXPECT_UCX="0", LLMDD_UCX_LIBRARY="/nonexistent/libucp.so.0")
-    out = subprocess.run([str(BINARY), "Ucx"], capture_output=True, text=True, timeout=120, env=env)
+    out = subprocess.run([str(native_program("llmdd_cpp_tests")), "Ucx"], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     summary = out.stdout.strip().splitlines()[-1]
     assert summary.endswith(" 0 failed") and int(summary.split()[0]) >= 10, out.stdout[-2000:]

@@ -101,6 +101,9 @@ def _run_ours(args: argparse.Namespace, cases: List[Any], hosts: netns.Hosts, tr
             "prefill_ip": a.ip, "prefill_wrap": a.wrap}
     env = dict(os.environ)
     env.pop("LLMDD_TRANSPORT", None)
+    # each side's UCX picks its namespace's devices (a UCX_NET_DEVICES=lo meant for one host, or a
+    # device of the other namespace, would keep it off the veth)
+    env.pop("UCX_NET_DEVICES", None)
     res: Dict[str, Any] = {"rows": [], "links": [], "notes": [], "errors": 0}
     with tempfile.TemporaryFile() as err:
         rx0 = _rx_bytes(b)
