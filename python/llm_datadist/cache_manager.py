@@ -567,6 +567,7 @@ class CacheManager:
         slot_bytes = src_cache.cache_desc.size // src_cache.cache_desc.shape[0]
         block_bytes = blocks.block_bytes or slot_bytes
         # (local slot, offset in it, bytes or -1 for the slot, remote block or None for the address)
+        pieces: List[Tuple[int, int, int, Optional[int]]]
         if blocks.src:
             pieces = [(s, 0, -1, d) for s, d in zip(blocks.src, blocks.dst)]
         elif blocks.dst:
