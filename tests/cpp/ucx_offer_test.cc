@@ -12,7 +12,8 @@ namespace {
 
 UcxOffer Sample() {
   UcxOffer offer;
-  offer.worker_address = std::string("\x01\x02worker\x00address", 16);
+  // ("\x00" "address": a hex escape would swallow the 'add' that follows it)
+  offer.worker_address = std::string("\x01\x02worker\x00" "address", 16);
   OfferedRegion host;
   host.id = 0;
   host.kind = 0;
