@@ -2,13 +2,13 @@
 #include "common/cuda_driver.h"
 
 #include <dlfcn.h>
-#include <link.h>
 
-#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <utility>
+
+#include "common/shared_library.h"
 
 namespace llm_datadist::cuda {
 namespace {
@@ -128,33 +128,15 @@ void Resolve(void *handle, const char *name, Fn *out) {
   X(cuIpcCloseMemHandle) X(cuPointerGetAttribute) X(cuGetErrorName) X(cuGetErrorString)
 
 void Load(LoadState *state) {
-  std::vector<std::string> candidates;
-  const char *env_path = std::getenv("LLMDD_CUDA_LIBRARY");
-  const bool from_env = env_path != nullptr && env_path[0] != '\0';
-  if (from_env) {
-    candidates.emplace_back(env_path);
-  } else {
-    candidates.emplace_back("libcuda.so.1");
-    candidates.emplace_back("libcuda.so");
-  }
-
-  void *handle = nullptr;
-  std::string load_errors;
-  for (const std::string &candidate : candidates) {
-    // RTLD_GLOBAL puts the driver in the global scope, which is what lets Resolve() use
-    // RTLD_DEFAULT and still find it.
-    handle = dlopen(candidate.c_str(), RTLD_NOW | RTLD_GLOBAL);
-    if (handle != nullptr) break;
-    const char *err = dlerror();
-    if (!load_errors.empty()) load_errors += "; ";
-    load_errors += err != nullptr ? err : candidate + ": dlopen failed";
-  }
+  // RTLD_GLOBAL puts the driver in the global scope, which is what lets Resolve() use
+  // RTLD_DEFAULT and still find it.
+  const OpenedLibrary lib = OpenSharedLibrary("LLMDD_CUDA_LIBRARY", {"libcuda.so.1", "libcuda.so"}, RTLD_NOW | RTLD_GLOBAL);
+  void *handle = lib.handle;
   if (handle == nullptr) {
-    state->why_not = from_env ? detail::Concat("cannot load the CUDA driver LLMDD_CUDA_LIBRARY=",
-                                               env_path, ": ", load_errors)
-                              : detail::Concat("cannot load the CUDA driver (no NVIDIA driver "
-                                               "installed?): ",
-                                               load_errors);
+    state->why_not = lib.from_env ? detail::Concat("cannot load the CUDA driver LLMDD_CUDA_LIBRARY=", lib.env_value,
+                                                   ": ", lib.errors)
+                                  : detail::Concat("cannot load the CUDA driver (no NVIDIA driver installed?): ",
+                                                   lib.errors);
     return;
   }
 
@@ -170,19 +152,14 @@ void Load(LoadState *state) {
 #undef LLMDD_RESOLVE
   Resolve(handle, "cuMemGetAddressRange_v2", &api.cuMemGetAddressRange_v2);
 
-  // Name the library by its link map, not by a symbol lookup: a preloaded shim intercepts
-  // dlsym(handle, ...) too, and would be reported as the driver.
-  struct link_map *map = nullptr;
-  if (dlinfo(handle, RTLD_DI_LINKMAP, &map) == 0 && map != nullptr && map->l_name != nullptr && *map->l_name) {
-    state->library_path = map->l_name;
-  } else {
-    state->library_path = candidates.size() == 1 ? candidates[0] : "libcuda";
-  }
+  // Named by its link map (OpenSharedLibrary), not by a symbol lookup: a preloaded shim
+  // intercepts dlsym(handle, ...) too, and would be reported as the driver.
+  state->library_path = !lib.loaded_path.empty() ? lib.loaded_path : lib.from_env ? lib.env_value : "libcuda";
   // Interposed: the cuMemAlloc_v2 our calls reach lives in another object than the driver.
   Dl_info info{};
-  state->interposed = api.cuMemAlloc_v2 != nullptr &&
+  state->interposed = api.cuMemAlloc_v2 != nullptr && !lib.loaded_path.empty() &&
                       dladdr(reinterpret_cast<void *>(api.cuMemAlloc_v2), &info) != 0 && info.dli_fname != nullptr &&
-                      map != nullptr && map->l_name != nullptr && std::string(info.dli_fname) != map->l_name;
+                      std::string(info.dli_fname) != lib.loaded_path;
 
   if (!missing.empty()) {
     state->why_not = detail::Concat("the CUDA driver ", state->library_path,

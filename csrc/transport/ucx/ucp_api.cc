@@ -2,13 +2,13 @@
 #include "transport/ucx/ucp_api.h"
 
 #include <dlfcn.h>
-#include <link.h>
 
-#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <set>
 #include <sstream>
+
+#include "common/shared_library.h"
 
 namespace llm_datadist::ucx {
 namespace {
@@ -64,40 +64,16 @@ void Resolve(void *handle, const char *name, Fn *out) {
   X(ucp_worker_set_am_recv_handler) X(ucp_am_send_nbx)
 
 void Load(LoadState *state) {
-  std::vector<std::string> candidates;
-  const char *env_path = std::getenv("LLMDD_UCX_LIBRARY");
-  const bool from_env = env_path != nullptr && env_path[0] != '\0';
-  if (from_env) {
-    candidates.emplace_back(env_path);
-  } else {
-    candidates.emplace_back("libucp.so.0");
-    candidates.emplace_back("libucp.so");
-  }
-  void *handle = nullptr;
-  std::string load_errors;
-  for (const std::string &candidate : candidates) {
-    // RTLD_LOCAL: nothing else in the process should bind to this UCX by accident (a second
-    // UCX, e.g. NIXL's, may be loaded next to it).
-    handle = dlopen(candidate.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (handle != nullptr) break;
-    const char *err = dlerror();
-    if (!load_errors.empty()) load_errors += "; ";
-    load_errors += err != nullptr ? err : candidate + ": dlopen failed";
-  }
+  // RTLD_LOCAL: nothing else in the process should bind to this UCX by accident (a second
+  // UCX, e.g. NIXL's, may be loaded next to it).
+  const OpenedLibrary lib = OpenSharedLibrary("LLMDD_UCX_LIBRARY", {"libucp.so.0", "libucp.so"}, RTLD_NOW | RTLD_LOCAL);
+  void *handle = lib.handle;
   if (handle == nullptr) {
-    state->why_not = from_env ? detail::Concat("cannot load UCX LLMDD_UCX_LIBRARY=", env_path,
-                                               ": ", load_errors)
-                              : detail::Concat("cannot load UCX (libucp not installed?): ",
-                                               load_errors);
+    state->why_not = lib.from_env ? detail::Concat("cannot load UCX LLMDD_UCX_LIBRARY=", lib.env_value, ": ", lib.errors)
+                                  : detail::Concat("cannot load UCX (libucp not installed?): ", lib.errors);
     return;
   }
-  struct link_map *map = nullptr;
-  if (dlinfo(handle, RTLD_DI_LINKMAP, &map) == 0 && map != nullptr && map->l_name != nullptr &&
-      *map->l_name) {
-    state->library_path = map->l_name;
-  } else {
-    state->library_path = candidates.front();
-  }
+  state->library_path = !lib.loaded_path.empty() ? lib.loaded_path : lib.from_env ? lib.env_value : "libucp.so.0";
 
   UcpApi &api = state->api;
   std::string missing;
