@@ -173,6 +173,23 @@ def test_push_mode_without_a_prefill_is_a_load_error_and_recomputed(cluster):
     assert dec["computed"][0] == [0, 20], dec["computed"]          # recomputed instead
 
 
+def test_push_mode_prefill_aborted_while_pushing_keeps_its_blocks_until_the_push_ends(cluster):
+    """A client aborts the prefill request after its prompt is computed, while its push runs
+    (here waiting for a decode that never publishes its landing record): vLLM must not free
+    the blocks the push reads until the workers report the push ended."""
+    procs, info = cluster
+    p = procs["prefill-push"]
+    free_before = p.call("step", deadline=STEP_DEADLINE, until_freed=[], deadline_s=0.0)["free_blocks"]
+    to_prefill = {"kv_mode": "push", "transfer_id": "xfer-push-aborted", "do_remote_decode": True,
+                  "remote_engine_id": info["decode-push"]["engine_id"]}
+    pre = p.call("prefill", deadline=STEP_DEADLINE, request_id="req-push-aborted", prompt=PROMPT,
+                 kv_transfer_params=to_prefill, max_tokens=4, abort_after_prompt=True)
+    assert pre["aborted"] and pre["free_blocks"] == free_before - 3, pre     # held for the push
+    freed = p.call("step", deadline=STEP_DEADLINE, until_freed=["req-push-aborted"], deadline_s=30.0)
+    assert "req-push-aborted" in freed["freed"], p.stderr_text()[-2000:]
+    assert freed["free_blocks"] == free_before
+
+
 @pytest.mark.cuda
 def test_cuda_kv_caches_over_cuda_ipc(sides):
     """The same pull with the KV cache in CUDA memory (registered in place): bytes equal, link

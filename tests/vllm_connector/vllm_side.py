@@ -199,13 +199,21 @@ class Side:
 
     # -- ops --------------------------------------------------------------------------------
     def prefill(self, request_id: str, prompt: List[int], deadline_s: float = 30.0,
-                kv_transfer_params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        """Pull mode by default; push mode with kv_transfer_params naming the decode."""
+                kv_transfer_params: Optional[Dict[str, Any]] = None, max_tokens: int = 1,
+                abort_after_prompt: bool = False) -> Dict[str, Any]:
+        """Pull mode by default; push mode with kv_transfer_params naming the decode.
+        abort_after_prompt: once the prompt is computed (the request still running, max_tokens
+        > 1), abort it as a client disconnect does, and report the free blocks right after."""
+        from vllm.v1.request import RequestStatus
         params_in = kv_transfer_params or {"do_remote_decode": True}
-        self.sched.add_request(self._request(request_id, prompt, params_in, 1))
+        self.sched.add_request(self._request(request_id, prompt, params_in, max_tokens))
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
             _, done = self.step()
+            req = self.sched.requests.get(request_id)
+            if abort_after_prompt and req is not None and req.num_computed_tokens >= len(prompt):
+                self.sched.finish_requests(request_id, RequestStatus.FINISHED_ABORTED)
+                return {"aborted": True, "free_blocks": self._free_blocks()}
             for o in done:
                 if o.request_id == request_id:
                     params = o.kv_transfer_params    # None in push mode: nothing for a client

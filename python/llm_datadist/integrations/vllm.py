@@ -193,6 +193,9 @@ class LLMDataDistConnector(KVConnectorBase_V1):
         self._layer_index: Dict[str, int] = {}
         # push mode, scheduler side: a prefill's push requests and their blocks until their prompt is computed
         self._push_watch: Dict[str, Tuple[Any, List[int]]] = {}
+        # push mode, scheduler side: requests whose push the workers were told to run; their blocks
+        # are read by the push until the workers report it ended (done_sending), even if aborted
+        self._pushing: Set[str] = set()
         self.scheduler: Optional[ConnectorScheduler] = None
         self.worker: Optional[ConnectorWorker] = None
         self.datadist: Any = None
@@ -338,14 +341,20 @@ class LLMDataDistConnector(KVConnectorBase_V1):
             n = out.num_scheduled_tokens.get(rid, 0)
             if n and request.num_computed_tokens + n >= len(request.prompt_token_ids):
                 s.queue_push(request, block_ids)
+                self._pushing.add(rid)
                 del self._push_watch[rid]
 
     def request_finished(self, request: Any, block_ids: Sequence[int]) -> Tuple[bool, Optional[Dict[str, Any]]]:
         from vllm.v1.request import RequestStatus
         s = self._s("request_finished")
         self._push_watch.pop(request.request_id, None)
+        pushing = request.request_id in self._pushing
+        self._pushing.discard(request.request_id)
         if request.status not in (RequestStatus.FINISHED_LENGTH_CAPPED, RequestStatus.FINISHED_STOPPED):
-            return False, None              # aborted: nothing for a decode to read
+            # Aborted: nothing for a decode to pull. But a push already under way reads these
+            # blocks: vLLM must not hand them to another request until the workers report the
+            # push ended (done_sending, at the latest push_wait_s / free_timeout_s later).
+            return pushing, None
         return s.request_finished(request, list(block_ids))
 
 
