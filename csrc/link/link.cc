@@ -28,6 +28,11 @@ int64_t NowNs() {
 }
 // Once a frame has started arriving, the rest of it must come within this long.
 constexpr int64_t kFrameBodyTimeoutMs = 60000;
+// The link whose frame this thread is reading and acting on (for Send: a reply that finds the
+// connection closed tells why reading stopped).
+thread_local const Link *t_reading_link = nullptr;
+// A reply payload up to this size is read in one call with the data that follows it.
+constexpr uint64_t kOneReadPayload = 64 << 10;
 }  // namespace
 
 Link::Link(LinkSetup setup, int fd, LinkHandler *handler)
@@ -207,8 +212,8 @@ DetailedStatus Link::Send(FrameType type, uint64_t request_id, const std::vector
   std::lock_guard<std::mutex> lock(write_mutex_);
   bool closed = false;
   DetailedStatus status = SendSpans(fd_, spans, deadline, &closed);
-  // Only the reader's own sends (replies) speak for why the reader stopped.
-  if (closed && std::this_thread::get_id() == reader_.get_id()) peer_closed_.store(true);
+  // Only the sends of a frame's reader (replies) speak for why reading stopped.
+  if (closed && t_reading_link == this) peer_closed_.store(true);
   last_tx_ns_.store(NowNs());
   return status;
 }
@@ -239,17 +244,19 @@ DetailedStatus Link::Call(FrameType type, const std::vector<uint8_t> &payload, c
     Break(sent.message());
     return Usable();
   }
+  const bool read_timed_out = !ReadUntilDone(*call, deadline);
+  // Another thread has the read side (or had it when the reply came) and completes the call.
   // On one host (frames on the Unix channel) a small reply comes back in about 25 us: spin for
   // it briefly instead of paying a sleep and a wake-up, which cost about as much again on a VM.
   // Over TCP replies take longer (streamed data, a network) and the spin would only burn a CPU
   // the peer's threads may need.
   const auto spin_until = std::chrono::steady_clock::now() +
-                          std::chrono::microseconds(setup_.frames_over_unix ? kReplySpinUs : 0);
+                          std::chrono::microseconds(setup_.frames_over_unix && !read_timed_out ? kReplySpinUs : 0);
   while (!call->ready.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < spin_until) {
     CpuRelax();
   }
   std::unique_lock<std::mutex> lock(call->mutex);
-  if (!call->cv.wait_until(lock, deadline, [&] { return call->done; })) {
+  if (read_timed_out || !call->cv.wait_until(lock, deadline, [&] { return call->done; })) {
     lock.unlock();
     {
       std::lock_guard<std::mutex> plock(pending_mutex_);
@@ -319,22 +326,78 @@ void Link::NotifyClosing() {
   send(fd_, &header, sizeof(header), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
-void Link::ReaderLoop() {
-  DetailedStatus failure;
+bool Link::ReadUntilDone(PendingCall &call, Deadline deadline) {
+  while (!call.ready.load(std::memory_order_acquire) && state() == State::kActive) {
+    std::unique_lock<std::mutex> reading(read_mutex_, std::try_to_lock);
+    if (!reading.owns_lock()) return true;  // the holder reads the reply when it comes
+    if (call.ready.load(std::memory_order_acquire) || state() != State::kActive) return true;
+    const int64_t left = MillisLeft(deadline);
+    if (left < 0) return true;  // Call's wait ends at once, and its timeout path breaks the link
+    pollfd p{fd_, POLLIN, 0};
+    // At most 100 ms at a time, so a caller that holds the read side notices a closed link.
+    const int rc = poll(&p, 1, static_cast<int>(std::min<int64_t>(left + 1, 100)));
+    if (rc == 0) continue;
+    if (rc < 0) {
+      if (errno == EINTR) continue;
+      return true;  // leave reading to the reader thread
+    }
+    bool ended = false;
+    DetailedStatus failure = ReadOneFrameGuarded(deadline, &ended);
+    // After the read (ReadFrames loads the count before it polls): bytes this read consumed
+    // may be what woke the reader thread.
+    caller_frames_.fetch_add(1, std::memory_order_release);
+    if (ended) return true;
+    if (!failure.ok()) {
+      reading.unlock();
+      // Past the deadline inside a frame (a peer frozen mid-reply): Call's timeout path breaks
+      // the link and says LLM_TIMEOUT, as when the reply never started.
+      if (failure.code() == LLM_TIMEOUT) return false;
+      EndReading(failure);
+      return true;
+    }
+  }
+  return true;
+}
+
+void Link::CompleteCall(PendingCall &call, const FrameHeader &header, std::vector<uint8_t> reply,
+                        const DetailedStatus &status) {
+  std::lock_guard<std::mutex> lock(call.mutex);
+  if (status.ok()) {
+    call.reply_header = header;
+    call.reply = std::move(reply);
+  }
+  call.done = true;
+  call.status = status;
+  call.ready.store(true, std::memory_order_release);
+  call.cv.notify_all();
+}
+
+void Link::EndReading(const DetailedStatus &failure) {
+  if (state() != State::kActive) return;
+  // A connection the peer closed (between frames or inside one) reads as the peer leaving.
+  const bool closed = failure.ok() || (failure.code() == LLM_LINK_FAILED && peer_closed_.load());
+  const std::string reason = closed ? "peer closed the link" : failure.message();
+  Close(State::kBroken, reason);
+}
+
+DetailedStatus Link::ReadOneFrameGuarded(Deadline deadline, bool *ended) {
+  struct Reading {
+    const Link *previous;
+    explicit Reading(const Link *link) : previous(t_reading_link) { t_reading_link = link; }
+    ~Reading() { t_reading_link = previous; }
+  } reading(this);
   // Nothing a peer sends may end the process: an exception here fails this link, with a code.
   try {
-    failure = ReadFrames();
+    return ReadOneFrame(deadline, ended);
   } catch (const std::bad_alloc &) {
-    failure = DetailedStatus(LLM_OUT_OF_MEMORY, "out of memory while serving the peer");
+    return DetailedStatus(LLM_OUT_OF_MEMORY, "out of memory while serving the peer");
   } catch (const std::exception &e) {
-    failure = DetailedStatus(LLM_FAILED, detail::Concat("internal error while serving the peer: ", e.what()));
+    return DetailedStatus(LLM_FAILED, detail::Concat("internal error while serving the peer: ", e.what()));
   }
-  if (state() == State::kActive) {
-    // A connection the peer closed (between frames or inside one) reads as the peer leaving.
-    const bool closed = failure.ok() || (failure.code() == LLM_LINK_FAILED && peer_closed_.load());
-    const std::string reason = closed ? "peer closed the link" : failure.message();
-    Close(State::kBroken, reason);
-  }
+}
+
+void Link::ReaderLoop() {
+  EndReading(ReadFrames());
   // Owner-side pins die with the connection.
   std::map<uint64_t, ServedTransfer> served;
   {
@@ -344,87 +407,105 @@ void Link::ReaderLoop() {
 }
 
 DetailedStatus Link::ReadFrames() {
-  DetailedStatus failure;
   while (state() == State::kActive) {
+    // Loaded before the poll: a caller's read that ends after it (so possibly of the bytes that
+    // wake this poll) changes the count.
+    const uint64_t seen = caller_frames_.load(std::memory_order_acquire);
     pollfd p{fd_, POLLIN, 0};
     int rc = poll(&p, 1, 100);
     if (rc == 0) continue;
     if (rc < 0) {
       if (errno == EINTR) continue;
-      failure = DetailedStatus(LLM_LINK_FAILED, "poll failed on the link");
-      break;
+      return DetailedStatus(LLM_LINK_FAILED, "poll failed on the link");
     }
-    FrameHeader header;
-    std::vector<uint8_t> payload;
-    bool closed = false;
-    failure = RecvFrame(fd_, &header, &payload, DeadlineIn(kFrameBodyTimeoutMs), kMaxControlPayload, &closed);
-    if (closed) peer_closed_.store(true);
-    if (!failure.ok()) break;
-    last_rx_ns_.store(NowNs());
-    in_frame_.store(true);
-    struct FrameDone {
-      Link *link;
-      ~FrameDone() {
-        link->last_rx_ns_.store(NowNs());
-        link->in_frame_.store(false);
-      }
-    } frame_done{this};
-    const auto type = static_cast<FrameType>(header.type);
-    if (type == FrameType::kHeartbeat) continue;
-    if (type == FrameType::kPullReply || type == FrameType::kPushReply || type == FrameType::kUnlinkReply) {
-      std::shared_ptr<PendingCall> call;
-      {
-        std::lock_guard<std::mutex> lock(pending_mutex_);
-        auto it = pending_.find(header.request_id);
-        if (it != pending_.end()) {
-          call = it->second;
-          pending_.erase(it);
-        }
-      }
-      DetailedStatus data_status;
-      if (call == nullptr) {
-        data_status = DrainData(header.data_bytes, DeadlineIn(kFrameBodyTimeoutMs));
-      } else if (header.data_bytes > 0) {
-        if (header.data_bytes != call->recv_bytes) {
-          failure = DetailedStatus(LLM_LINK_FAILED, detail::Concat("peer sent ", header.data_bytes,
-                                                                   " data bytes, expected ", call->recv_bytes));
-          break;
-        }
-        data_status = ReceiveData(call->recv_spans, call->deadline);
-      }
-      if (!data_status.ok()) {
-        failure = data_status;
-        if (call != nullptr) {
-          std::lock_guard<std::mutex> lock(call->mutex);
-          call->done = true;
-          call->status = data_status;
-          call->ready.store(true, std::memory_order_release);
-          call->cv.notify_all();
-        }
-        break;
-      }
-      if (call != nullptr) {
-        std::lock_guard<std::mutex> lock(call->mutex);
-        call->reply_header = header;
-        call->reply = std::move(payload);
-        call->done = true;
-        call->ready.store(true, std::memory_order_release);
-        call->cv.notify_all();
-      }
-      continue;
+    std::lock_guard<std::mutex> reading(read_mutex_);
+    if (state() != State::kActive) break;
+    // A caller that held the read side meanwhile may have read what woke this thread.
+    if (caller_frames_.load(std::memory_order_acquire) != seen) {
+      pollfd again{fd_, POLLIN, 0};
+      if (poll(&again, 1, 0) <= 0) continue;
     }
-    if (type == FrameType::kUnlinkRequest) {
-      // Gone for the manager from now on: the peer may link again as soon as it has the reply.
-      unlinked_by_peer_.store(true);
-      // Best effort: the peer tears its end down whether or not the reply reaches it.
-      (void)Send(FrameType::kUnlinkReply, header.request_id, {}, {}, 0, DeadlineIn(1000));
-      Close(State::kClosed, "the peer unlinked");
-      break;
-    }
-    failure = handler_->OnPeerFrame(*this, header, payload);
-    if (!failure.ok()) break;
+    bool ended = false;
+    DetailedStatus failure = ReadOneFrameGuarded(DeadlineIn(kFrameBodyTimeoutMs), &ended);
+    if (!failure.ok()) return failure;
+    if (ended) break;
   }
-  return failure;
+  return DetailedStatus::Ok();
+}
+
+DetailedStatus Link::ReadOneFrame(Deadline deadline, bool *ended) {
+  FrameHeader header;
+  std::vector<uint8_t> payload;
+  bool closed = false;
+  DetailedStatus failure = RecvAll(fd_, &header, sizeof(header), deadline, &closed);
+  if (failure.ok()) failure = CheckFrameHeader(header, kMaxControlPayload);
+  const auto type = static_cast<FrameType>(header.type);
+  const bool reply = type == FrameType::kPullReply || type == FrameType::kPushReply || type == FrameType::kUnlinkReply;
+  std::shared_ptr<PendingCall> call;
+  if (failure.ok() && reply) {
+    std::lock_guard<std::mutex> lock(pending_mutex_);
+    auto it = pending_.find(header.request_id);
+    if (it != pending_.end()) {
+      call = it->second;
+      pending_.erase(it);
+    }
+  }
+  // A small reply and the data streamed after it arrive in one read, straight into place.
+  const bool one_read = call != nullptr && header.data_bytes > 0 && header.data_bytes == call->recv_bytes &&
+                        header.payload_bytes <= kOneReadPayload;
+  bool data_read = false;
+  if (failure.ok() && one_read) {
+    payload.resize(header.payload_bytes);
+    std::vector<IoSpan> spans;
+    spans.reserve(1 + call->recv_spans.size());
+    spans.push_back({payload.data(), payload.size()});
+    spans.insert(spans.end(), call->recv_spans.begin(), call->recv_spans.end());
+    failure = RecvSpans(fd_, spans, std::min(deadline, call->deadline), &closed);
+    data_read = true;
+  } else if (failure.ok()) {
+    failure = RecvPayload(fd_, header, &payload, deadline, &closed);
+  }
+  if (closed) peer_closed_.store(true);
+  if (!failure.ok()) {
+    if (call != nullptr) CompleteCall(*call, header, {}, failure);
+    return failure;
+  }
+  last_rx_ns_.store(NowNs());
+  in_frame_.store(true);
+  struct FrameDone {
+    Link *link;
+    ~FrameDone() {
+      link->last_rx_ns_.store(NowNs());
+      link->in_frame_.store(false);
+    }
+  } frame_done{this};
+  if (type == FrameType::kHeartbeat) return DetailedStatus::Ok();
+  if (reply) {
+    DetailedStatus data_status;
+    if (call == nullptr) {
+      data_status = DrainData(header.data_bytes, DeadlineIn(kFrameBodyTimeoutMs));
+    } else if (header.data_bytes > 0 && !data_read) {
+      if (header.data_bytes != call->recv_bytes) {
+        DetailedStatus wrong(LLM_LINK_FAILED, detail::Concat("peer sent ", header.data_bytes, " data bytes, expected ",
+                                                             call->recv_bytes));
+        CompleteCall(*call, header, {}, wrong);
+        return wrong;
+      }
+      data_status = ReceiveData(call->recv_spans, call->deadline);
+    }
+    if (call != nullptr) CompleteCall(*call, header, std::move(payload), data_status);
+    return data_status;
+  }
+  if (type == FrameType::kUnlinkRequest) {
+    // Gone for the manager from now on: the peer may link again as soon as it has the reply.
+    unlinked_by_peer_.store(true);
+    // Best effort: the peer tears its end down whether or not the reply reaches it.
+    (void)Send(FrameType::kUnlinkReply, header.request_id, {}, {}, 0, DeadlineIn(1000));
+    Close(State::kClosed, "the peer unlinked");
+    *ended = true;
+    return DetailedStatus::Ok();
+  }
+  return handler_->OnPeerFrame(*this, header, payload);
 }
 
 }  // namespace llm_datadist

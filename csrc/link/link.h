@@ -4,9 +4,12 @@
 // on, and what the handshake settled (LinkSetup): who the peer is, its regions, and the
 // transports (transport/transport.h) that reach its memory.
 //
-// Threads: callers issue Call() concurrently (sends are serialized by a mutex); the reader
-// thread receives every frame, completes pending calls, and hands requests from the peer to
-// the LinkHandler (the engine), which replies on the same connection.
+// Threads: callers issue Call() concurrently (sends are serialized by a mutex). Frames are read
+// by whoever holds the read side (read_mutex_), one whole frame at a time: a caller waiting on
+// its reply takes it when it is free and reads the connection itself (the kernel wakes it when
+// the reply lands: no hand-off from another thread); otherwise the reader thread does. Whoever
+// reads a frame acts on it: it completes the pending call a reply is for, and hands requests
+// from the peer to the LinkHandler (the engine), which replies on the same connection.
 #ifndef LLM_DATADIST_LINK_LINK_H_
 #define LLM_DATADIST_LINK_LINK_H_
 
@@ -30,8 +33,9 @@ namespace llm_datadist {
 
 class Link;
 
-// A call this side made and waits on. For streamed replies the reader thread receives the
-// data straight into `recv_spans` (host-addressable memory) before completing the call.
+// A call this side made and waits on. For streamed replies the thread that reads the reply
+// (the caller itself, or the reader thread) receives the data straight into `recv_spans`
+// (host-addressable memory) before completing the call.
 struct PendingCall {
   std::mutex mutex;
   std::condition_variable cv;
@@ -78,7 +82,8 @@ struct LinkSetup {
 class LinkHandler {
  public:
   virtual ~LinkHandler() = default;
-  // A request frame from the peer (pull, push, release, unlink). Runs on the reader thread;
+  // A request frame from the peer (pull, push, release, unlink). Runs on the thread that holds
+  // the link's read side (the reader thread, or a caller of Link::Call waiting on its reply);
   // must consume exactly header.data_bytes of data from the connection.
   virtual DetailedStatus OnPeerFrame(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload) = 0;
   // The link is installed and its reader runs (called once, on the handshake's thread): the
@@ -118,7 +123,7 @@ class Link {
   // Sends a frame without waiting for anything (replies, releases).
   DetailedStatus Send(FrameType type, uint64_t request_id, const std::vector<uint8_t> &payload,
                       const std::vector<IoSpan> &data, uint64_t data_bytes, Deadline deadline);
-  // For handlers on the reader thread: receive or skip data that follows a frame.
+  // For handlers (on the thread holding the read side): receive or skip data that follows a frame.
   DetailedStatus ReceiveData(const std::vector<IoSpan> &spans, Deadline deadline);
   DetailedStatus DrainData(uint64_t bytes, Deadline deadline);
   void SendHeartbeatIfIdle(int64_t idle_ms);
@@ -182,6 +187,21 @@ class Link {
   void ReaderLoop();
   // The reader's work: frames until the link ends; what ended it.
   DetailedStatus ReadFrames();
+  // Reads one whole frame (with its data) and acts on it; the caller holds read_mutex_. The
+  // header must start arriving by `deadline`. Not ok: the connection cannot be read any more.
+  // *ended: the link ended in good order (the peer unlinked).
+  DetailedStatus ReadOneFrame(Deadline deadline, bool *ended);
+  // ReadOneFrame, with any exception (nothing a peer sends may end the process) as a status.
+  DetailedStatus ReadOneFrameGuarded(Deadline deadline, bool *ended);
+  // Completes a call with its reply (when `status` is ok) or the failure.
+  static void CompleteCall(PendingCall &call, const FrameHeader &header, std::vector<uint8_t> reply,
+                           const DetailedStatus &status);
+  // Closes the link after reading failed with `failure` (a no-op when it is closed already).
+  void EndReading(const DetailedStatus &failure);
+  // Call's wait: reads the connection itself while no one else does, until `call` completes or
+  // the deadline passes; returns early (the call still pending) when another thread has the
+  // read side, which then completes the call. False: the deadline passed inside a frame.
+  bool ReadUntilDone(PendingCall &call, Deadline deadline);
   void FailPending(const DetailedStatus &status);
 
   const LinkSetup setup_;
@@ -194,6 +214,12 @@ class Link {
   mutable std::mutex reason_mutex_;
   std::string close_reason_;
   std::mutex write_mutex_;
+  // Held by the one thread reading frames from fd_ (the reader, or a caller awaiting its reply),
+  // for a whole frame at a time: the stream is at a frame boundary whenever it is free.
+  std::mutex read_mutex_;
+  // Frames callers read (ReadUntilDone); the reader thread, woken by bytes a caller then read,
+  // sees it change and looks again before it reads.
+  std::atomic<uint64_t> caller_frames_{0};
   std::atomic<int64_t> last_rx_ns_;
   std::atomic<bool> in_frame_{false};  // the reader is handling a frame (maybe a long transfer)
   std::atomic<bool> unlinked_by_peer_{false};  // the peer's kUnlinkRequest arrived

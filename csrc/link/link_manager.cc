@@ -2,6 +2,8 @@
 #include "link/link_manager.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -377,6 +379,10 @@ void LinkManager::ListenerLoop() {
         }
         break;
       }
+      // Replies and streamed bytes go out on this end: no Nagle delay behind an unacknowledged
+      // segment (the connecting end sets the same in ConnectTcp).
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
       if (pending.size() >= kMaxPendingConnections) drop_oldest();
       pending.push_back({fd, PeerHost(addr), DeadlineIn(kServerHelloTimeoutMs), {}});
     }

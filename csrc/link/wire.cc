@@ -206,12 +206,17 @@ DetailedStatus RecvFrame(int fd, FrameHeader *header, std::vector<uint8_t> *payl
                          uint64_t max_payload, bool *peer_closed) {
   LLMDD_RETURN_IF_ERROR(RecvAll(fd, header, sizeof(*header), deadline, peer_closed));
   LLMDD_RETURN_IF_ERROR(CheckFrameHeader(*header, max_payload));
+  return RecvPayload(fd, *header, payload, deadline, peer_closed);
+}
+
+DetailedStatus RecvPayload(int fd, const FrameHeader &header, std::vector<uint8_t> *payload, Deadline deadline,
+                           bool *peer_closed) {
   // Grown as the payload arrives (in steps of at most kStep): memory follows bytes received.
   constexpr uint64_t kStep = 1 << 20;
   payload->clear();
-  while (payload->size() < header->payload_bytes) {
+  while (payload->size() < header.payload_bytes) {
     const size_t have = payload->size();
-    const size_t step = static_cast<size_t>(std::min<uint64_t>(header->payload_bytes - have, kStep));
+    const size_t step = static_cast<size_t>(std::min<uint64_t>(header.payload_bytes - have, kStep));
     payload->resize(have + step);
     LLMDD_RETURN_IF_ERROR(RecvAll(fd, payload->data() + have, step, deadline, peer_closed));
   }

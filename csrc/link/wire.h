@@ -183,6 +183,10 @@ DetailedStatus CheckFrameHeader(const FrameHeader &header, uint64_t max_payload 
 DetailedStatus RecvFrame(int fd, FrameHeader *header, std::vector<uint8_t> *payload, Deadline deadline,
                          uint64_t max_payload = kMaxControlPayload, bool *peer_closed = nullptr);
 
+// The payload of a frame whose header was read and checked (CheckFrameHeader), grown as above.
+DetailedStatus RecvPayload(int fd, const FrameHeader &header, std::vector<uint8_t> *payload, Deadline deadline,
+                           bool *peer_closed = nullptr);
+
 // Connects a TCP socket to ip:port (IPv4 or IPv6 text) within the deadline.
 DetailedStatus ConnectTcp(const std::string &ip, uint16_t port, Deadline deadline, int *out_fd);
 // Listens on ip:port; `bound_port` reports the actual port.
