@@ -11,6 +11,11 @@ describes or streams), pull_cache by CacheKeyByIdAndIndex (two-sided), pull_bloc
 BlocksCacheKey of one block (one-sided on shm, owner-streamed on tcp). Prints median and p99 per
 case in microseconds. `--only CASE` runs one case (for strace/perf); `--owner-pid-file` writes
 the owner's pid so a tracer can attach to it.
+
+Same-run A/B of two builds: `--ab-before DIR` (a directory holding the baseline's installed
+`llm_datadist` package, put first on PYTHONPATH) runs this script alternately with the baseline
+and with the installed build, `--rounds` times per transport, and reports each case's median
+of the round medians (and p99s) per build, with the after/before ratio.
 """
 from __future__ import annotations
 
@@ -102,9 +107,42 @@ def decode(port: int, transport: str, iters: int, only: str, cache_id: int) -> d
     return out
 
 
+def ab(o: argparse.Namespace) -> int:
+    runs: dict = {}
+    for r in range(o.rounds):
+        for build in ("before", "after"):
+            for transport in ("shm", "tcp"):
+                env = dict(os.environ)
+                if build == "before":
+                    env["PYTHONPATH"] = os.pathsep.join(filter(None, [o.ab_before, env.get("PYTHONPATH")]))
+                out = subprocess.run([sys.executable, __file__, "--role", "decode-both", "--transport", transport,
+                                      "--iters", str(o.iters), "--port", str(o.port + r * 4 + (build == "after") * 2
+                                                                             + (transport == "tcp"))],
+                                     env=env, check=True, capture_output=True, text=True).stdout
+                for case, row in json.loads(out.strip().splitlines()[-1]).items():
+                    runs.setdefault((transport, case), {}).setdefault(build, []).append(row)
+    rows = []
+    for (transport, case), by in sorted(runs.items()):
+        b = statistics.median(x["median_us"] for x in by["before"])
+        a = statistics.median(x["median_us"] for x in by["after"])
+        rows.append({"transport": transport, "case": case, "before_median_us": round(b, 2),
+                     "after_median_us": round(a, 2), "after_over_before": round(a / b, 3),
+                     "before_p99_us": round(statistics.median(x["p99_us"] for x in by["before"]), 2),
+                     "after_p99_us": round(statistics.median(x["p99_us"] for x in by["after"]), 2),
+                     "before_rounds_us": [x["median_us"] for x in by["before"]],
+                     "after_rounds_us": [x["median_us"] for x in by["after"]]})
+        print(f"{transport:<4} {case:<24} before {b:8.2f} us  after {a:8.2f} us  ratio {a / b:6.3f}")
+    if o.json:
+        with open(o.json, "w") as f:
+            json.dump({"command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                       "rounds": o.rounds, "iters": o.iters, "rows": rows}, f, indent=1)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--role", choices=["both", "owner", "decode"], default="both")
+    ap.add_argument("--role", choices=["both", "owner", "decode", "decode-both"], default="both",
+                    help="decode-both: both processes, the result as one JSON line (for --ab-before)")
     ap.add_argument("--transport", choices=["shm", "tcp"], default="shm")
     ap.add_argument("--port", type=int, default=26710)
     ap.add_argument("--iters", type=int, default=2000)
@@ -112,7 +150,11 @@ def main() -> int:
     ap.add_argument("--cache-id", type=int, default=-1)
     ap.add_argument("--owner-wrap", default="", help="argv prefix for the owner (e.g. 'strace -f -c -o F')")
     ap.add_argument("--json", default="")
+    ap.add_argument("--ab-before", default="", help="baseline package directory (same-run A/B)")
+    ap.add_argument("--rounds", type=int, default=5)
     o = ap.parse_args()
+    if o.ab_before:
+        return ab(o)
     if o.role == "owner":
         return owner(o.port, o.transport)
     if o.role == "decode":
@@ -128,6 +170,9 @@ def main() -> int:
         proc.stdin.write("\n")
         proc.stdin.flush()
         proc.wait(30)
+    if o.role == "decode-both":
+        print(json.dumps(res))
+        return 0
     for name, r in res.items():
         print(f"{o.transport:<4} {name:<24} median {r['median_us']:8.2f} us  p99 {r['p99_us']:8.2f} us")
     if o.json:
