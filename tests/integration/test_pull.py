@@ -132,6 +132,39 @@ def test_partial_pulls_do_not_consume(pair):
     expect_code(d.pull_cache(req_key(P, 60), dst), NOT_EXIST)
 
 
+def test_pulls_both_ways_at_once_on_one_link(pair):
+    """Both ends pull from each other at once, from two threads each, over the link's one
+    connection: requests and replies of both directions interleave, and a caller waiting on its
+    reply reads, and serves, whatever frame comes first (docs/transfer.md "Small pulls").
+    Each thread pulls a different source slot into its own destination slot, so every byte of
+    both destinations says which pull wrote it."""
+    p, d = pair.prefill, pair.decode
+    src_p = p.allocate(contig(), keys=[prefix_key(P, 81), prefix_key(P, 82)])
+    p.fill(src_p, 31)
+    src_d = d.allocate(contig(), keys=[prefix_key(D, 83), prefix_key(D, 84)])
+    d.fill(src_d, 32)
+    dst_p = p.allocate(contig())
+    p.fill(dst_p, 33)
+    dst_d = d.allocate(contig())
+    d.fill(dst_d, 34)
+    rounds = 150
+    sent = [(d, d.send("pull_cache", thread=True, key=prefix_key(P, 81), cache=dst_d.cache_id, batch_index=2,
+                       repeat=rounds)),
+            (d, d.send("pull_cache", thread=True, key=prefix_key(P, 82), cache=dst_d.cache_id, batch_index=3,
+                       repeat=rounds)),
+            (p, p.send("pull_cache", thread=True, key=prefix_key(D, 83), cache=dst_p.cache_id, batch_index=0,
+                       repeat=rounds)),
+            (p, p.send("pull_cache", thread=True, key=prefix_key(D, 84), cache=dst_p.cache_id, batch_index=1,
+                       repeat=rounds))]
+    for worker, rid in sent:
+        reply = worker.ok(worker.wait(rid))
+        assert reply.result["done"] == rounds, reply.result
+    d.verify(dst_d, 34, slot_copies(src_p, 31, 0, dst_d, 2) + slot_copies(src_p, 31, 1, dst_d, 3), "pulled from P")
+    p.verify(dst_p, 33, slot_copies(src_d, 32, 0, dst_p, 0) + slot_copies(src_d, 32, 1, dst_p, 1), "pulled from D")
+    p.verify(src_p, 31, what="P's source after being read")
+    d.verify(src_d, 32, what="D's source after being read")
+
+
 def test_prefix_key_is_persistent(pair):
     p, d = pair.prefill, pair.decode
     src = p.allocate(contig(), keys=[req_key(P, 70), prefix_key(P, 5353535)])
