@@ -185,6 +185,26 @@ py::object PoolStatsDict(const std::optional<PoolStats> &stats) {
   return d;
 }
 
+// One Metrics snapshot as {kind: {operations, bytes, errors, latency_ns_sum, latency_buckets,
+// errors_by_code: {code: n}}}.
+py::dict MetricsDict(const MetricsSnapshot &snapshot) {
+  py::dict kinds;
+  for (size_t i = 0; i < kOpKinds; ++i) {
+    const OpSnapshot &s = snapshot.kinds[i];
+    py::dict k;
+    k["operations"] = s.operations;
+    k["bytes"] = s.bytes;
+    k["errors"] = s.errors;
+    k["latency_ns_sum"] = s.latency_ns_sum;
+    k["latency_buckets"] = std::vector<uint64_t>(s.latency_buckets.begin(), s.latency_buckets.end());
+    py::dict codes;
+    for (const auto &[code, n] : s.errors_by_code) codes[py::int_(code)] = n;
+    k["errors_by_code"] = codes;
+    kinds[OpKindName(static_cast<OpKind>(i))] = k;
+  }
+  return kinds;
+}
+
 }  // namespace
 
 void RegisterEngineBindings(py::module_ &m) {
@@ -457,6 +477,37 @@ void RegisterEngineBindings(py::module_ &m) {
              d["pulls"] = info->pulls;
              d["pushes"] = info->pushes;
              d["errors"] = info->errors;
+             return d;
+           })
+      .def("metrics",
+           [](const DataDistEngine &e) {
+             const EngineMetricsSnapshot snap = WithoutGil([&] { return e.GetMetrics(); });
+             py::dict d;
+             d["enabled"] = snap.enabled;
+             d["cluster_id"] = snap.cluster_id;
+             std::vector<double> bounds;
+             for (size_t i = 0; i < kLatencyBounds; ++i) bounds.push_back(LatencyBoundSeconds(i));
+             d["latency_bounds_s"] = bounds;
+             d["totals"] = MetricsDict(snap.totals);
+             d["unlinked"] = MetricsDict(snap.unlinked);
+             d["links_up"] = snap.links_up;
+             d["links_broken"] = snap.links_broken;
+             d["links_closed"] = snap.links_closed;
+             py::dict links;
+             for (const LinkMetricsSnapshot &l : snap.links) {
+               py::dict ld;
+               ld["transport"] = l.transport;
+               ld["state"] = l.state;
+               ld["channel"] = l.channel;
+               ld["peer_pid"] = l.peer_pid;
+               ld["kinds"] = MetricsDict(l.metrics);
+               links[py::int_(l.cluster_id)] = ld;
+             }
+             d["links"] = links;
+             py::dict pools;
+             pools["host"] = PoolStatsDict(snap.host_pool);
+             pools["device"] = PoolStatsDict(snap.device_pool);
+             d["pools"] = pools;
              return d;
            })
       .def("linked_clusters", &DataDistEngine::LinkedClusters)

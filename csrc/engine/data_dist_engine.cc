@@ -106,6 +106,13 @@ DetailedStatus ParseEngineOptions(const std::map<std::string, std::string> &opti
   LLMDD_CHECK(require == "0" || require == "1", LLM_PARAM_INVALID, "llmdd.RequireSecret \"", require,
               "\" must be \"0\" or \"1\"");
   parsed.require_secret = require == "1";
+  // Metrics (ours; on by default): off records nothing, so the bench can measure what they cost.
+  std::string metrics = "1";
+  if (const char *env = std::getenv("LLMDD_METRICS"); env != nullptr && *env != '\0') metrics = env;
+  if (const std::string *opt = FindOption(options, "llmdd.Metrics")) metrics = *opt;
+  LLMDD_CHECK(metrics == "0" || metrics == "1", LLM_PARAM_INVALID, "llmdd.Metrics \"", metrics,
+              "\" must be \"0\" or \"1\"");
+  parsed.metrics = metrics == "1";
   const std::string *listen = FindOption(options, OPTION_LISTEN_IP_INFO);
   if (listen == nullptr) listen = FindOption(options, "llm.listenIpInfo");
   if (listen != nullptr) parsed.listen_ip_info = *listen;
@@ -353,6 +360,11 @@ void DataDistEngine::OnLinkUp(Link &link) {
   const Deadline deadline = DeadlineIn(options_.sync_kv_timeout_ms);
   for (const std::shared_ptr<CacheEntry> &entry : registry_.RegisteredCaches())
     link.OnCacheRegistered(RegisteredMemoryOf(*entry), deadline);
+  if (options_.metrics) links_up_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void DataDistEngine::OnLinkDown(Link &, bool broken) {
+  if (options_.metrics) (broken ? links_broken_ : links_closed_).fetch_add(1, std::memory_order_relaxed);
 }
 
 DetailedStatus DataDistEngine::Register(const CacheDesc &desc, bool is_blocks, const std::vector<uintptr_t> &addrs,

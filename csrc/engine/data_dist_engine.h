@@ -8,6 +8,7 @@
 #ifndef LLM_DATADIST_ENGINE_DATA_DIST_ENGINE_H_
 #define LLM_DATADIST_ENGINE_DATA_DIST_ENGINE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -19,6 +20,7 @@
 
 #include "cache/cache_registry.h"
 #include "cache/cache_table.h"
+#include "common/metrics.h"
 #include "link/link_manager.h"
 #include "link/messages.h"
 #include "llm_datadist/status.h"
@@ -43,6 +45,7 @@ struct EngineOptions {
   bool force_ucx = false;             // llmdd.Transport=ucx or LLMDD_TRANSPORT=ucx
   std::vector<uint32_t> allowed_uids;  // llmdd.AllowedUids: other uids allowed on the pool channel
   bool require_secret = false;         // llmdd.RequireSecret=1: no non-loopback listener without a secret
+  bool metrics = true;                 // llmdd.Metrics=0 or LLMDD_METRICS=0: record nothing
 };
 
 // "ip:port" or "[ipv6]:port" -> (ip, port); LLM_PARAM_INVALID naming the value otherwise.
@@ -95,6 +98,28 @@ struct LinkInfo {
   bool cuda_ipc_opened = false;  // ... and this side has opened it (device pulls use it)
   int64_t millis_since_rx = 0;
   uint64_t bytes_pulled = 0, bytes_pushed = 0, bytes_served = 0, pulls = 0, pushes = 0, errors = 0;
+};
+
+// One link's part of a metrics snapshot.
+struct LinkMetricsSnapshot {
+  uint64_t cluster_id = 0;
+  std::string transport;
+  std::string state;    // "active" / "broken"
+  std::string channel;  // "unix" / "tcp"
+  int peer_pid = -1;
+  MetricsSnapshot metrics;
+};
+
+// Everything metrics() reports: process totals (every operation of this engine, including those
+// that failed before a link was found), link state changes, each link, the pools.
+struct EngineMetricsSnapshot {
+  bool enabled = true;
+  uint64_t cluster_id = 0;
+  MetricsSnapshot totals;
+  MetricsSnapshot unlinked;  // the operations that failed before a link was found (not yet linked, ...)
+  uint64_t links_up = 0, links_broken = 0, links_closed = 0;
+  std::vector<LinkMetricsSnapshot> links;
+  std::optional<PoolStats> host_pool, device_pool;
 };
 
 // Parses upstream option keys (Python's ge.exec.deviceId and C++'s llm.DeviceId, ...).
@@ -168,8 +193,10 @@ class DataDistEngine : public LinkHandler {
   DetailedStatus EnsureListening(const std::string &ip, uint16_t port);
   std::vector<DetailedStatus> LinkClusters(const std::vector<LinkTarget> &targets, int32_t timeout_ms);
   std::vector<DetailedStatus> UnlinkClusters(const std::vector<uint64_t> &cluster_ids, int32_t timeout_ms, bool force);
+  // Pull and Push record the operation's metrics around PullUnmetered / PushUnmetered.
   DetailedStatus Pull(const TransferArgs &args);
   DetailedStatus Push(const TransferArgs &args);
+  EngineMetricsSnapshot GetMetrics() const;
   std::optional<LinkInfo> GetLinkInfo(uint64_t cluster_id) const;
   std::vector<uint64_t> LinkedClusters() const;
   // Links to or from that cluster installed since Initialize (see LinkManager::links_installed).
@@ -177,6 +204,7 @@ class DataDistEngine : public LinkHandler {
   std::string ListenAddress() const;
   DetailedStatus OnPeerFrame(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload) override;
   void OnLinkUp(Link &link) override;
+  void OnLinkDown(Link &link, bool broken) override;
 
   DetailedStatus PinTensor(int64_t cache_id, uint32_t tensor_index, TensorPin *out) const;
   std::shared_ptr<CacheEntry> FindCache(int64_t cache_id) const { return registry_.Find(cache_id); }
@@ -202,6 +230,18 @@ class DataDistEngine : public LinkHandler {
   DetailedStatus FindUsableLink(uint64_t remote_cluster_id, std::shared_ptr<Link> *link) const;
   DetailedStatus ServePull(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload);
   DetailedStatus ServePush(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload);
+  // What a transfer leaves for its metrics: the link it used (null when it failed before one was
+  // found) and the bytes it moved.
+  struct TransferOutcome {
+    std::shared_ptr<Link> link;
+    uint64_t bytes = 0;
+  };
+  DetailedStatus PullUnmetered(const TransferArgs &args, TransferOutcome *outcome);
+  DetailedStatus PushUnmetered(const TransferArgs &args, TransferOutcome *outcome);
+  // The start of an operation for its latency (0 when metrics are off: no clock read), and its
+  // one record point, into the link's metrics (when given) and the process totals.
+  uint64_t MeterStart() const { return options_.metrics ? MetricsNowNs() : 0; }
+  void Meter(Link *link, OpKind kind, const DetailedStatus &status, uint64_t bytes, uint64_t started);
   DetailedStatus ServeRelease(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload);
   MemoryKind DeviceMemoryKind() const {
     return options_.device_backend == DeviceBackend::kCuda ? MemoryKind::kCudaDevice : MemoryKind::kCpuDevice;
@@ -214,6 +254,10 @@ class DataDistEngine : public LinkHandler {
   std::shared_ptr<MemoryPool> device_pool_;
   std::shared_ptr<MemoryPool> host_pool_;
   CacheRegistry registry_;
+  // Declared before links_ so that links closed while links_ goes still find them.
+  Metrics metrics_;           // process totals
+  Metrics unlinked_metrics_;  // operations without a link
+  std::atomic<uint64_t> links_up_{0}, links_broken_{0}, links_closed_{0};
   std::unique_ptr<LinkManager> links_;
   CacheTablePublisher table_;
   // Orders table updates against each other: each one re-reads the registry under it, so

@@ -211,12 +211,14 @@ std::optional<LinkInfo> DataDistEngine::GetLinkInfo(uint64_t cluster_id) const {
   info.cuda_ipc = link->PeerOffersCudaIpc();
   info.cuda_ipc_opened = link->CudaIpcOpened();
   info.millis_since_rx = link->millis_since_rx();
-  info.bytes_pulled = link->counters.bytes_pulled.load();
-  info.bytes_pushed = link->counters.bytes_pushed.load();
-  info.bytes_served = link->counters.bytes_served.load();
-  info.pulls = link->counters.pulls.load();
-  info.pushes = link->counters.pushes.load();
-  info.errors = link->counters.errors.load();
+  const Metrics &m = link->metrics;
+  info.bytes_pulled = m.Bytes(OpKind::kPullCache) + m.Bytes(OpKind::kPullBlocks);
+  info.bytes_pushed = m.Bytes(OpKind::kPushCache) + m.Bytes(OpKind::kPushBlocks);
+  info.bytes_served = m.Bytes(OpKind::kServePull) + m.Bytes(OpKind::kServePush);
+  info.pulls = m.Operations(OpKind::kPullCache) + m.Operations(OpKind::kPullBlocks);
+  info.pushes = m.Operations(OpKind::kPushCache) + m.Operations(OpKind::kPushBlocks);
+  info.errors = m.Errors(OpKind::kPullCache) + m.Errors(OpKind::kPullBlocks) + m.Errors(OpKind::kPushCache) +
+                m.Errors(OpKind::kPushBlocks);
   return info;
 }
 
@@ -518,10 +520,10 @@ DetailedStatus ReadDescribed(Link &link, const CacheEntry &local, const LocalPla
 
 }  // namespace
 
-DetailedStatus DataDistEngine::Pull(const TransferArgs &args) {
+DetailedStatus DataDistEngine::PullUnmetered(const TransferArgs &args, TransferOutcome *outcome) {
   const char *op = args.blocks_api ? "pull_blocks" : "pull_cache";
   const Deadline deadline = DeadlineIn(options_.sync_kv_timeout_ms);
-  std::shared_ptr<Link> link;
+  std::shared_ptr<Link> &link = outcome->link;
   std::shared_ptr<CacheEntry> local;
   LLMDD_RETURN_IF_ERROR(CheckTransfer(args, op, &local));
   LocalPlan plan;
@@ -532,10 +534,8 @@ DetailedStatus DataDistEngine::Pull(const TransferArgs &args) {
     for (const Chunk &c : plan.chunks) t += c.bytes;
     return t * plan.tensor_count;
   }();
-  auto fail = [&](DetailedStatus status) {
-    link->counters.errors.fetch_add(1);
-    return status.With("remote_cluster_id", args.remote_cluster_id);
-  };
+  outcome->bytes = chunk_total;
+  auto fail = [&](DetailedStatus status) { return status.With("remote_cluster_id", args.remote_cluster_id); };
 
   // Owner-streamed when no transport of the link reads one-sided; else described, and streamed
   // after all when some tensor turns out not readable from here.
@@ -558,11 +558,7 @@ DetailedStatus DataDistEngine::Pull(const TransferArgs &args) {
         tensors[t].value = entry->tensors[plan.wire.tensor_begin + t];
       }
       DetailedStatus copied = ReadDescribed(*link, *local, plan, tensors, entry->stride, 0, deadline);
-      if (copied.ok()) {
-        link->counters.bytes_pulled.fetch_add(chunk_total);
-        link->counters.pulls.fetch_add(1);
-        return DetailedStatus::Ok();
-      }
+      if (copied.ok()) return DetailedStatus::Ok();
       if (copied.code() != LLM_FEATURE_NOT_ENABLED) return fail(copied.With("operation", op));
       // Not readable one-sided (e.g. CMA refused): ask the owner.
     }
@@ -598,8 +594,6 @@ DetailedStatus DataDistEngine::Pull(const TransferArgs &args) {
       DetailedStatus copied = CopyRegions(receive.to_device, local->memory_kind, MemoryKind::kHost);
       release(copied.ok());
       if (!copied.ok()) return fail(copied);
-      link->counters.bytes_pulled.fetch_add(chunk_total);
-      link->counters.pulls.fetch_add(1);
       return DetailedStatus::Ok();
     }
     // Describe mode: check the owner's answer against what we mapped, then copy.
@@ -618,17 +612,15 @@ DetailedStatus DataDistEngine::Pull(const TransferArgs &args) {
     }
     release(copied.ok());
     if (!copied.ok()) return fail(copied.With("operation", op));
-    link->counters.bytes_pulled.fetch_add(chunk_total);
-    link->counters.pulls.fetch_add(1);
     return DetailedStatus::Ok();
   }
   return fail(DetailedStatus(LLM_FAILED, "internal: pull did not settle on a transport"));
 }
 
-DetailedStatus DataDistEngine::Push(const TransferArgs &args) {
+DetailedStatus DataDistEngine::PushUnmetered(const TransferArgs &args, TransferOutcome *outcome) {
   const char *op = args.blocks_api ? "push_blocks" : "push_cache";
   const Deadline deadline = DeadlineIn(options_.sync_kv_timeout_ms);
-  std::shared_ptr<Link> link;
+  std::shared_ptr<Link> &link = outcome->link;
   std::shared_ptr<CacheEntry> local;
   LLMDD_RETURN_IF_ERROR(CheckTransfer(args, op, &local));
   LLMDD_CHECK(args.key_kind != RemoteKeyKind::kCacheKey, LLM_PARAM_INVALID, op,
@@ -639,27 +631,19 @@ DetailedStatus DataDistEngine::Push(const TransferArgs &args) {
   plan.wire.delivery = Delivery::kStream;
   // The data always streams: the owner of the destination writes it into its own memory.
   StreamSpans send = MakeStreamSpans(*local, plan.tensor_begin, plan.tensor_count, plan.chunks);
-  const uint64_t total = send.bytes;
+  outcome->bytes = send.bytes;
   LLMDD_RETURN_IF_ERROR(CopyRegions(send.to_staging, MemoryKind::kHost, local->memory_kind));
   auto call = std::make_shared<PendingCall>();
   plan.wire.timeout_ms = static_cast<uint32_t>(std::min<int64_t>(options_.sync_kv_timeout_ms, kMaxServeTimeoutMs));
   DetailedStatus called = link->Call(FrameType::kPushRequest, plan.wire.Encode(), send.spans, call, deadline);
-  if (!called.ok()) {
-    link->counters.errors.fetch_add(1);
-    return called.With("remote_cluster_id", args.remote_cluster_id);
-  }
+  if (!called.ok()) return called.With("remote_cluster_id", args.remote_cluster_id);
   ByteReader reply(call->reply);
   DetailedStatus status;
   if (!GetStatus(reply, &status)) {
     link->Break("malformed push reply");
     return DetailedStatus(LLM_LINK_FAILED, "malformed push reply from the peer; the link is broken");
   }
-  if (!status.ok()) {
-    link->counters.errors.fetch_add(1);
-    return status.With("remote_cluster_id", args.remote_cluster_id);
-  }
-  link->counters.bytes_pushed.fetch_add(total);
-  link->counters.pushes.fetch_add(1);
+  if (!status.ok()) return status.With("remote_cluster_id", args.remote_cluster_id);
   return DetailedStatus::Ok();
 }
 
@@ -797,6 +781,7 @@ Deadline ServeDeadline(int64_t own_timeout_ms, const TransferRequest &w) {
 }  // namespace
 
 DetailedStatus DataDistEngine::ServePull(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload) {
+  const uint64_t started = MeterStart();
   TransferRequest w;
   if (!w.Decode(payload)) return DetailedStatus(LLM_LINK_FAILED, "malformed pull request from the peer");
   const Deadline deadline = ServeDeadline(options_.sync_kv_timeout_ms, w);
@@ -810,6 +795,7 @@ DetailedStatus DataDistEngine::ServePull(Link &link, const FrameHeader &header, 
   if (status.ok()) status = ResolveRequest(registry_, cluster_id_, w, &resolved);
   if (!status.ok()) {
     LLMDD_LOG(kInfo, "pull from cluster ", link.peer_cluster_id(), " refused: ", status.message());
+    Meter(&link, OpKind::kServePull, status, 0, started);
     return link.Send(FrameType::kPullReply, header.request_id, EncodeStatus(status), {}, 0, deadline);
   }
   const CacheEntry &entry = *resolved.entry;
@@ -857,8 +843,9 @@ DetailedStatus DataDistEngine::ServePull(Link &link, const FrameHeader &header, 
     served.consumes = resolved.consumes;
     link.AddServed(header.request_id, std::move(served));
   }
-  link.counters.bytes_served.fetch_add(data_bytes);
-  return link.Send(FrameType::kPullReply, header.request_id, reply.Encode(), send.spans, data_bytes, deadline);
+  DetailedStatus sent = link.Send(FrameType::kPullReply, header.request_id, reply.Encode(), send.spans, data_bytes, deadline);
+  Meter(&link, OpKind::kServePull, sent, data_bytes, started);
+  return sent;
 }
 
 DetailedStatus DataDistEngine::ServeRelease(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload) {
@@ -872,6 +859,7 @@ DetailedStatus DataDistEngine::ServeRelease(Link &link, const FrameHeader &heade
 }
 
 DetailedStatus DataDistEngine::ServePush(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload) {
+  const uint64_t started = MeterStart();
   TransferRequest w;
   if (!w.Decode(payload)) return DetailedStatus(LLM_LINK_FAILED, "malformed push request from the peer");
   const Deadline deadline = ServeDeadline(options_.sync_kv_timeout_ms, w);
@@ -888,13 +876,14 @@ DetailedStatus DataDistEngine::ServePush(Link &link, const FrameHeader &header, 
                                                                 expected));
   }
   if (!status.ok()) {
+    Meter(&link, OpKind::kServePush, status, 0, started);
     LLMDD_RETURN_IF_ERROR(link.DrainData(header.data_bytes, deadline));
     return link.Send(FrameType::kPushReply, header.request_id, EncodeStatus(status), {}, 0, deadline);
   }
   StreamSpans receive = MakeStreamSpans(*resolved.entry, w.tensor_begin, w.tensor_count, resolved.chunks);
   LLMDD_RETURN_IF_ERROR(link.ReceiveData(receive.spans, deadline));
   status = CopyRegions(receive.to_device, resolved.entry->memory_kind, MemoryKind::kHost);
-  link.counters.bytes_served.fetch_add(expected);
+  Meter(&link, OpKind::kServePush, status, expected, started);
   return link.Send(FrameType::kPushReply, header.request_id, EncodeStatus(status), {}, 0, deadline);
 }
 

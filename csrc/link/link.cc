@@ -129,7 +129,10 @@ size_t Link::served_count() const {
   return served_.size();
 }
 
-void Link::Start() { reader_ = std::thread([this] { ReaderLoop(); }); }
+void Link::Start() {
+  started_.store(true);
+  reader_ = std::thread([this] { ReaderLoop(); });
+}
 
 std::string Link::close_reason() const {
   std::lock_guard<std::mutex> lock(reason_mutex_);
@@ -178,6 +181,7 @@ void Link::Close(State state, const std::string &reason) {
   }
   shutdown(fd_, SHUT_RDWR);  // wakes the reader and any sender
   FailPending(Usable());
+  if (handler_ != nullptr && started_.load()) handler_->OnLinkDown(*this, state == State::kBroken);
   LLMDD_LOG(kInfo, "link ", local_cluster_id_, " -> ", peer_cluster_id_, ": ", reason);
 }
 

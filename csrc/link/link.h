@@ -25,6 +25,7 @@
 
 #include <optional>
 
+#include "common/metrics.h"
 #include "link/wire.h"
 #include "llm_datadist/status.h"
 #include "transport/transport.h"
@@ -89,15 +90,10 @@ class LinkHandler {
   // The link is installed and its reader runs (called once, on the handshake's thread): the
   // handler tells its transports about memory they may need announced (registered caches).
   virtual void OnLinkUp(Link &link) {}
-};
-
-struct LinkCounters {
-  std::atomic<uint64_t> bytes_pulled{0};
-  std::atomic<uint64_t> bytes_pushed{0};
-  std::atomic<uint64_t> bytes_served{0};
-  std::atomic<uint64_t> pulls{0};
-  std::atomic<uint64_t> pushes{0};
-  std::atomic<uint64_t> errors{0};
+  // A started link left the active state (once per link): broken (a failure) or closed (unlinked,
+  // finalized). Runs on whichever thread closed it, possibly the link's destructor: counting
+  // only, nothing that blocks.
+  virtual void OnLinkDown(Link &link, bool broken) {}
 };
 
 class Link {
@@ -173,7 +169,8 @@ class Link {
   void OnCacheRegistered(const RegisteredMemory &memory, Deadline deadline);
   void OnCacheUnregistered(int64_t cache_id);
 
-  LinkCounters counters;
+  // What moved over this link and how long it took (the engine records, common/metrics.h).
+  Metrics metrics;
 
   // ---- owner side: transfers the peer is reading, by request id ----
   void AddServed(uint64_t request_id, ServedTransfer served);
@@ -211,6 +208,7 @@ class Link {
   LinkHandler *handler_;
   std::thread reader_;
   std::atomic<int> state_{static_cast<int>(State::kActive)};
+  std::atomic<bool> started_{false};  // Start() ran: the handler heard of the link
   mutable std::mutex reason_mutex_;
   std::string close_reason_;
   std::mutex write_mutex_;
