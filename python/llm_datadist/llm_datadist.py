@@ -6,7 +6,7 @@ import atexit
 import logging
 import os
 import threading
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import _core
 from ._logging import warn_once
@@ -79,6 +79,9 @@ class LLMDataDist:
             _initialized_instance = self
         logger.info("LLMDataDist cluster %d initialized (role %s, device backend %s: %s)", self._cluster_id,
                     self._role, engine.device_backend, engine.device_backend_reason)
+        if os.environ.get("LLMDD_METRICS_PORT") or os.environ.get("LLMDD_METRICS_SOCKET"):
+            from .metrics import start_from_env
+            start_from_env()
 
     def finalize(self) -> None:
         """Closes every link, releases pools and caches; a no-op when not initialized. Views made with
@@ -241,6 +244,24 @@ class LLMDataDist:
         if info is None:
             raise LLMException(f"cluster {remote_cluster_id} is not linked.", status_code=LLMStatusCode.LLM_NOT_YET_LINK)
         return dict(info)
+
+    def metrics(self) -> Dict[str, Any]:
+        """What this instance has moved (ours, not upstream): a plain dict snapshot.
+
+        {"enabled": False when llmdd.Metrics / LLMDD_METRICS is "0" (then nothing is counted),
+         "cluster_id", "latency_bounds_s": bucket upper bounds (1 us .. 67 s, powers of two),
+         "totals": {kind: counters} for every operation of this instance,
+         "links": {remote_cluster_id: {"transport", "state", "channel", "peer_pid", "kinds": {kind: counters}}},
+         "unlinked": {kind: counters} of operations that failed before a link was found,
+         "links_up" / "links_broken" / "links_closed": link state changes,
+         "pools": {"host": pool_stats or None, "device": ...}}
+        with kinds pull_cache, pull_blocks, push_cache, push_blocks (this side asked), serve_pull,
+        serve_push (a peer asked this side), and counters {"operations" (completed), "bytes",
+        "errors", "errors_by_code": {"LLM_KV_CACHE_NOT_EXIST": n, ...}, "latency_ns_sum",
+        "latency_buckets": completed operations per bucket (the last: above the last bound)}.
+        Prometheus and `llm-datadist top`: llm_datadist.metrics."""
+        from .metrics import from_core
+        return from_core(dict(self._check_init().metrics()))
 
     @property
     def listen_address(self) -> str:
