@@ -196,6 +196,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     fault.add_argument("--shim-path", action="store_true", help="print the shim's path and exit")
     fault.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     fault.set_defaults(func=_cmd_fault)
+    from ._top import add_metrics_arguments, add_top_arguments, cmd_metrics, cmd_top
+    top = sub.add_parser("top", help="live view of a running process's links and rates (it must have been "
+                                     "started with LLMDD_METRICS_SOCKET=1)")
+    add_top_arguments(top)
+    top.set_defaults(func=cmd_top)
+    metrics = sub.add_parser("metrics", help="print a running process's metrics snapshot (JSON or Prometheus "
+                                             "text) from its LLMDD_METRICS_SOCKET")
+    add_metrics_arguments(metrics)
+    metrics.set_defaults(func=cmd_metrics)
     bench = sub.add_parser("bench", help="transfer benchmarks: every case, the machine's ceilings and the peers "
                                          "(NIXL, Mooncake) when installed; table, JSON, PNG plot")
     from ._bench.suite import add_arguments as _bench_arguments
