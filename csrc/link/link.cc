@@ -181,7 +181,8 @@ void Link::Close(State state, const std::string &reason) {
   }
   shutdown(fd_, SHUT_RDWR);  // wakes the reader and any sender
   FailPending(Usable());
-  if (handler_ != nullptr && started_.load()) handler_->OnLinkDown(*this, state == State::kBroken);
+  // The peer closing its end after this end asked it to unlink is the unlink, not a failure.
+  if (handler_ != nullptr && started_.load()) handler_->OnLinkDown(*this, state == State::kBroken && !unlinking_.load());
   LLMDD_LOG(kInfo, "link ", local_cluster_id_, " -> ", peer_cluster_id_, ": ", reason);
 }
 
@@ -225,6 +226,7 @@ DetailedStatus Link::Send(FrameType type, uint64_t request_id, const std::vector
 DetailedStatus Link::Call(FrameType type, const std::vector<uint8_t> &payload, const std::vector<IoSpan> &data,
                           const std::shared_ptr<PendingCall> &call, Deadline deadline) {
   LLMDD_RETURN_IF_ERROR(Usable());
+  if (type == FrameType::kUnlinkRequest) unlinking_.store(true);
   const uint64_t id = NextRequestId();
   call->deadline = deadline;
   {

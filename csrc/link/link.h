@@ -209,6 +209,7 @@ class Link {
   std::thread reader_;
   std::atomic<int> state_{static_cast<int>(State::kActive)};
   std::atomic<bool> started_{false};  // Start() ran: the handler heard of the link
+  std::atomic<bool> unlinking_{false};  // this end sent kUnlinkRequest
   mutable std::mutex reason_mutex_;
   std::string close_reason_;
   std::mutex write_mutex_;
