@@ -216,3 +216,13 @@ def test_http_endpoint_in_process():
         assert 'llmdd_metrics_enabled{cluster="9"} 1.0' in text, text[:2000]
     finally:
         dd.finalize()
+
+
+def test_prometheus_client_is_an_extra_not_a_dependency():
+    import importlib.metadata
+    requires = importlib.metadata.requires("llm-datadist") or []
+    assert not any(r.startswith("prometheus") and "extra ==" not in r for r in requires), requires
+    assert "metrics" in (importlib.metadata.metadata("llm-datadist").get_all("Provides-Extra") or [])
+    test_extra = [r for r in requires if 'extra == "test"' in r]
+    assert any("llm-datadist[metrics]" in r for r in test_extra) and any(r.startswith("pexpect") for r in test_extra), \
+        test_extra
