@@ -261,7 +261,11 @@ class LLMDataDist:
         "latency_buckets": completed operations per bucket (the last: above the last bound)}.
         Prometheus and `llm-datadist top`: llm_datadist.metrics."""
         from .metrics import from_core
-        return from_core(dict(self._check_init().metrics()))
+        # Under the instance lock: the metrics servers' threads call this while another thread
+        # may finalize (which frees what the snapshot reads).
+        with _instance_lock:
+            raw = dict(self._check_init().metrics())
+        return from_core(raw)
 
     @property
     def listen_address(self) -> str:

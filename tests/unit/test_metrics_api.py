@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """llm_datadist.metrics in one process: the snapshot's shape, the switch, the socket, the Prometheus
 collector and top's frame from given snapshots. Counts after real pulls between two processes:
-tests/integration/test_metrics.py."""
+tests/integration/test_metrics_scrape.py."""
 import copy
 import json
 import os
