@@ -824,8 +824,10 @@ DetailedStatus DataDistEngine::ServePull(Link &link, const FrameHeader &header, 
     send = MakeStreamSpans(entry, w.tensor_begin, w.tensor_count, resolved.chunks);
     data_bytes = send.bytes;
     DetailedStatus staged_ok = CopyRegions(send.to_staging, MemoryKind::kHost, entry.memory_kind);
-    if (!staged_ok.ok())
+    if (!staged_ok.ok()) {
+      Meter(&link, OpKind::kServePull, staged_ok, 0, started);
       return link.Send(FrameType::kPullReply, header.request_id, EncodeStatus(staged_ok), {}, 0, deadline);
+    }
   }
   // A streamed pull that consumes no key is over for the owner once its bytes are sent (the
   // local `resolved` pins the cache until then): nothing to keep, no kRelease to wait for,
