@@ -20,7 +20,7 @@ MAGIC = 0x4C4C4444
 VERSION = int(re.search(r"kProtocolVersion\s*=\s*(\d+)", (ROOT / "csrc/link/wire.h").read_text()).group(1))
 
 HELLO, AUTH = 1, 3
-PULL, PULL_REPLY, PUSH, RELEASE, UNLINK, HEARTBEAT = 10, 11, 12, 14, 20, 30
+PULL, PULL_REPLY, PUSH, RELEASE, PUSH_COMPLETE, UNLINK, HEARTBEAT = 10, 11, 12, 14, 15, 20, 30
 INVALID_ID = 2**64 - 1
 
 # ServingEngine (fuzz_support.h): the owner's cluster and its caches.
@@ -43,12 +43,17 @@ def frame(ftype, payload=b"", request_id=1, data=b"", data_bytes=None, version=V
 
 def request(key_kind, layout, delivery, *, req_id=INVALID_ID, prefix_id=INVALID_ID, model_id=0, cache_id=-1,
             batch_index=0, all_tensors=1, tensor_begin=0, tensor_count=0, size=0, whole_slot=0, chunk_bytes=0,
-            chunk_count=0, blocks=(), timeout_ms=1000):
+            chunk_count=0, blocks=(), timeout_ms=1000, push_bytes=0):
     """A TransferRequest (csrc/link/messages.h), fields in Encode() order."""
     out = struct.pack("<BQQQqIBBBIIQBQI", key_kind, req_id, prefix_id, model_id, cache_id, batch_index, layout,
                       delivery, all_tensors, tensor_begin, tensor_count, size, whole_slot, chunk_bytes, chunk_count)
     return (out + struct.pack("<I", len(blocks)) + b"".join(struct.pack("<Q", b) for b in blocks)
-            + struct.pack("<I", timeout_ms))
+            + struct.pack("<I", timeout_ms) + struct.pack("<Q", push_bytes))
+
+
+def push_complete(push_request_id, success=1):
+    """A PushComplete (csrc/link/messages.h, protocol 6): the described push it ends, and how."""
+    return struct.pack("<QB", push_request_id, success)
 
 
 def requests():
@@ -77,8 +82,15 @@ def requests():
 
 
 def push_requests():
-    """Pushes (always streamed) with the data bytes they carry."""
+    """Pushes with the data bytes they carry (described ones, protocol 6, carry none: push_bytes
+    says what they would write)."""
     return {
+        "push-describe-idindex-slot": (request(ID_AND_INDEX, SLOT_TO_SLOT, DESCRIBE, cache_id=SMALL_CACHE,
+                                               batch_index=1, tensor_count=1, size=SMALL_STRIDE, whole_slot=1,
+                                               push_bytes=SMALL_STRIDE), 0),
+        "push-describe-blockskey-blocks": (request(BLOCKS_KEY, BLOCKS_TO_BLOCKS, DESCRIBE, model_id=BLOCKS_MODEL,
+                                                   tensor_count=BLOCKS_TENSORS, chunk_bytes=BLOCK_BYTES,
+                                                   blocks=(3, 4), push_bytes=2 * BLOCKS_TENSORS * BLOCK_BYTES), 0),
         "push-idindex-slot": (request(ID_AND_INDEX, SLOT_TO_SLOT, STREAM, cache_id=SMALL_CACHE, batch_index=0,
                                       tensor_count=1, size=SMALL_STRIDE, whole_slot=1), SMALL_STRIDE),
         "push-blockskey-blocks": (request(BLOCKS_KEY, BLOCKS_TO_BLOCKS, STREAM, model_id=BLOCKS_MODEL,
@@ -109,6 +121,10 @@ def frame_seeds():
                                       frame(RELEASE, b"\x01", request_id=6))
     seeds["several"] = (frame(HEARTBEAT, request_id=0) + frame(PULL, requests()["blocks-blockskey-stream"], 8) +
                         seeds["push-idindex-slot"] + frame(HEARTBEAT, request_id=0) + frame(UNLINK, request_id=10))
+    # A described push and its completion (protocol 6), and a completion of nothing.
+    seeds["push-describe-complete"] = (frame(PUSH, push_requests()["push-describe-idindex-slot"][0], request_id=11) +
+                                       frame(PUSH_COMPLETE, push_complete(11), request_id=12))
+    seeds["push-complete-unknown"] = frame(PUSH_COMPLETE, push_complete(99, 0), request_id=13)
     seeds["old-version"] = frame(HEARTBEAT, version=1)
     return seeds
 

@@ -96,7 +96,7 @@ std::vector<uint8_t> TransferRequest::Encode() const {
   w.Put(static_cast<uint8_t>(key_kind)).Put(req_id).Put(prefix_id).Put(model_id).Put(cache_id).Put(batch_index);
   w.Put(static_cast<uint8_t>(layout)).Put(static_cast<uint8_t>(delivery)).Put<uint8_t>(all_tensors);
   w.Put(tensor_begin).Put(tensor_count).Put(size).Put<uint8_t>(whole_slot).Put(chunk_bytes).Put(chunk_count);
-  w.PutVector(blocks).Put(timeout_ms);
+  w.PutVector(blocks).Put(timeout_ms).Put(push_bytes);
   return w.bytes();
 }
 
@@ -107,7 +107,7 @@ bool TransferRequest::Decode(const std::vector<uint8_t> &payload) {
          GetEnum(r, static_cast<uint8_t>(Delivery::kStream), &delivery) && GetFlag(r, &all_tensors) &&
          r.Get(&tensor_begin) && r.Get(&tensor_count) && r.Get(&size) && GetFlag(r, &whole_slot) &&
          r.Get(&chunk_bytes) && r.Get(&chunk_count) && r.GetVector(&blocks, kMaxBlocksPerTransfer) &&
-         r.Get(&timeout_ms);
+         r.Get(&timeout_ms) && r.Get(&push_bytes);
 }
 
 void PutStatus(ByteWriter &w, const DetailedStatus &status) {
@@ -158,6 +158,17 @@ bool PullReply::Decode(const std::vector<uint8_t> &payload) {
     if (!GetEnum(r, static_cast<uint8_t>(Location::kUnreadable), &t.location) || !r.Get(&t.region_id) || !r.Get(&t.value))
       return false;
   return GetFlag(r, &needs_release);
+}
+
+std::vector<uint8_t> PushComplete::Encode() const {
+  ByteWriter w;
+  w.Put(push_request_id).Put<uint8_t>(success);
+  return w.bytes();
+}
+
+bool PushComplete::Decode(const std::vector<uint8_t> &payload) {
+  ByteReader r(payload);
+  return r.Get(&push_request_id) && GetFlag(r, &success);
 }
 
 std::vector<uint8_t> ReleaseMessage::Encode() const {

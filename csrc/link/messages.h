@@ -54,6 +54,9 @@ struct TransferRequest {
   // The requester's sync_kv_timeout: the owner streams and receives for at least this long, so a
   // slow transfer ends in the requester's LLM_TIMEOUT, not in the owner giving up first.
   uint32_t timeout_ms = 0;
+  // A described push (kPushRequest, kDescribe; protocol 6): the bytes the requester will write,
+  // which the owner checks as it checks a streamed push's data_bytes. 0 otherwise.
+  uint64_t push_bytes = 0;
 
   std::vector<uint8_t> Encode() const;
   bool Decode(const std::vector<uint8_t> &payload);
@@ -88,6 +91,22 @@ struct PullReply {
   bool needs_release = true;
 
   std::vector<uint8_t> Encode() const;  // a failed status: the status only
+  bool Decode(const std::vector<uint8_t> &payload);
+};
+
+// kPushReply to a described push (protocol 6) has a PullReply's fields: the status, and when ok
+// the owner's slot geometry and where each destination tensor lives. needs_release is always
+// true: the owner holds the destination until the requester's kPushComplete. (A streamed push's
+// kPushReply is a status alone.)
+using PushDescribeReply = PullReply;
+
+// kPushComplete (protocol 6): the requester is done writing the described push `push_request_id`
+// (success: every byte written and flushed to the owner's memory). The owner releases what it
+// held for it and answers with a kPushReply status; the push has succeeded only when that says ok.
+struct PushComplete {
+  uint64_t push_request_id = 0;
+  bool success = false;
+  std::vector<uint8_t> Encode() const;
   bool Decode(const std::vector<uint8_t> &payload);
 };
 

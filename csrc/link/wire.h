@@ -25,6 +25,12 @@
 //      upstream's transfer_cache_async with dst_block_memory_size); a version-4 owner would
 //      write a whole block there. A transfer request ends with the requester's sync_kv_timeout
 //      (u32 ms), which bounds the owner's side of it (at most kMaxServeTimeoutMs).
+//   6: pushes may be one-sided (a link transport that writes, Capabilities::writes: ucx): a push
+//      request with delivery kDescribe carries no data; it ends, like every transfer request,
+//      with push_bytes (u64: the bytes a described push will write, 0 otherwise). The owner checks
+//      it as a streamed push's data_bytes and answers with the described destination (a
+//      PullReply's fields); the requester writes, then sends the new kPushComplete, answered by a
+//      kPushReply status. A version-5 owner would drop a request of this length as malformed.
 #ifndef LLM_DATADIST_LINK_WIRE_H_
 #define LLM_DATADIST_LINK_WIRE_H_
 
@@ -39,7 +45,7 @@
 namespace llm_datadist {
 
 constexpr uint32_t kFrameMagic = 0x4C4C4444;  // "LLDD"
-constexpr uint16_t kProtocolVersion = 5;
+constexpr uint16_t kProtocolVersion = 6;
 // A control payload larger than this is malformed (data follows frames, not inside them).
 constexpr uint64_t kMaxControlPayload = 64ull << 20;
 // Blocks (or chunks) one transfer request may name: the owner sizes its work by this count
@@ -58,6 +64,7 @@ enum class FrameType : uint16_t {
   kPushRequest = 12,
   kPushReply = 13,
   kRelease = 14,
+  kPushComplete = 15,
   kUnlinkRequest = 20,
   kUnlinkReply = 21,
   kHeartbeat = 30,

@@ -43,6 +43,7 @@ TransferRequest SampleRequest() {
   w.chunk_count = 9;
   w.blocks = {1, 5, 9};
   w.timeout_ms = 2500;
+  w.push_bytes = (1ull << 40) + 3;
   return w;
 }
 
@@ -68,8 +69,8 @@ LLMDD_TEST(Messages, TransferRequestRoundTrip) {
   const TransferRequest w = SampleRequest();
   const std::vector<uint8_t> bytes = w.Encode();
   // key_kind u8, 3 x u64 ids, i64 cache, u32 batch, 3 x u8, 2 x u32, u64 size, u8, u64, u32, u32 + 3 x u64,
-  // u32 timeout
-  EXPECT_EQ(bytes.size(), size_t{1 + 24 + 8 + 4 + 3 + 8 + 8 + 1 + 8 + 4 + 4 + 24 + 4});
+  // u32 timeout, u64 push_bytes (protocol 6)
+  EXPECT_EQ(bytes.size(), size_t{1 + 24 + 8 + 4 + 3 + 8 + 8 + 1 + 8 + 4 + 4 + 24 + 4 + 8});
   EXPECT_EQ(bytes[0], uint8_t{2});
   EXPECT_EQ(bytes[1 + 24 + 8 + 4], uint8_t{1});  // layout
   TransferRequest r;
@@ -91,6 +92,7 @@ LLMDD_TEST(Messages, TransferRequestRoundTrip) {
   EXPECT_EQ(r.chunk_count, w.chunk_count);
   EXPECT_TRUE(r.blocks == w.blocks);
   EXPECT_EQ(r.timeout_ms, w.timeout_ms);
+  EXPECT_EQ(r.push_bytes, w.push_bytes);
   EXPECT_EQ(r.Encode() == bytes, true);
 }
 
@@ -113,7 +115,7 @@ LLMDD_TEST(Messages, TransferRequestRejectsMalformed) {
   EXPECT_FALSE(with(whole_slot, 2));
   // A block count past kMaxBlocksPerTransfer, or past the bytes there are.
   std::vector<uint8_t> b = bytes;
-  const size_t count = bytes.size() - 4 - 24 - 4;  // before 3 blocks and the timeout
+  const size_t count = bytes.size() - 4 - 24 - 4 - 8;  // before 3 blocks, the timeout, push_bytes
   uint32_t n = kMaxBlocksPerTransfer + 1;
   std::memcpy(&b[count], &n, 4);
   TransferRequest r;
@@ -205,6 +207,45 @@ LLMDD_TEST(Messages, Release) {
   ASSERT_TRUE(got.Decode({0}));
   EXPECT_FALSE(got.success);
   EXPECT_FALSE(got.Decode({}));
+}
+
+LLMDD_TEST(Messages, PushCompleteRoundTripAndMalformed) {
+  PushComplete m;
+  m.push_request_id = 0x0102030405060708ull;
+  m.success = true;
+  const std::vector<uint8_t> bytes = m.Encode();
+  EXPECT_TRUE(bytes == (std::vector<uint8_t>{8, 7, 6, 5, 4, 3, 2, 1, 1}));
+  PushComplete got;
+  ASSERT_TRUE(got.Decode(bytes));
+  EXPECT_EQ(got.push_request_id, m.push_request_id);
+  EXPECT_TRUE(got.success);
+  EXPECT_EQ(DecodablePrefixes<PushComplete>(bytes), 0);
+  std::vector<uint8_t> b = bytes;
+  b[8] = 0;
+  ASSERT_TRUE(got.Decode(b));
+  EXPECT_FALSE(got.success);
+  b[8] = 2;  // a flag is 0 or 1
+  EXPECT_FALSE(got.Decode(b));
+}
+
+LLMDD_TEST(Messages, PushDescribeReplyIsAPullReply) {
+  PushDescribeReply reply;
+  reply.owner_stride = 4096;
+  reply.slot = 3;
+  reply.tensors.resize(2);
+  reply.tensors[0].location = Location::kRegion;
+  reply.tensors[0].region_id = 1;
+  reply.tensors[0].value = 8192;
+  reply.tensors[1].location = Location::kRawHost;
+  reply.tensors[1].value = 0x7f0000001000ull;
+  PushDescribeReply got;
+  ASSERT_TRUE(got.Decode(reply.Encode()));
+  EXPECT_EQ(got.owner_stride, uint64_t{4096});
+  EXPECT_EQ(got.slot, uint32_t{3});
+  ASSERT_TRUE(got.tensors.size() == 2);
+  EXPECT_TRUE(got.tensors[1].location == Location::kRawHost);
+  EXPECT_EQ(got.tensors[1].value, reply.tensors[1].value);
+  EXPECT_TRUE(got.needs_release);
 }
 
 LLMDD_TEST(Messages, HelloAndReply) {

@@ -44,6 +44,7 @@ class FrameType:
     PUSH_REQUEST = 12
     PUSH_REPLY = 13
     RELEASE = 14
+    PUSH_COMPLETE = 15
     UNLINK_REQUEST = 20
     UNLINK_REPLY = 21
     HEARTBEAT = 30
@@ -96,15 +97,21 @@ def pull_request(key_kind: int = 2, req_id: int = INVALID_ID, prefix_id: int = I
                  cache_id: int = -1, batch_index: int = 0, layout: int = 1, delivery: int = 1,
                  all_tensors: int = 1, tensor_begin: int = 0, tensor_count: int = 1, size: int = 0,
                  whole_slot: int = 0, chunk_bytes: int = 0, chunk_count: int = 0,
-                 blocks: Sequence[int] = (), timeout_ms: int = 1000) -> bytes:
+                 blocks: Sequence[int] = (), timeout_ms: int = 1000, push_bytes: int = 0) -> bytes:
     """The owner-side selection of a pull or push (TransferRequest in csrc/link/messages.h).
     key_kind: 0 CacheKey, 1 CacheKeyByIdAndIndex, 2 BlocksCacheKey; layout: 0 slot->slot,
-    1 blocks->blocks, 2 slot->blocks; delivery: 0 describe (one host only), 1 stream."""
+    1 blocks->blocks, 2 slot->blocks; delivery: 0 describe (a link with a one-sided transport
+    only), 1 stream; push_bytes: what a described push writes (protocol 6)."""
     return (struct.pack("<BQQQqIBBBIIQBQI", key_kind, req_id, prefix_id, model_id, cache_id, batch_index, layout,
                         delivery, all_tensors, tensor_begin, tensor_count, size, whole_slot, chunk_bytes,
                         chunk_count)
             + struct.pack("<I", len(blocks)) + b"".join(struct.pack("<Q", b) for b in blocks)
-            + struct.pack("<I", timeout_ms))
+            + struct.pack("<I", timeout_ms) + struct.pack("<Q", push_bytes))
+
+
+def push_complete(push_request_id: int, success: bool = True) -> bytes:
+    """kPushComplete's payload (PushComplete in csrc/link/messages.h, protocol 6)."""
+    return struct.pack("<QB", push_request_id, int(success))
 
 
 @dataclass
