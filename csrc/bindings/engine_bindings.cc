@@ -477,6 +477,9 @@ void RegisterEngineBindings(py::module_ &m) {
              d["pulls"] = info->pulls;
              d["pushes"] = info->pushes;
              d["errors"] = info->errors;
+             d["bytes_pushed_one_sided"] = info->bytes_pushed_one_sided;
+             d["data_bytes_sent"] = info->data_bytes_sent;
+             d["held"] = info->held;
              return d;
            })
       .def("metrics",

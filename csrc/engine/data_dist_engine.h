@@ -98,6 +98,9 @@ struct LinkInfo {
   bool cuda_ipc_opened = false;  // ... and this side has opened it (device pulls use it)
   int64_t millis_since_rx = 0;
   uint64_t bytes_pulled = 0, bytes_pushed = 0, bytes_served = 0, pulls = 0, pushes = 0, errors = 0;
+  uint64_t bytes_pushed_one_sided = 0;  // of bytes_pushed, written by a transport (ucx puts)
+  uint64_t data_bytes_sent = 0;         // data bytes this end sent on the link's connection
+  uint64_t held = 0;  // owner side: transfers the peer reads or writes now (described, not yet released)
 };
 
 // One link's part of a metrics snapshot.
@@ -243,6 +246,7 @@ class DataDistEngine : public LinkHandler {
   uint64_t MeterStart() const { return options_.metrics ? MetricsNowNs() : 0; }
   void Meter(Link *link, OpKind kind, const DetailedStatus &status, uint64_t bytes, uint64_t started);
   DetailedStatus ServeRelease(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload);
+  DetailedStatus ServePushComplete(Link &link, const FrameHeader &header, const std::vector<uint8_t> &payload);
   MemoryKind DeviceMemoryKind() const {
     return options_.device_backend == DeviceBackend::kCuda ? MemoryKind::kCudaDevice : MemoryKind::kCpuDevice;
   }

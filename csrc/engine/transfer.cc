@@ -219,6 +219,9 @@ std::optional<LinkInfo> DataDistEngine::GetLinkInfo(uint64_t cluster_id) const {
   info.pushes = m.Operations(OpKind::kPushCache) + m.Operations(OpKind::kPushBlocks);
   info.errors = m.Errors(OpKind::kPullCache) + m.Errors(OpKind::kPullBlocks) + m.Errors(OpKind::kPushCache) +
                 m.Errors(OpKind::kPushBlocks);
+  info.bytes_pushed_one_sided = link->counters.bytes_pushed_one_sided.load();
+  info.data_bytes_sent = link->counters.data_bytes_sent.load();
+  info.held = link->served_count();
   return info;
 }
 
@@ -453,15 +456,21 @@ DetailedStatus CheckBlocksSelection(const TransferRequest &w, const std::string 
 // every kHeartbeatIntervalMs).
 constexpr int64_t kPeerSilentMs = 4 * kHeartbeatIntervalMs;
 
-// Copies the plan's chunks from where the owner's selected tensors live (its answer, or its
-// published table), each through the link's transport that reaches it (a pool mapped read-only,
-// a CUDA pool opened over IPC, registered host memory by address).
-// LLM_FEATURE_NOT_ENABLED when some tensor is not readable from here (the caller streams
+// Which way a described transfer moves: a pull reads the owner's memory, a push writes it.
+enum class Access : uint8_t { kRead, kWrite };
+
+// Copies the plan's chunks between local memory and where the owner's selected tensors live
+// (its answer, or its published table), each through the link's transport that reaches it (a
+// pool mapped read-only, a CUDA pool opened over IPC, registered host memory by address; for
+// writes, a transport that writes: ucx).
+// LLM_FEATURE_NOT_ENABLED when some tensor is not reachable from here (the caller streams
 // instead); LLM_LINK_FAILED (and the link broken) when the owner described memory outside what
 // it shared.
-DetailedStatus ReadDescribed(Link &link, const CacheEntry &local, const LocalPlan &plan,
+DetailedStatus MoveDescribed(Link &link, const CacheEntry &local, const LocalPlan &plan,
                              const std::vector<DescribedTensor> &tensors, uint64_t owner_stride, uint32_t slot,
-                             Deadline deadline) {
+                             Deadline deadline, Access access = Access::kRead) {
+  const bool write = access == Access::kWrite;
+  const char *unreachable = write ? " of the owner is not writable from here" : " of the owner is not readable from here";
   LLMDD_CHECK(tensors.size() == plan.tensor_count, LLM_FEATURE_NOT_ENABLED, "owner described ", tensors.size(),
               " tensors, expected ", plan.tensor_count);
   std::vector<Chunk> src_chunks;
@@ -488,10 +497,10 @@ DetailedStatus ReadDescribed(Link &link, const CacheEntry &local, const LocalPla
     } else if (described.location == Location::kRawHost) {
       where = RemoteMemory::RawHost();
     } else {
-      return DetailedStatus(LLM_FEATURE_NOT_ENABLED, detail::Concat("tensor ", t, " of the owner is not readable from here"));
+      return DetailedStatus(LLM_FEATURE_NOT_ENABLED, detail::Concat("tensor ", t, unreachable));
     }
-    Transport *transport = link.TransportFor(where, local.memory_kind);
-    LLMDD_CHECK(transport != nullptr, LLM_FEATURE_NOT_ENABLED, "tensor ", t, " of the owner is not readable from here");
+    Transport *transport = write ? link.WriterFor(where, local.memory_kind) : link.TransportFor(where, local.memory_kind);
+    LLMDD_CHECK(transport != nullptr, LLM_FEATURE_NOT_ENABLED, "tensor ", t, unreachable);
     auto batch = std::find_if(batches.begin(), batches.end(), [&](const auto &b) { return b.first == transport; });
     if (batch == batches.end()) batch = batches.insert(batches.end(), {transport, {}});
     uint8_t *dst_base = reinterpret_cast<uint8_t *>(local.tensor_addrs[plan.tensor_begin + t]);
@@ -501,12 +510,13 @@ DetailedStatus ReadDescribed(Link &link, const CacheEntry &local, const LocalPla
   }
   std::stable_partition(batches.begin(), batches.end(), [](const auto &b) { return !b.first->caps().registered_host; });
   for (const auto &batch : batches) {
-    DetailedStatus read = batch.first->Read(batch.second, local.memory_kind, deadline);
+    DetailedStatus read = write ? batch.first->Write(batch.second, local.memory_kind, deadline)
+                                : batch.first->Read(batch.second, local.memory_kind, deadline);
     if (read.code() == LLM_TIMEOUT || read.code() == LLM_LINK_FAILED) {
       // The transport's own connection to the peer is gone (ucx closes its endpoint past a
       // deadline, so that no late byte lands): the link is broken, and relinked like after a
       // control-plane timeout.
-      link.Break(detail::Concat(batch.first->name(), " read failed: ", read.message()));
+      link.Break(detail::Concat(batch.first->name(), write ? " write failed: " : " read failed: ", read.message()));
       DetailedStatus broken(read.code(), read.message() + "; the link is broken until unlinked and linked again");
       for (const auto &[k, v] : read.context()) broken.With(k, v);
       broken.With("remote_cluster_id", link.peer_cluster_id());
@@ -557,7 +567,7 @@ DetailedStatus DataDistEngine::PullUnmetered(const TransferArgs &args, TransferO
         tensors[t].region_id = entry->region_id;
         tensors[t].value = entry->tensors[plan.wire.tensor_begin + t];
       }
-      DetailedStatus copied = ReadDescribed(*link, *local, plan, tensors, entry->stride, 0, deadline);
+      DetailedStatus copied = MoveDescribed(*link, *local, plan, tensors, entry->stride, 0, deadline);
       if (copied.ok()) return DetailedStatus::Ok();
       if (copied.code() != LLM_FEATURE_NOT_ENABLED) return fail(copied.With("operation", op));
       // Not readable one-sided (e.g. CMA refused): ask the owner.
@@ -603,7 +613,7 @@ DetailedStatus DataDistEngine::PullUnmetered(const TransferArgs &args, TransferO
       return fail(DetailedStatus(LLM_PARAM_INVALID, "remote slot is smaller than the destination blocks"));
     }
     DetailedStatus copied =
-        ReadDescribed(*link, *local, plan, reply.tensors, reply.owner_stride, reply.slot, deadline);
+        MoveDescribed(*link, *local, plan, reply.tensors, reply.owner_stride, reply.slot, deadline);
     if (copied.code() == LLM_FEATURE_NOT_ENABLED) {  // not readable from here: stream it instead
       LLMDD_LOG(kDebug, "pull from cluster ", args.remote_cluster_id, ": ", copied.message(), "; streaming");
       release(false);
@@ -617,6 +627,46 @@ DetailedStatus DataDistEngine::PullUnmetered(const TransferArgs &args, TransferO
   return fail(DetailedStatus(LLM_FAILED, "internal: pull did not settle on a transport"));
 }
 
+namespace {
+
+// A push written one-sided: the owner checks the request and describes the destination (holding
+// it), this side checks the description against what it mapped, writes every chunk through the
+// link's transport that writes there (flushed to the owner's memory), then tells the owner it is
+// done and waits for its answer. LLM_FEATURE_NOT_ENABLED when the owner will not describe it or
+// some tensor is not writable from here: nothing was pushed that a streamed push would not
+// overwrite, and the caller streams it instead.
+DetailedStatus PushDescribed(Link &link, const CacheEntry &local, LocalPlan &plan, uint64_t total, Deadline deadline) {
+  plan.wire.delivery = Delivery::kDescribe;
+  plan.wire.push_bytes = total;
+  auto call = std::make_shared<PendingCall>();
+  LLMDD_RETURN_IF_ERROR(link.Call(FrameType::kPushRequest, plan.wire.Encode(), {}, call, deadline));
+  const uint64_t request_id = call->reply_header.request_id;
+  PushDescribeReply reply;
+  if (!reply.Decode(call->reply) || (reply.status.ok() && !reply.needs_release)) {
+    link.Break("malformed push reply");
+    return DetailedStatus(LLM_LINK_FAILED, "malformed push reply from the peer; the link is broken");
+  }
+  if (!reply.status.ok()) return reply.status;  // a refusal holds nothing on the owner
+  DetailedStatus written =
+      MoveDescribed(link, local, plan, reply.tensors, reply.owner_stride, reply.slot, deadline, Access::kWrite);
+  // A broken link (the write timed out, the peer went): the owner drops its hold as the link goes.
+  if (!written.ok() && link.state() != Link::State::kActive) return written;
+  PushComplete done;
+  done.push_request_id = request_id;
+  done.success = written.ok();
+  auto ack = std::make_shared<PendingCall>();
+  LLMDD_RETURN_IF_ERROR(link.Call(FrameType::kPushComplete, done.Encode(), {}, ack, deadline));
+  ByteReader r(ack->reply);
+  DetailedStatus acknowledged;
+  if (!GetStatus(r, &acknowledged)) {
+    link.Break("malformed push reply");
+    return DetailedStatus(LLM_LINK_FAILED, "malformed push reply from the peer; the link is broken");
+  }
+  return written.ok() ? acknowledged : written;
+}
+
+}  // namespace
+
 DetailedStatus DataDistEngine::PushUnmetered(const TransferArgs &args, TransferOutcome *outcome) {
   const char *op = args.blocks_api ? "push_blocks" : "push_cache";
   const Deadline deadline = DeadlineIn(options_.sync_kv_timeout_ms);
@@ -628,13 +678,28 @@ DetailedStatus DataDistEngine::PushUnmetered(const TransferArgs &args, TransferO
   LocalPlan plan;
   LLMDD_RETURN_IF_ERROR(PlanTransfer(args, *local, true, &plan));
   LLMDD_RETURN_IF_ERROR(FindUsableLink(args.remote_cluster_id, &link));
+  plan.wire.timeout_ms = static_cast<uint32_t>(std::min<int64_t>(options_.sync_kv_timeout_ms, kMaxServeTimeoutMs));
+  uint64_t total = 0;
+  for (const Chunk &c : plan.chunks) total += c.bytes;
+  total *= plan.tensor_count;
+  // One-sided when a transport of the link writes the owner's memory; streamed (the owner
+  // receives the bytes and writes them itself) otherwise, or when the owner or a tensor says no.
+  if (link->HasWriter()) {
+    DetailedStatus pushed = PushDescribed(*link, *local, plan, total, deadline);
+    if (pushed.ok()) {
+      outcome->bytes = total;
+      link->counters.bytes_pushed_one_sided.fetch_add(total);
+      return DetailedStatus::Ok();
+    }
+    if (pushed.code() != LLM_FEATURE_NOT_ENABLED) return pushed.With("remote_cluster_id", args.remote_cluster_id);
+    LLMDD_LOG(kDebug, "push to cluster ", args.remote_cluster_id, ": ", pushed.message(), "; streaming");
+    plan.wire.push_bytes = 0;
+  }
   plan.wire.delivery = Delivery::kStream;
-  // The data always streams: the owner of the destination writes it into its own memory.
   StreamSpans send = MakeStreamSpans(*local, plan.tensor_begin, plan.tensor_count, plan.chunks);
   outcome->bytes = send.bytes;
   LLMDD_RETURN_IF_ERROR(CopyRegions(send.to_staging, MemoryKind::kHost, local->memory_kind));
   auto call = std::make_shared<PendingCall>();
-  plan.wire.timeout_ms = static_cast<uint32_t>(std::min<int64_t>(options_.sync_kv_timeout_ms, kMaxServeTimeoutMs));
   DetailedStatus called = link->Call(FrameType::kPushRequest, plan.wire.Encode(), send.spans, call, deadline);
   if (!called.ok()) return called.With("remote_cluster_id", args.remote_cluster_id);
   ByteReader reply(call->reply);
@@ -665,6 +730,7 @@ DetailedStatus DataDistEngine::OnPeerFrame(Link &link, const FrameHeader &header
     case FrameType::kPullRequest: return ServePull(link, header, payload);
     case FrameType::kPushRequest: return ServePush(link, header, payload);
     case FrameType::kRelease: return ServeRelease(link, header, payload);
+    case FrameType::kPushComplete: return ServePushComplete(link, header, payload);
     default:
       return DetailedStatus(LLM_LINK_FAILED, detail::Concat("unexpected frame type ", header.type, " from the peer"));
   }
@@ -769,6 +835,45 @@ DetailedStatus AddressToSlot(const CacheRegistry &registry, uint64_t cluster_id,
   return DetailedStatus::Ok();
 }
 
+// The owner's checks of a push, streamed or described (one place: both fail alike): resolves
+// the destination and checks that the `carried` bytes (a streamed push's data, a described
+// push's push_bytes) are what it takes. `expected`: the destination's bytes.
+DetailedStatus ResolvePush(const CacheRegistry &registry, uint64_t cluster_id, TransferRequest *w, uint64_t carried,
+                           Resolved *out, uint64_t *expected) {
+  const bool by_address = w->key_kind == RemoteKeyKind::kAddress;
+  if (by_address) LLMDD_RETURN_IF_ERROR(AddressToSlot(registry, cluster_id, w));
+  LLMDD_RETURN_IF_ERROR(ResolveRequest(registry, cluster_id, *w, out, by_address));
+  *expected = 0;
+  for (const Chunk &c : out->chunks) *expected += c.bytes;
+  *expected *= w->tensor_count;
+  LLMDD_CHECK(*expected == carried, LLM_PARAM_INVALID, "push carries ", carried, " bytes, the destination takes ",
+              *expected);
+  return DetailedStatus::Ok();
+}
+
+// Where each selected tensor of `entry` lives, as told to a peer that reaches it one-sided: an
+// offset in one of this process's pools, or (registered caches in host memory) its address.
+std::vector<DescribedTensor> DescribeTensors(const CacheEntry &entry, uint32_t tensor_begin, uint32_t tensor_count,
+                                             const std::shared_ptr<MemoryPool> &host_pool,
+                                             const std::shared_ptr<MemoryPool> &device_pool) {
+  std::vector<DescribedTensor> tensors(tensor_count);
+  for (uint32_t t = 0; t < tensor_count; ++t) {
+    const uintptr_t addr = entry.tensor_addrs[tensor_begin + t];
+    const std::shared_ptr<MemoryPool> &pool = entry.memory_kind == MemoryKind::kHost ? host_pool : device_pool;
+    DescribedTensor &described = tensors[t];  // kUnreadable unless below
+    if (!entry.is_registered && pool != nullptr) {
+      described.location = Location::kRegion;
+      described.region_id =
+          static_cast<uint8_t>(entry.memory_kind == MemoryKind::kHost ? RegionId::kHostPool : RegionId::kDevicePool);
+      described.value = addr - reinterpret_cast<uintptr_t>(pool->base());
+    } else if (IsHostAddressable(entry.memory_kind)) {
+      described.location = Location::kRawHost;
+      described.value = addr;
+    }
+  }
+  return tensors;
+}
+
 }  // namespace
 
 // How long the owner's side of a transfer may take: the longer of its own sync_kv_timeout and
@@ -805,21 +910,7 @@ DetailedStatus DataDistEngine::ServePull(Link &link, const FrameHeader &header, 
   StreamSpans send;  // stream mode: the chunks' bytes, staged when in CUDA memory
   uint64_t data_bytes = 0;
   if (w.delivery == Delivery::kDescribe) {
-    reply.tensors.resize(w.tensor_count);
-    for (uint32_t t = 0; t < w.tensor_count; ++t) {
-      const uintptr_t addr = entry.tensor_addrs[w.tensor_begin + t];
-      const std::shared_ptr<MemoryPool> &pool = entry.memory_kind == MemoryKind::kHost ? host_pool_ : device_pool_;
-      DescribedTensor &described = reply.tensors[t];  // kUnreadable unless below
-      if (!entry.is_registered && pool != nullptr) {
-        described.location = Location::kRegion;
-        described.region_id = static_cast<uint8_t>(entry.memory_kind == MemoryKind::kHost ? RegionId::kHostPool
-                                                                                          : RegionId::kDevicePool);
-        described.value = addr - reinterpret_cast<uintptr_t>(pool->base());
-      } else if (IsHostAddressable(entry.memory_kind)) {
-        described.location = Location::kRawHost;
-        described.value = addr;
-      }
-    }
+    reply.tensors = DescribeTensors(entry, w.tensor_begin, w.tensor_count, host_pool_, device_pool_);
   } else {
     send = MakeStreamSpans(entry, w.tensor_begin, w.tensor_count, resolved.chunks);
     data_bytes = send.bytes;
@@ -865,27 +956,69 @@ DetailedStatus DataDistEngine::ServePush(Link &link, const FrameHeader &header, 
   TransferRequest w;
   if (!w.Decode(payload)) return DetailedStatus(LLM_LINK_FAILED, "malformed push request from the peer");
   const Deadline deadline = ServeDeadline(options_.sync_kv_timeout_ms, w);
+  const bool described = w.delivery == Delivery::kDescribe;
+  if (described && header.data_bytes != 0)
+    return DetailedStatus(LLM_LINK_FAILED, "a described push request carries data; the link is broken");
   Resolved resolved;
-  const bool by_address = w.key_kind == RemoteKeyKind::kAddress;
-  DetailedStatus status = by_address ? AddressToSlot(registry_, cluster_id_, &w) : DetailedStatus::Ok();
-  if (status.ok()) status = ResolveRequest(registry_, cluster_id_, w, &resolved, by_address);
   uint64_t expected = 0;
-  if (status.ok()) {
-    for (const Chunk &c : resolved.chunks) expected += c.bytes;
-    expected *= w.tensor_count;
-    if (expected != header.data_bytes)
-      status = DetailedStatus(LLM_PARAM_INVALID, detail::Concat("push carries ", header.data_bytes, " bytes, the destination takes ",
-                                                                expected));
-  }
+  DetailedStatus status;
+  // As for described pulls: where memory lives is told only to a peer the handshake gave a
+  // one-sided transport. Not an error of the push: the requester streams it instead.
+  if (described && !link.HasOneSided())
+    status = DetailedStatus(LLM_FEATURE_NOT_ENABLED, "a described push needs a one-sided link; this link is tcp");
+  if (status.ok())
+    status = ResolvePush(registry_, cluster_id_, &w, described ? w.push_bytes : header.data_bytes, &resolved, &expected);
   if (!status.ok()) {
     Meter(&link, OpKind::kServePush, status, 0, started);
-    LLMDD_RETURN_IF_ERROR(link.DrainData(header.data_bytes, deadline));
+    if (!described) LLMDD_RETURN_IF_ERROR(link.DrainData(header.data_bytes, deadline));
     return link.Send(FrameType::kPushReply, header.request_id, EncodeStatus(status), {}, 0, deadline);
+  }
+  if (described) {
+    // Held until the requester's kPushComplete, the link going, or the serve deadline: by then
+    // the requester's own deadline (at most the serve deadline, which started later) has passed
+    // and its transport has stopped writing (ucx closes its endpoint past a deadline).
+    PushDescribeReply reply;
+    reply.owner_stride = resolved.entry->stride;
+    reply.slot = resolved.slot;
+    reply.tensors = DescribeTensors(*resolved.entry, w.tensor_begin, w.tensor_count, host_pool_, device_pool_);
+    reply.needs_release = true;
+    ServedTransfer served;
+    served.pin = resolved.entry;
+    served.cache_id = resolved.entry->cache_id;
+    served.slot = resolved.slot;
+    served.tensor_begin = w.tensor_begin;
+    served.tensor_end = w.tensor_begin + w.tensor_count;
+    served.push = true;
+    served.bytes = expected;
+    served.expires = deadline;
+    served.started = started;  // metered when the requester says the push is complete
+    link.AddServed(header.request_id, std::move(served));
+    return link.Send(FrameType::kPushReply, header.request_id, reply.Encode(), {}, 0, deadline);
   }
   StreamSpans receive = MakeStreamSpans(*resolved.entry, w.tensor_begin, w.tensor_count, resolved.chunks);
   LLMDD_RETURN_IF_ERROR(link.ReceiveData(receive.spans, deadline));
   status = CopyRegions(receive.to_device, resolved.entry->memory_kind, MemoryKind::kHost);
   Meter(&link, OpKind::kServePush, status, expected, started);
+  return link.Send(FrameType::kPushReply, header.request_id, EncodeStatus(status), {}, 0, deadline);
+}
+
+DetailedStatus DataDistEngine::ServePushComplete(Link &link, const FrameHeader &header,
+                                                 const std::vector<uint8_t> &payload) {
+  PushComplete done;
+  if (!done.Decode(payload)) return DetailedStatus(LLM_LINK_FAILED, "malformed push completion from the peer");
+  const Deadline deadline = DeadlineIn(std::max<int64_t>(options_.sync_kv_timeout_ms, 1000));
+  std::optional<ServedTransfer> served = link.TakeServed(done.push_request_id);
+  DetailedStatus status;
+  if (!served) {
+    status = DetailedStatus(LLM_TIMEOUT, detail::Concat("cluster ", cluster_id_, " holds no described push ",
+                                                        done.push_request_id, " (released past its deadline)"));
+  } else if (!served->push) {
+    const uint64_t id = done.push_request_id;
+    link.AddServed(id, std::move(*served));
+    status = DetailedStatus(LLM_PARAM_INVALID, detail::Concat("request ", id, " is a pull, not a described push"));
+  } else if (done.success) {
+    Meter(&link, OpKind::kServePush, status, served->bytes, served->started);
+  }
   return link.Send(FrameType::kPushReply, header.request_id, EncodeStatus(status), {}, 0, deadline);
 }
 

@@ -78,6 +78,18 @@ Transport *Link::TransportFor(const RemoteMemory &where, MemoryKind local_kind) 
   return nullptr;
 }
 
+bool Link::HasWriter() const {
+  for (const auto &t : setup_.transports)
+    if (t->caps().one_sided && t->caps().writes) return true;
+  return false;
+}
+
+Transport *Link::WriterFor(const RemoteMemory &where, MemoryKind local_kind) const {
+  for (const auto &t : setup_.transports)
+    if (t->caps().one_sided && t->caps().writes && t->Reaches(where, local_kind)) return t.get();
+  return nullptr;
+}
+
 std::optional<TableEntry> Link::LookupPublished(uint64_t model_id) const {
   for (const auto &t : setup_.transports)
     if (t->caps().published_table) return t->LookupPublished(model_id);
@@ -127,6 +139,20 @@ std::optional<ServedTransfer> Link::TakeServed(uint64_t request_id) {
 size_t Link::served_count() const {
   std::lock_guard<std::mutex> lock(served_mutex_);
   return served_.size();
+}
+
+size_t Link::DropExpiredServed(Deadline now) {
+  std::vector<ServedTransfer> expired;  // pins released outside the lock
+  std::lock_guard<std::mutex> lock(served_mutex_);
+  for (auto it = served_.begin(); it != served_.end();) {
+    if (it->second.expires <= now) {
+      expired.push_back(std::move(it->second));
+      it = served_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return expired.size();
 }
 
 void Link::Start() {
@@ -217,6 +243,7 @@ DetailedStatus Link::Send(FrameType type, uint64_t request_id, const std::vector
   std::lock_guard<std::mutex> lock(write_mutex_);
   bool closed = false;
   DetailedStatus status = SendSpans(fd_, spans, deadline, &closed);
+  if (status.ok()) counters.data_bytes_sent.fetch_add(data_bytes);
   // Only the sends of a frame's reader (replies) speak for why reading stopped.
   if (closed && t_reading_link == this) peer_closed_.store(true);
   last_tx_ns_.store(NowNs());

@@ -52,7 +52,8 @@ struct PendingCall {
   Deadline deadline;
 };
 
-// What the owner holds while a peer reads its memory (released by kRelease or link loss).
+// What the owner holds while a peer reads (or writes) its memory: released by kRelease, by
+// kPushComplete, by link loss, or past `expires` (DropExpiredServed).
 struct ServedTransfer {
   std::shared_ptr<void> pin;
   int64_t cache_id = -1;
@@ -60,6 +61,10 @@ struct ServedTransfer {
   uint32_t tensor_begin = 0;
   uint32_t tensor_end = 0;
   bool consumes = false;  // a slot pull that may consume a req key
+  bool push = false;      // a described push (the peer writes the destination)
+  uint64_t bytes = 0;     // a described push: the destination's bytes
+  uint64_t started = 0;   // a described push: when its request came (the serve_push latency)
+  Deadline expires = Deadline::max();
 };
 
 // What the handshake settled about a link; fixed for the link's life.
@@ -94,6 +99,15 @@ class LinkHandler {
   // finalized). Runs on whichever thread closed it, possibly the link's destructor: counting
   // only, nothing that blocks.
   virtual void OnLinkDown(Link &link, bool broken) {}
+};
+
+// What the link's data path did that its per-operation metrics do not say (link_info shows both).
+struct LinkCounters {
+  // Of the bytes pushed: written one-sided by a transport (Transport::Write), not sent on the link.
+  std::atomic<uint64_t> bytes_pushed_one_sided{0};
+  // Data bytes (after frames) this end sent on the link's connection: streamed pushes and
+  // streamed pull replies. What one-sided transfers keep small.
+  std::atomic<uint64_t> data_bytes_sent{0};
 };
 
 class Link {
@@ -160,6 +174,10 @@ class Link {
   // The first one-sided transport that reaches `where` into local memory of `local_kind`, or
   // nullptr (then the owner streams it).
   Transport *TransportFor(const RemoteMemory &where, MemoryKind local_kind) const;
+  // Some transport writes the peer's memory one-sided (pushes may be described).
+  bool HasWriter() const;
+  // The first transport that writes `where` from local memory of `local_kind`, or nullptr.
+  Transport *WriterFor(const RemoteMemory &where, MemoryKind local_kind) const;
   // The owner's published entry for a BlocksCacheKey, where a transport reads its table.
   std::optional<TableEntry> LookupPublished(uint64_t model_id) const;
   // For link_info: the peer offers its CUDA pool over IPC on this host / this side opened it.
@@ -171,12 +189,16 @@ class Link {
 
   // What moved over this link and how long it took (the engine records, common/metrics.h).
   Metrics metrics;
+  LinkCounters counters;
 
   // ---- owner side: transfers the peer is reading, by request id ----
   void AddServed(uint64_t request_id, ServedTransfer served);
   // Removes and returns it (nullopt: none by that id).
   std::optional<ServedTransfer> TakeServed(uint64_t request_id);
   size_t served_count() const;
+  // Drops what is held past its `expires` (a requester that described a push and went silent
+  // without the link going); returns how many.
+  size_t DropExpiredServed(Deadline now);
 
   uint64_t NextRequestId() { return next_request_id_.fetch_add(1); }
 

@@ -444,6 +444,9 @@ void LinkManager::MaintenanceLoop() {
     }
     for (auto &link : active) {
       link->SendHeartbeatIfIdle(kHeartbeatIntervalMs);
+      if (const size_t dropped = link->DropExpiredServed(Clock::now()))
+        LLMDD_LOG(kWarning, "link to cluster ", link->peer_cluster_id(), ": released ", dropped,
+                  " transfer(s) the peer did not complete within the serve deadline");
       // Only the owner's end (accepted links) drops a silent peer: a decode waiting on a frozen
       // owner keeps its link, and its call ends in LLM_TIMEOUT at sync_kv_timeout.
       if (link->accepted_by_listener() && link->SilentFor(kPeerDeadMs))

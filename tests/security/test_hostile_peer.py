@@ -17,7 +17,8 @@ from typing import Tuple
 import pytest
 
 import llm_datadist as ld
-from raw_peer import PROTOCOL_VERSION, FrameType, RawPeer, Reader, _mac, frame, parse_pull_reply, pull_request
+from raw_peer import (PROTOCOL_VERSION, FrameType, RawPeer, Reader, _mac, frame, parse_pull_reply, parse_status,
+                      pull_request, push_complete)
 from workers import Worker, WorkerGroup, block_copies, blocks_key, desc, req_key
 
 P, D = 1, 2           # the prefill and the legitimate decode
@@ -112,6 +113,41 @@ def test_described_pull_is_refused_on_a_tcp_link(group):
         reply, data = peer.pull(2, pull_request(key_kind=2, layout=1, delivery=1, tensor_count=2, chunk_bytes=512,
                                                 blocks=[0]))
         assert reply.status == 0 and len(data) == 2 * 512, reply
+    _serves_legit_decode(group, p, caches)
+
+
+def test_described_push_is_refused_on_a_tcp_link_and_holds_nothing(group):
+    """A described push (protocol 6) tells the peer where the destination lives, so a peer with no
+    one-sided transport is refused (LLM_FEATURE_NOT_ENABLED: a requester of ours then streams it)
+    and nothing is held for it; a completion naming a push never described, or a pull's hold, is
+    answered with an error, not trusted."""
+    p, caches = _prefill(group)
+    contig = caches["contig"]
+    with _attacker(p) as peer:
+        peer.send_frame(FrameType.PUSH_REQUEST, 1, pull_request(key_kind=1, cache_id=contig.cache_id, layout=0,
+                                                                delivery=0, tensor_count=2, size=1024,
+                                                                whole_slot=1, push_bytes=2 * 1024))
+        header, payload, data = peer.recv_reply()
+        reply = parse_pull_reply(payload)
+        assert header[2] == FrameType.PUSH_REPLY and header[3] == 1 and data == b"", header
+        assert reply.status == int(ld.LLMStatusCode.LLM_FEATURE_NOT_ENABLED.value) and reply.locations == (), reply
+        assert "one-sided" in reply.message, reply.message
+        assert p.link_info(ATTACKER)["held"] == 0
+        peer.send_frame(FrameType.PUSH_COMPLETE, 2, push_complete(1))
+        header, payload, _ = peer.recv_reply()
+        code, message = parse_status(Reader(payload))
+        assert header[2] == FrameType.PUSH_REPLY and header[3] == 2, header
+        assert code == int(ld.LLMStatusCode.LLM_TIMEOUT.value) and "holds no described push 1" in message, message
+        # a described pull of a tcp peer is refused too, so it holds nothing a completion could take
+        reply, _ = peer.pull(3, pull_request(key_kind=1, cache_id=contig.cache_id, layout=0, delivery=0,
+                                             tensor_count=2, size=1024, whole_slot=1))
+        assert reply.status == PARAM_INVALID, reply
+        # a streamed push of the same slot still works for a tcp peer (no secret configured)
+        peer.send_frame(FrameType.PUSH_REQUEST, 4, pull_request(key_kind=1, cache_id=contig.cache_id, layout=0,
+                                                                delivery=1, tensor_count=2, size=1024,
+                                                                whole_slot=1), data=bytes(range(256)) * 8)
+        header, payload, _ = peer.recv_reply()
+        assert header[3] == 4 and parse_status(Reader(payload)) == (0, ""), payload
     _serves_legit_decode(group, p, caches)
 
 
