@@ -7,11 +7,12 @@
 // The owner maps each pool once (ucp_mem_map; a CUDA pool as CUDA memory) and offers its worker
 // address and, per pool, (base, size, packed remote key) in the handshake (ucx/ucx_offer.h). The
 // requester connects an endpoint (peer failure handling on) and unpacks the keys when the link
-// is built; a read is one batch of gets, straight into the destination, bounded by the call's
-// deadline (ucx/ucx_worker.h). The owner still decides what may be read: it describes the
-// locations of a pull only after checking the request, and the engine checks every span against
-// the region's announced size before Read; the spans are checked once more here against the
-// offered region (the remote key reaches all of it).
+// is built; a read is one batch of gets, straight into the destination, and a write (a push) one
+// batch of puts flushed to the owner's memory, each bounded by the call's deadline
+// (ucx/ucx_worker.h). The owner still decides what may be read or written: it describes the
+// locations of a pull or push only after checking the request, and the engine checks every span
+// against the region's announced size before Read / Write; the spans are checked once more here
+// against the offered region (the remote key reaches all of it).
 //
 // Registered caches (unpooled memory) are mapped by their owner when they are registered (or
 // when a link comes up) and their keys sent to the peer as a UCX active message
@@ -386,7 +387,7 @@ class UcxTransportProvider final : public TransportProvider {
     if (offer.regions.empty()) return {false, "the peer offers UCX but no region it mapped"};
     return {true, detail::Concat(peer.force_ucx ? "ucx forced (llmdd.Transport=ucx)"
                                                 : "different hosts, both ends have UCX",
-                                 ": one-sided gets over UCX (", p.transports, ")")};
+                                 ": one-sided gets and puts over UCX (", p.transports, ")")};
   }
 
   DetailedStatus Build(const PeerView &peer, std::unique_ptr<Transport> *out) const override {
