@@ -173,6 +173,7 @@ def test_pull_cache_across_hosts(cross_pair, transport):
 
 def test_push_blocks_and_push_cache_across_hosts(cross_pair, transport):
     p, d = cross_pair.prefill, cross_pair.decode
+    before = d.link_info(P)
     src = d.allocate_blocks(paged())
     d.fill(src, 31)
     dst = p.allocate_blocks(paged(), blocks_key(P, 5))
@@ -191,6 +192,14 @@ def test_push_blocks_and_push_cache_across_hosts(cross_pair, transport):
     ccopies += slot_copies(csrc, 33, 3, cdst, 0, src_layer_range=range(1, 2), dst_layer_range=range(0, 1))
     p.verify(cdst, 34, ccopies, "pushed one layer")
     d.verify(src, 31, what="the pusher's own bytes")
+    after = d.link_info(P)
+    pushed, one_sided, sent = (after[k] - before[k] for k in ("bytes_pushed", "bytes_pushed_one_sided",
+                                                                "data_bytes_sent"))
+    assert pushed > 0, after
+    if transport == "ucx":  # one-sided puts: no data on the link's connection
+        assert one_sided == pushed and sent == 0, (pushed, one_sided, sent)
+    else:  # streamed to the owner on the link's connection
+        assert one_sided == 0 and sent == pushed, (pushed, one_sided, sent)
 
 
 def test_four_decoders_pull_at_once_across_hosts(group, hosts, transport):
