@@ -646,7 +646,12 @@ DetailedStatus PushDescribed(Link &link, const CacheEntry &local, LocalPlan &pla
     link.Break("malformed push reply");
     return DetailedStatus(LLM_LINK_FAILED, "malformed push reply from the peer; the link is broken");
   }
-  if (!reply.status.ok()) return reply.status;  // a refusal holds nothing on the owner
+  if (!reply.status.ok()) {  // a refusal holds nothing on the owner
+    // Only the owner's refusal of described pushes on this link says FEATURE_NOT_ENABLED: the
+    // next pushes stream at once instead of asking again.
+    if (reply.status.code() == LLM_FEATURE_NOT_ENABLED) link.PeerRefusedDescribedPush();
+    return reply.status;
+  }
   DetailedStatus written =
       MoveDescribed(link, local, plan, reply.tensors, reply.owner_stride, reply.slot, deadline, Access::kWrite);
   // A broken link (the write timed out, the peer went): the owner drops its hold as the link goes.
@@ -684,7 +689,7 @@ DetailedStatus DataDistEngine::PushUnmetered(const TransferArgs &args, TransferO
   total *= plan.tensor_count;
   // One-sided when a transport of the link writes the owner's memory; streamed (the owner
   // receives the bytes and writes them itself) otherwise, or when the owner or a tensor says no.
-  if (link->HasWriter()) {
+  if (link->HasWriter() && link->PeerDescribesPushes()) {
     DetailedStatus pushed = PushDescribed(*link, *local, plan, total, deadline);
     if (pushed.ok()) {
       outcome->bytes = total;

@@ -178,6 +178,10 @@ class Link {
   bool HasWriter() const;
   // The first transport that writes `where` from local memory of `local_kind`, or nullptr.
   Transport *WriterFor(const RemoteMemory &where, MemoryKind local_kind) const;
+  // Whether to ask the peer to describe pushes: until it refused one for the link as a whole (its
+  // end has no one-sided transport, e.g. this end offered it no UCX), which holds for the link's life.
+  bool PeerDescribesPushes() const { return !peer_refused_described_push_.load(); }
+  void PeerRefusedDescribedPush() { peer_refused_described_push_.store(true); }
   // The owner's published entry for a BlocksCacheKey, where a transport reads its table.
   std::optional<TableEntry> LookupPublished(uint64_t model_id) const;
   // For link_info: the peer offers its CUDA pool over IPC on this host / this side opened it.
@@ -245,6 +249,7 @@ class Link {
   std::atomic<bool> in_frame_{false};  // the reader is handling a frame (maybe a long transfer)
   std::atomic<bool> unlinked_by_peer_{false};  // the peer's kUnlinkRequest arrived
   std::atomic<bool> peer_closed_{false};  // a read or write on fd_ found the peer's end closed
+  std::atomic<bool> peer_refused_described_push_{false};
   std::atomic<int64_t> last_tx_ns_;
   std::atomic<uint64_t> next_request_id_{1};
   mutable std::mutex pending_mutex_;

@@ -198,6 +198,27 @@ def test_refused_pushes_over_ucx_give_the_owners_codes_and_messages_as_over_tcp(
         + ["LLM_KV_CACHE_NOT_EXIST"], results["ucx"]
 
 
+def test_a_push_the_owner_will_not_describe_is_streamed(group):
+    """A decode without pools offers no UCX regions, so the prefill's end of the link has no
+    one-sided transport and refuses to describe a push (LLM_FEATURE_NOT_ENABLED): the decode
+    streams it instead, and the next ones at once; every byte lands."""
+    p = group.spawn("prefill", role="PROMPT", cluster_id=P, listen=True, transport="ucx")
+    d = group.spawn("decode", role="DECODER", cluster_id=D, transport="ucx", host_pool=False, device_pool=False)
+    d.link_to(p)
+    assert d.link_info(P)["transport"] == "ucx" and p.link_info(D)["transport"] == "tcp"
+    layout = desc(4, [4, 64, 128], "DT_FLOAT16", "HOST")
+    src = d.register(layout)
+    d.fill(src, 91)
+    dst = p.allocate(layout)
+    p.fill(dst, 92)
+    d.ok(d.push_cache(id_key(P, dst.cache_id, 1), src, src_batch_index=2))
+    d.ok(d.push_cache(id_key(P, dst.cache_id, 3), src, src_batch_index=0))
+    p.verify(dst, 92, slot_copies(src, 91, 2, dst, 1) + slot_copies(src, 91, 0, dst, 3), "streamed pushes")
+    info = d.link_info(P)
+    assert info["bytes_pushed"] == info["data_bytes_sent"] == 2 * 4 * 64 * 128 * 2, info
+    assert info["bytes_pushed_one_sided"] == 0 and info["errors"] == 0, info
+
+
 def test_a_requester_killed_during_a_one_sided_push_leaves_the_owner_serving(group):
     """The requester dies after the owner described the destination and while it writes: the owner
     drops what it held for the link when the link goes, stays healthy, and a new requester
