@@ -14,6 +14,10 @@
 // (transport/transport.h), then sends kRelease. Stream mode (none does, or a tensor is not
 // reachable): the owner sends the chunks' bytes after its reply. Messages: link/messages.h.
 // A complete slot pull consumes a req key on the owner at kRelease.
+// Pushes mirror this: described when a transport of the link writes (ucx; protocol 6), the
+// owner checking the request and answering where the destination lives, the requester writing
+// it and then sending kPushComplete, which the owner answers; streamed otherwise, the requester
+// sending the chunks' bytes with its request.
 #include <algorithm>
 #include <climits>
 

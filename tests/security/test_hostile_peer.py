@@ -119,8 +119,8 @@ def test_described_pull_is_refused_on_a_tcp_link(group):
 def test_described_push_is_refused_on_a_tcp_link_and_holds_nothing(group):
     """A described push (protocol 6) tells the peer where the destination lives, so a peer with no
     one-sided transport is refused (LLM_FEATURE_NOT_ENABLED: a requester of ours then streams it)
-    and nothing is held for it; a completion naming a push never described, or a pull's hold, is
-    answered with an error, not trusted."""
+    and nothing is held for it; a completion naming a push never described is answered with an
+    error, not trusted."""
     p, caches = _prefill(group)
     contig = caches["contig"]
     with _attacker(p) as peer:
