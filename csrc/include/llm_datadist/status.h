@@ -81,6 +81,8 @@ class [[nodiscard]] DetailedStatus {
     context_.emplace_back(std::move(key), std::move(value));
     return *this;
   }
+  // A literal (an operation's name) needs no stream: transfers add one to every status.
+  DetailedStatus &With(std::string key, const char *value) { return With(std::move(key), std::string(value)); }
   template <typename T>
   DetailedStatus &With(std::string key, const T &value) {
     std::ostringstream os;
