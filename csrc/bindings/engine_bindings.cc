@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
-// Bindings of DataDistEngine: type conversion, GIL release, errors via ThrowIfError. Argument
-// checking with upstream's messages happens in Python (cache_manager.py); the core re-checks
-// everything that could corrupt memory, so a caller of _core cannot crash the process either.
+// Bindings of DataDistEngine: type conversion, GIL release, errors via ThrowIfError. Python
+// (cache_manager.py) raises upstream's TypeError / ValueError; the core owns every semantic
+// check (LLM_PARAM_INVALID), so a caller of _core cannot crash the process either. Block lists
+// are converted here, in one pass, with the Python API's TypeError / ValueError (BlockIndices).
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <limits>
 
 #include "bindings/bindings.h"
 #include "engine/data_dist_engine.h"
@@ -171,6 +173,94 @@ class TensorView {
  private:
   TensorPin pin_;
 };
+
+// A block-index list as the Python API takes it, converted and range-checked in one pass: a list
+// or tuple whose every element is an int (a bool is one, as isinstance has it), or a
+// one-dimensional integer numpy array, read as a buffer. Bad input raises the errors of
+// _validation.check_int_list(values, name, "uint64"), with its messages: TypeError naming the
+// container or the element, ValueError naming an element outside uint64.
+template <typename T>
+T Load(const uint8_t *p) {  // an element of a strided array, which may be unaligned
+  T v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+std::vector<uint64_t> BlockIndices(const py::object &value, const char *name) {
+  PyObject *obj = value.ptr();
+  const bool list = PyList_Check(obj);
+  if (list || PyTuple_Check(obj)) {
+    const Py_ssize_t n = list ? PyList_GET_SIZE(obj) : PyTuple_GET_SIZE(obj);
+    std::vector<uint64_t> out(static_cast<size_t>(n));
+    // No Python code runs inside the loop (ints are read in place), so the list cannot change
+    // under it.
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      PyObject *item = list ? PyList_GET_ITEM(obj, i) : PyTuple_GET_ITEM(obj, i);
+      if (!PyLong_Check(item)) {
+        throw py::type_error(detail::Concat(name, "[", i, "] only support [int], but got ",
+                                            py::type::handle_of(item).attr("__name__").cast<std::string>(), "."));
+      }
+      const unsigned long long v = PyLong_AsUnsignedLongLong(item);
+      if (v == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
+        PyErr_Clear();  // negative, or beyond 64 bits
+        throw py::value_error(detail::Concat(name, "[", i, "]'s value is out of range, ",
+                                             py::str(item).cast<std::string>(), " is not a uint64 value, valid range is [0, ",
+                                             std::numeric_limits<uint64_t>::max(), "]."));
+      }
+      out[static_cast<size_t>(i)] = v;
+    }
+    return out;
+  }
+  if (py::isinstance<py::array>(value)) {
+    auto array = py::reinterpret_borrow<py::array>(value);
+    const py::dtype dtype = array.dtype();
+    const char kind = dtype.kind();
+    const auto itemsize = static_cast<size_t>(dtype.itemsize());
+    if (array.ndim() != 1 || (kind != 'i' && kind != 'u') || !dtype.attr("isnative").cast<bool>()) {
+      throw py::type_error(detail::Concat(name, " as an array needs one dimension of native integers, but got a ",
+                                          array.ndim(), "-d ", py::str(dtype).cast<std::string>(), " array."));
+    }
+    const auto n = static_cast<size_t>(array.shape(0));
+    const py::ssize_t stride = array.strides(0);
+    const auto *base = static_cast<const uint8_t *>(array.data());
+    std::vector<uint64_t> out(n);
+    if (kind == 'u' && itemsize == 8 && stride == 8) {
+      if (n != 0) std::memcpy(out.data(), base, n * 8);
+      return out;
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const uint8_t *p = base + static_cast<py::ssize_t>(i) * stride;
+      // Widened as its own type: the sign of a signed element survives, to be refused.
+      int64_t signed_value = 0;
+      uint64_t unsigned_value = 0;
+      if (kind == 'i') {
+        switch (itemsize) {
+          case 1: signed_value = Load<int8_t>(p); break;
+          case 2: signed_value = Load<int16_t>(p); break;
+          case 4: signed_value = Load<int32_t>(p); break;
+          default: signed_value = Load<int64_t>(p); break;
+        }
+        if (signed_value < 0) {
+          throw py::value_error(detail::Concat(name, "[", i, "]'s value is out of range, ", signed_value,
+                                               " is not a uint64 value, valid range is [0, ",
+                                               std::numeric_limits<uint64_t>::max(), "]."));
+        }
+        unsigned_value = static_cast<uint64_t>(signed_value);
+      } else {
+        switch (itemsize) {
+          case 1: unsigned_value = Load<uint8_t>(p); break;
+          case 2: unsigned_value = Load<uint16_t>(p); break;
+          case 4: unsigned_value = Load<uint32_t>(p); break;
+          default: unsigned_value = Load<uint64_t>(p); break;
+        }
+      }
+      out[i] = unsigned_value;
+    }
+    return out;
+  }
+  throw py::type_error(detail::Concat(name, " only support [list, tuple], but got ",
+                                      py::type::handle_of(value).attr("__name__").cast<std::string>(), "."));
+}
 
 py::object PoolStatsDict(const std::optional<PoolStats> &stats) {
   if (!stats) return py::none();
@@ -423,7 +513,7 @@ void RegisterEngineBindings(py::module_ &m) {
           [](DataDistEngine &e, bool push, uint64_t remote_cluster_id, uint8_t key_kind, uint64_t req_id,
              uint64_t prefix_id, uint64_t model_id, int64_t remote_cache_id, uint32_t remote_batch_index,
              int64_t local_cache_id, bool blocks_api, uint32_t local_batch_index, int64_t size,
-             const std::vector<uint64_t> &remote_blocks, const std::vector<uint64_t> &local_blocks,
+             const py::object &remote_blocks, const py::object &local_blocks,
              int64_t remote_layer_begin, int64_t remote_layer_end, int64_t local_layer_begin,
              int64_t local_layer_end, int64_t tensor_num_per_layer, uint64_t remote_block_bytes,
              uint64_t local_offset) {
@@ -438,8 +528,15 @@ void RegisterEngineBindings(py::module_ &m) {
             args.blocks_api = blocks_api;
             args.local_batch_index = local_batch_index;
             args.size = size;
-            args.remote_blocks = remote_blocks;
-            args.local_blocks = local_blocks;
+            // The API's names, in the order the Python API lists them: a pull takes src_blocks
+            // (remote) then dst_blocks (local), a push src_blocks (local) then dst_blocks.
+            if (push) {
+              args.local_blocks = BlockIndices(local_blocks, "src_blocks");
+              args.remote_blocks = BlockIndices(remote_blocks, "dst_blocks");
+            } else {
+              args.remote_blocks = BlockIndices(remote_blocks, "src_blocks");
+              args.local_blocks = BlockIndices(local_blocks, "dst_blocks");
+            }
             args.remote_block_bytes = remote_block_bytes;
             args.local_offset = local_offset;
             args.layers = LayerSelection{remote_layer_begin, remote_layer_end, local_layer_begin, local_layer_end,
@@ -447,7 +544,7 @@ void RegisterEngineBindings(py::module_ &m) {
             const char *operation = push ? (blocks_api ? "push_blocks" : "push_cache")
                                          : (blocks_api ? "pull_blocks" : "pull_cache");
             DetailedStatus status = WithoutGil([&] { return push ? e.Push(args) : e.Pull(args); });
-            ThrowIfError(status.With("operation", operation));
+            if (!status.ok()) ThrowIfError(std::move(status.With("operation", operation)));
           },
           py::arg("push"), py::arg("remote_cluster_id"), py::arg("key_kind"), py::arg("req_id"), py::arg("prefix_id"),
           py::arg("model_id"), py::arg("remote_cache_id"), py::arg("remote_batch_index"), py::arg("local_cache_id"),

@@ -355,9 +355,9 @@ DetailedStatus PlanTransfer(const TransferArgs &args, const CacheEntry &local, b
   w.batch_index = args.remote_batch_index;
   if (args.key_kind == RemoteKeyKind::kCacheKey) {
     const bool req = args.key.req_id != kInvalidId, prefix = args.key.prefix_id != kInvalidId;
-    LLMDD_CHECK(req != prefix, LLM_PARAM_INVALID, "a CacheKey used to ", push ? "push" : "pull",
-                " needs exactly one of req_id and prefix_id set, got req_id ", args.key.req_id, " and prefix_id ",
-                args.key.prefix_id);
+    LLMDD_CHECK(req != prefix, LLM_PARAM_INVALID, "CacheKey(cluster_id=", args.key.cluster_id, ", req_id=",
+                args.key.req_id, ", model_id=", args.key.model_id, ", prefix_id=", args.key.prefix_id,
+                ") must have exactly one of req_id and prefix_id set.");
   }
   LLMDD_RETURN_IF_ERROR(ResolveLayers(args.layers, local, push, plan));
   const uint64_t local_slots = static_cast<uint64_t>(local.desc.shape[0]);
@@ -376,9 +376,9 @@ DetailedStatus PlanTransfer(const TransferArgs &args, const CacheEntry &local, b
                   " addresses for ", plan->tensor_count, " tensors", push ? "" : " in a pull");
       w.blocks = args.remote_blocks;
     }
-    LLMDD_CHECK(args.local_batch_index < local_slots, LLM_PARAM_INVALID, "batch_index ", args.local_batch_index,
-                " is out of range [0, ", local_slots, ") of local cache ", local.cache_id);
-    LLMDD_CHECK(args.size == -1 || args.size > 0, LLM_PARAM_INVALID, "size must be -1 or > 0, got ", args.size);
+    LLMDD_CHECK(args.local_batch_index < local_slots, LLM_PARAM_INVALID, push ? "src_batch_index " : "batch_index ",
+                args.local_batch_index, " is out of range [0, ", local_slots, ").");
+    LLMDD_CHECK(args.size == -1 || args.size > 0, LLM_PARAM_INVALID, "size must be -1 or > 0, but got ", args.size, ".");
     const uint64_t size = args.size == -1 ? local.stride : static_cast<uint64_t>(args.size);
     LLMDD_CHECK(size <= local.stride, LLM_PARAM_INVALID, "size ", size, " is larger than a batch slot of ", local.stride,
                 " bytes of local cache ", local.cache_id);
@@ -391,9 +391,21 @@ DetailedStatus PlanTransfer(const TransferArgs &args, const CacheEntry &local, b
     w.whole_slot = args.size == -1;
     plan->chunks = {{uint64_t{args.local_batch_index} * local.stride + args.local_offset, size}};
   } else {
-    LLMDD_CHECK(local.is_blocks || local.mixed, LLM_PARAM_INVALID, op, " needs a local blocks cache, but cache ", local.cache_id,
-                " is contiguous (use ", push ? "push_cache" : "pull_cache", ")");
-    LLMDD_CHECK(!args.local_blocks.empty(), LLM_PARAM_INVALID, push ? "src_blocks" : "dst_blocks", " must not be empty");
+    // The Python API's messages (cache_manager.py checks none of these).
+    if (push) {
+      LLMDD_CHECK(local.is_blocks || local.mixed, LLM_PARAM_INVALID, "push_blocks needs a blocks src_cache, but cache ",
+                  local.cache_id, " is contiguous.");
+      LLMDD_CHECK(!args.local_blocks.empty() && args.local_blocks.size() == args.remote_blocks.size(),
+                  LLM_PARAM_INVALID, "src_blocks (", args.local_blocks.size(), ") and dst_blocks (",
+                  args.remote_blocks.size(), ") must be non-empty and of equal length.");
+    } else {
+      LLMDD_CHECK(local.is_blocks || local.mixed, LLM_PARAM_INVALID, "pull_blocks needs a blocks cache, but dst_cache (cache_id ",
+                  local.cache_id, ") is contiguous; use pull_cache.");
+      LLMDD_CHECK(!args.local_blocks.empty(), LLM_PARAM_INVALID, "dst_blocks must not be empty.");
+      LLMDD_CHECK(args.key_kind != RemoteKeyKind::kBlocksKey || args.remote_blocks.size() == args.local_blocks.size(),
+                  LLM_PARAM_INVALID, "src_blocks has ", args.remote_blocks.size(), " entries and dst_blocks ",
+                  args.local_blocks.size(), "; they must be equal.");
+    }
     LLMDD_CHECK(args.local_blocks.size() <= kMaxBlocksPerTransfer, LLM_PARAM_INVALID, push ? "src_blocks" : "dst_blocks",
                 " has ", args.local_blocks.size(), " entries; one transfer moves at most ", kMaxBlocksPerTransfer,
                 " blocks");
@@ -561,10 +573,11 @@ DetailedStatus DataDistEngine::PullUnmetered(const TransferArgs &args, TransferO
       link->millis_since_rx() < kPeerSilentMs) {
     std::optional<TableEntry> entry = link->LookupPublished(args.blocks_model_id);
     if (entry) {
-      const std::string key = DescribeRemoteKey(plan.wire);
-      DetailedStatus checked = CheckBlocksSelection(plan.wire, key, static_cast<uint32_t>(entry->tensors.size()),
-                                                    entry->stride, entry->num_blocks);
-      if (!checked.ok()) return fail(checked);
+      // The key's description only for an error: formatting it cost more than the checks.
+      const auto num_tensors = static_cast<uint32_t>(entry->tensors.size());
+      if (!CheckBlocksSelection(plan.wire, std::string(), num_tensors, entry->stride, entry->num_blocks).ok())
+        return fail(CheckBlocksSelection(plan.wire, DescribeRemoteKey(plan.wire), num_tensors, entry->stride,
+                                         entry->num_blocks));
       std::vector<DescribedTensor> tensors(plan.tensor_count);
       for (uint32_t t = 0; t < plan.tensor_count; ++t) {
         tensors[t].location = entry->location == TableLocation::kRegion ? Location::kRegion : Location::kRawHost;

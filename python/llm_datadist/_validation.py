@@ -11,6 +11,15 @@ them by kind, so every public entry point here does the same:
   -> ``ValueError`` naming the argument, the value and the range;
 * a semantic/precondition failure -> ``LLMException(..., status_code=LLM_PARAM_INVALID)`` with
   a message that names the bad value (see :func:`param_invalid`).
+
+One owner per check. Python raises the TypeError / ValueError that upstream's Python raises
+before its native call, and the LLM_PARAM_INVALID checks only the Python API has (which
+instance made a cache, rules of upstream's Python that its C++ API does not share). Every
+other LLM_PARAM_INVALID belongs to the native core, which checks it for every caller (this
+API, the C++ API, a direct ``_core`` call) with the message this API documents; Python does not
+repeat it. Limits Python needs come from ``_core`` or from :data:`INT_RANGES`, never restated.
+Block lists of the transfer calls are converted by the binding in one pass, which raises
+:func:`check_int_list`'s errors (same type, same message) for a bad one.
 """
 from __future__ import annotations
 

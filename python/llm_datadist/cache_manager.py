@@ -1,16 +1,19 @@
 # SPDX-License-Identifier: Apache-2.0
 """CacheManager: upstream LLM-DataDist's cache API (CacheManager mode) over the native engine.
 
-Argument checks follow upstream's convention (TypeError / ValueError / LLMException
-LLM_PARAM_INVALID); the native core re-checks everything that touches memory.
+Argument checks follow upstream's convention and the one-owner rule of _validation: Python
+raises the TypeError / ValueError upstream's Python raises before its native call, and the
+LLM_PARAM_INVALID checks only the Python API has; the core owns every other LLM_PARAM_INVALID.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from . import _core
+import numpy as _np
+
+from . import _core, _validation
 from ._layerwise import LayerDestination, LayerwisePush
 from ._logging import warn_once
 from ._validation import check_dict, check_int, check_int_list, check_range, check_type, param_invalid
@@ -19,22 +22,26 @@ from .llm_types import (BlocksCacheKey, Cache, CacheDesc, CacheKey, CacheKeyById
                         TransferWithCacheKeyConfig)
 from .status import LLMException, LLMStatusCode, not_initialized
 
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
 __all__ = ["CacheManager"]
 
 logger = logging.getLogger("llm_datadist")
 
 TransferConfigs = Union[TransferConfig, TransferWithCacheKeyConfig]
 _TENSORS_PER_LAYER = 2  # transfer_cache_async moves K and V of a layer (upstream's fixed 2)
-# The core's RemoteKeyKind (link/messages.h), as the ints transfer() takes.
-_KEY_KIND_CACHE_KEY = int(_core.RemoteKeyKind.CACHE_KEY)
-_KEY_KIND_ID_AND_INDEX = int(_core.RemoteKeyKind.CACHE_ID_AND_INDEX)
-_KEY_KIND_BLOCKS_KEY = int(_core.RemoteKeyKind.BLOCKS_KEY)
+# The core's RemoteKeyKind (link/messages.h) of a push by address, as the int transfer() takes
+# (the keys carry their own: llm_types).
 _KEY_KIND_ADDRESS = int(_core.RemoteKeyKind.ADDRESS)  # a push to a slot named by its address
 
-U64 = 2**64 - 1
-_MAX_UINT32 = 2**32 - 1
+U64 = _validation.INT_RANGES["uint64"][1]
+_MAX_UINT32 = _validation.INT_RANGES["uint32"][1]
+_MIN_INT64, _MAX_INT64 = _validation.INT_RANGES["int64"]
 # (remote_begin, remote_end, local_begin, local_end, tensor_num_per_layer) as the core's transfer takes them
 _Layers = Tuple[int, int, int, int, int]
+# What pull_blocks / push_blocks take as block indices (the binding converts them in one pass)
+BlockIndices = Union[Sequence[int], "NDArray[_np.integer[Any]]"]
 
 
 def _key_tuple(key: CacheKey) -> Tuple[int, int, int, int]:
@@ -310,6 +317,8 @@ class CacheManager:
     def _layer_kwargs(kwargs: Dict[str, Any], func: str) -> Tuple[Any, Any, Any]:
         if not kwargs:
             return None, None, 2
+        if len(kwargs) == 1 and "tensor_num_per_layer" in kwargs:  # the common keyword alone
+            return None, None, kwargs["tensor_num_per_layer"]
         unknown = sorted(set(kwargs) - {"src_layer_range", "dst_layer_range", "tensor_num_per_layer"})
         if unknown:
             # Upstream reads its three keywords with kwargs.get and ignores the rest; so do we.
@@ -318,26 +327,33 @@ class CacheManager:
         return kwargs.get("src_layer_range"), kwargs.get("dst_layer_range"), kwargs.get("tensor_num_per_layer", 2)
 
     @staticmethod
-    def _key_fields(key: Any) -> Tuple[int, int, int, int, int, int, int]:
+    def _key_fields(key: Union[CacheKey, CacheKeyByIdAndIndex, BlocksCacheKey]) -> Tuple[int, ...]:
         """(remote cluster, key kind, req_id, prefix_id, model_id, remote cache_id, remote
-        batch_index) for the native transfer, from any of the three key types."""
-        if isinstance(key, CacheKey):
-            if (key.req_id != U64) == (key.prefix_id != U64):
-                raise param_invalid(f"{key!r} must have exactly one of req_id and prefix_id set.")
-            return key.cluster_id, _KEY_KIND_CACHE_KEY, key.req_id, key.prefix_id, key.model_id, -1, 0
-        if isinstance(key, CacheKeyByIdAndIndex):
-            return key.cluster_id, _KEY_KIND_ID_AND_INDEX, U64, U64, 0, key.cache_id, key.batch_index
-        return key.cluster_id, _KEY_KIND_BLOCKS_KEY, U64, U64, key.model_id, -1, 0
+        batch_index) for the native transfer: made once by the key (llm_types)."""
+        return key._transfer
+
+    def _check_transfer_cache(self, cache: Any, name: str) -> None:
+        # Only what the core cannot know: the Python type and which instance made the cache.
+        if type(cache) is not Cache or cache._cache_manager is not self:
+            self._check_cache(cache, name)
 
     def _transfer(self, push: bool, key: Any, cache: Cache, blocks_api: bool, local_batch_index: int, size: int,
-                  remote_blocks: Sequence[int], local_blocks: Sequence[int], layers: _Layers) -> None:
-        # Positional on purpose: keyword parsing of 18 arguments costs more than the 4 KiB copy.
+                  remote_blocks: Any, local_blocks: Any, layers: _Layers) -> None:
+        # Positional on purpose: keyword parsing of 19 arguments costs more than a 4 KiB copy.
         # Order: push, remote_cluster_id, key_kind, req_id, prefix_id, model_id, remote_cache_id,
         # remote_batch_index, local_cache_id, blocks_api, local_batch_index, size, remote_blocks,
         # local_blocks, remote_layer_begin, remote_layer_end, local_layer_begin, local_layer_end,
-        # tensor_num_per_layer.
-        self._engine.transfer(push, *self._key_fields(key), cache.cache_id, blocks_api, local_batch_index, size,
-                              list(remote_blocks), list(local_blocks), *layers)
+        # tensor_num_per_layer. The block lists go as given: the binding converts and checks them
+        # in one pass (TypeError / ValueError as check_int_list); the core owns every
+        # LLM_PARAM_INVALID (blocks destination, empty or unequal lists, key ids, layers, slots).
+        self._engine.transfer(push, *key._transfer, cache.cache_id, blocks_api, local_batch_index, size,
+                              remote_blocks, local_blocks, *layers)
+
+    def _check_valid_for_transfer(self) -> None:
+        # The core refuses an engine that is not initialized (LLM_FAILED); only a finalized
+        # instance, which the core cannot tell from one never initialized, is told here.
+        if not self._valid:
+            raise not_initialized(finalized=True)
 
     def pull_cache(self, cache_key: Union[CacheKey, CacheKeyByIdAndIndex], cache: Cache, batch_index: int = 0,
                    size: int = -1, **kwargs: Any) -> None:
@@ -345,47 +361,46 @@ class CacheManager:
         `cache`: `size` bytes per tensor (-1: one slot), selected layers with src_layer_range /
         dst_layer_range (ranges of layers) and tensor_num_per_layer (default 2). A complete pull
         by a req CacheKey consumes the key on the owner. Waits at most sync_kv_timeout."""
-        self._check_valid()
-        check_type(cache_key, "cache_key", (CacheKey, CacheKeyByIdAndIndex))
-        if self._remote_cache_accessible and type(cache_key) is CacheKey:
+        self._check_valid_for_transfer()
+        key_type = type(cache_key)
+        if key_type is not CacheKey and key_type is not CacheKeyByIdAndIndex:
+            check_type(cache_key, "cache_key", (CacheKey, CacheKeyByIdAndIndex))
+        if self._remote_cache_accessible and key_type is CacheKey:
             warn_once("pull_cache.cache_key_with_remote_cache_accessible",
                       "pull_cache by CacheKey with enable_remote_cache_accessible: accepted here, but upstream "
                       "raises TypeError (in that mode it takes only CacheKeyByIdAndIndex).")
-        self._check_cache(cache)
-        check_int(batch_index, "batch_index", "uint32")
-        check_int(size, "size", "int64")
-        if size == 0 or size < -1:
-            raise param_invalid(f"size must be -1 or > 0, but got {size}.")
+        self._check_transfer_cache(cache, "cache")
+        if type(batch_index) is not int or not 0 <= batch_index <= _MAX_UINT32:
+            check_int(batch_index, "batch_index", "uint32")
+        if type(size) is not int or not _MIN_INT64 <= size <= _MAX_INT64:
+            check_int(size, "size", "int64")
         if cache.is_blocks_cache:
+            # (the core lets a registered blocks cache be addressed by slot, as its C++ API does)
             raise param_invalid(f"pull_cache needs a contiguous cache, but cache {cache.cache_id} is a blocks cache; "
                                 f"use pull_blocks.")
-        if batch_index >= cache.cache_desc.shape[0]:
-            raise param_invalid(f"batch_index {batch_index} is out of range [0, {cache.cache_desc.shape[0]}).")
         layers = self._layer_args(*self._layer_kwargs(kwargs, "pull_cache"), push=False)
         self._transfer(False, cache_key, cache, False, batch_index, size, (), (), layers)
 
     def pull_blocks(self, src_cache_key: Union[CacheKey, CacheKeyByIdAndIndex, BlocksCacheKey], dst_cache: Cache,
-                    src_blocks: Sequence[int] = (), dst_blocks: Sequence[int] = (), **kwargs: Any) -> None:
+                    src_blocks: BlockIndices = (), dst_blocks: BlockIndices = (), **kwargs: Any) -> None:
         """Pulls blocks of a linked cluster into local blocks cache `dst_cache`: remote block
         src_blocks[i] -> local block dst_blocks[i] (BlocksCacheKey), or, with a CacheKey /
-        CacheKeyByIdAndIndex and empty src_blocks, the remote slot cut into local blocks."""
-        self._check_valid()
-        check_type(src_cache_key, "src_cache_key", (CacheKey, CacheKeyByIdAndIndex, BlocksCacheKey))
-        self._check_cache(dst_cache, "dst_cache")
-        check_int_list(src_blocks, "src_blocks", "uint64")
-        check_int_list(dst_blocks, "dst_blocks", "uint64")
-        if not dst_cache.is_blocks_cache:
-            raise param_invalid(f"pull_blocks needs a blocks cache, but dst_cache (cache_id {dst_cache.cache_id}) is "
-                                f"contiguous; use pull_cache.")
-        if not dst_blocks:
-            raise param_invalid("dst_blocks must not be empty.")
-        if isinstance(src_cache_key, BlocksCacheKey):
-            if len(src_blocks) != len(dst_blocks):
-                raise param_invalid(f"src_blocks has {len(src_blocks)} entries and dst_blocks {len(dst_blocks)}; "
-                                    f"they must be equal.")
-        elif src_blocks:
-            raise param_invalid(f"src_blocks must be empty when pulling a remote contiguous cache "
-                                f"({src_cache_key!r}) into blocks, but got {len(src_blocks)} entries.")
+        CacheKeyByIdAndIndex and empty src_blocks, the remote slot cut into local blocks.
+        src_blocks / dst_blocks: lists or tuples of ints, or one-dimensional integer numpy
+        arrays (read without a per-element copy)."""
+        self._check_valid_for_transfer()
+        key_type = type(src_cache_key)
+        if key_type is not BlocksCacheKey:
+            check_type(src_cache_key, "src_cache_key", (CacheKey, CacheKeyByIdAndIndex, BlocksCacheKey))
+        self._check_transfer_cache(dst_cache, "dst_cache")
+        if not isinstance(src_cache_key, BlocksCacheKey):
+            # A rule of this API (upstream's Python); the core's C++ API reads remote blocks by
+            # cache id. The element checks first, as check_int_list's order had them.
+            if not isinstance(src_blocks, _np.ndarray):
+                check_int_list(src_blocks, "src_blocks", "uint64")
+            if len(src_blocks):
+                raise param_invalid(f"src_blocks must be empty when pulling a remote contiguous cache "
+                                    f"({src_cache_key!r}) into blocks, but got {len(src_blocks)} entries.")
         layers = self._layer_args(*self._layer_kwargs(kwargs, "pull_blocks"), push=False)
         self._transfer(False, src_cache_key, dst_cache, True, 0, -1, src_blocks, dst_blocks, layers)
 
@@ -394,38 +409,29 @@ class CacheManager:
                    size: int = -1, tensor_num_per_layer: int = 2) -> None:
         """Writes slot `src_batch_index` of local `src_cache` into the linked cluster's cache
         (cache_id, batch_index) named by `dst_cache_key`."""
-        self._check_valid()
+        self._check_valid_for_transfer()
         check_type(dst_cache_key, "dst_cache_key", CacheKeyByIdAndIndex)
         self._warn_push_without_remote_access("push_cache")
-        self._check_cache(src_cache, "src_cache")
+        self._check_transfer_cache(src_cache, "src_cache")
         check_int(src_batch_index, "src_batch_index", "uint32")
         check_int(size, "size", "int64")
-        if size != -1:
+        if size != -1:  # (the core takes any size: for pushes by address)
             raise param_invalid(f"push_cache size must be -1 (one slot), but got {size}.")
         if src_cache.is_blocks_cache:
             raise param_invalid(f"push_cache needs a contiguous src_cache, but cache {src_cache.cache_id} is a blocks "
                                 f"cache; use push_blocks.")
-        if src_batch_index >= src_cache.cache_desc.shape[0]:
-            raise param_invalid(f"src_batch_index {src_batch_index} is out of range [0, {src_cache.cache_desc.shape[0]}).")
         layers = self._layer_args(src_layer_range, dst_layer_range, tensor_num_per_layer, push=True)
         self._transfer(True, dst_cache_key, src_cache, False, src_batch_index, -1, (), (), layers)
 
-    def push_blocks(self, dst_cache_key: BlocksCacheKey, src_cache: Cache, src_blocks: Sequence[int] = (),
-                    dst_blocks: Sequence[int] = (), src_layer_range: Optional[range] = None,
+    def push_blocks(self, dst_cache_key: BlocksCacheKey, src_cache: Cache, src_blocks: BlockIndices = (),
+                    dst_blocks: BlockIndices = (), src_layer_range: Optional[range] = None,
                     dst_layer_range: Optional[range] = None, tensor_num_per_layer: int = 2) -> None:
         """Writes local blocks src_blocks[i] of `src_cache` into the linked cluster's blocks cache
         (named by `dst_cache_key`) at dst_blocks[i]."""
-        self._check_valid()
+        self._check_valid_for_transfer()
         check_type(dst_cache_key, "dst_cache_key", BlocksCacheKey)
         self._warn_push_without_remote_access("push_blocks")
-        self._check_cache(src_cache, "src_cache")
-        check_int_list(src_blocks, "src_blocks", "uint64")
-        check_int_list(dst_blocks, "dst_blocks", "uint64")
-        if not src_cache.is_blocks_cache:
-            raise param_invalid(f"push_blocks needs a blocks src_cache, but cache {src_cache.cache_id} is contiguous.")
-        if not dst_blocks or len(src_blocks) != len(dst_blocks):
-            raise param_invalid(f"src_blocks ({len(src_blocks)}) and dst_blocks ({len(dst_blocks)}) must be "
-                                f"non-empty and of equal length.")
+        self._check_transfer_cache(src_cache, "src_cache")
         layers = self._layer_args(src_layer_range, dst_layer_range, tensor_num_per_layer, push=True)
         self._transfer(True, dst_cache_key, src_cache, True, 0, -1, dst_blocks, src_blocks, layers)
 

@@ -267,6 +267,15 @@ def _bind_key_args(cls_name: str, args: Tuple[Any, ...], kwargs: Dict[str, Any],
     return values, cluster_key
 
 
+# The core's RemoteKeyKind (link/messages.h) as ints. Each key keeps `_transfer`, the
+# (remote cluster, key kind, req_id, prefix_id, model_id, remote cache_id, remote batch_index)
+# Engine.transfer takes, made once: keys are immutable and a pull should not rebuild it.
+_KEY_KIND_CACHE_KEY = int(_core.RemoteKeyKind.CACHE_KEY)
+_KEY_KIND_ID_AND_INDEX = int(_core.RemoteKeyKind.CACHE_ID_AND_INDEX)
+_KEY_KIND_BLOCKS_KEY = int(_core.RemoteKeyKind.BLOCKS_KEY)
+_TransferKey = Tuple[int, int, int, int, int, int, int]
+
+
 class _ValueKey:
     """Keys compare and hash by value (their `_fields()`), and only equal keys of one type."""
 
@@ -290,7 +299,7 @@ class CacheKey(_ValueKey):
     uint64. `cluster_id` is the cluster that owns the cache (ignored when allocating locally).
     """
 
-    __slots__ = ("_cluster_id", "_req_id", "_model_id", "_prefix_id", "_cluster_key")
+    __slots__ = ("_cluster_id", "_req_id", "_model_id", "_prefix_id", "_cluster_key", "_transfer")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         values, self._cluster_key = _bind_key_args(
@@ -304,6 +313,7 @@ class CacheKey(_ValueKey):
         check_int(self._req_id, "req_id", "uint64")
         check_int(self._model_id, "model_id", "uint64")
         check_int(self._prefix_id, "prefix_id", "uint64")
+        self._transfer: _TransferKey = (self._cluster_id, _KEY_KIND_CACHE_KEY, self._req_id, self._prefix_id, self._model_id, -1, 0)
 
     @property
     def cluster_id(self) -> int:
@@ -341,7 +351,7 @@ class CacheKeyByIdAndIndex(_ValueKey):
     """Names one batch slot of a remote cache directly: (cluster_id uint64, cache_id int64,
     batch_index uint32)."""
 
-    __slots__ = ("_cluster_id", "_cache_id", "_batch_index")
+    __slots__ = ("_cluster_id", "_cache_id", "_batch_index", "_transfer")
 
     def __init__(self, cluster_id: int, cache_id: int, batch_index: int = 0) -> None:
         check_int(cluster_id, "cluster_id", "uint64")
@@ -350,6 +360,7 @@ class CacheKeyByIdAndIndex(_ValueKey):
         self._cluster_id = cluster_id
         self._cache_id = cache_id
         self._batch_index = batch_index
+        self._transfer: _TransferKey = (cluster_id, _KEY_KIND_ID_AND_INDEX, INVALID_ID, INVALID_ID, 0, cache_id, batch_index)
 
     @property
     def cluster_id(self) -> int:
@@ -380,7 +391,7 @@ class BlocksCacheKey(_ValueKey):
     """Names a blocks (paged) cache: ``BlocksCacheKey(prompt_cluster_id|cluster_id,
     model_id=0)``, both uint64."""
 
-    __slots__ = ("_cluster_id", "_model_id", "_cluster_key")
+    __slots__ = ("_cluster_id", "_model_id", "_cluster_key", "_transfer")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         values, self._cluster_key = _bind_key_args(
@@ -389,6 +400,7 @@ class BlocksCacheKey(_ValueKey):
         self._model_id: int = values.get("model_id", 0)
         check_int(self._cluster_id, self._cluster_key, "uint64")
         check_int(self._model_id, "model_id", "uint64")
+        self._transfer: _TransferKey = (self._cluster_id, _KEY_KIND_BLOCKS_KEY, INVALID_ID, INVALID_ID, self._model_id, -1, 0)
 
     @property
     def cluster_id(self) -> int:
