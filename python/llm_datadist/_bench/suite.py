@@ -4,7 +4,10 @@ and Mooncake, in one command.
 
 What runs (every pull between two processes on this host, a prefill child owning the source):
   reference   (a) 1 x 256 MiB, (b) 1024 x 64 KiB, (c) 4096 x 16 KiB, (d) 1 x 4 KiB latency
-              (../shared/reference/peer_baseline.md; random distinct slots of a 256 MiB pool)
+              (../shared/reference/peer_baseline.md; random distinct slots of a 256 MiB pool);
+              beside (d), the same 4 KiB pull as a new user's script does it (d_strided: fresh
+              processes, a 1024 x 4 KiB cache allocated after a 256 MiB one, src [i % 1024],
+              dst [(i * 7) % 1024], no warm-up; _bench/latency.py), so its gap to (d) shows
   sweep       block size 4 KiB .. 4 MiB at 64 MiB per request (16 and 64 KiB are (c) and (b))
   batch       16 KiB blocks, 1 / 16 / 256 / 4096 (= (c)) per request
   model       a Llama-3-8B-like paged layout: 32 layers x K/V = 64 tensors of [blocks, 16
@@ -444,6 +447,13 @@ def acceptance(bench: Any, peers: Sequence[str]) -> List[Dict[str, Any]]:
     vs("c", "tcp", "mooncake_tcp", "mooncake", 1.0)
     d = _ours(bench, "d", "shm")
     add("shm (d) 4 KiB median latency", d.stats()["median_us"] if d else None, 20.0, False, " us", "d", "absolute")
+    strided = _ours(bench, "d_strided", "shm", "device")
+    add("shm new-user strided 4 KiB median / (d) median", strided.stats()["median_us"] / d.stats()["median_us"]
+        if d and strided else None, 1.5, False, "x", "d", "absolute")
+    for name, row in (("(d)", d), ("new-user strided", strided)):
+        if row is not None:
+            st = row.stats()
+            add(f"shm {name} 4 KiB p99 / median", st["p99_us"] / st["median_us"], 3.0, False, "x", "d", "absolute")
     return out
 
 
@@ -570,6 +580,24 @@ def plot(bench: Any, path: Path, title_note: str) -> Optional[str]:
 # ---------------------------------------------------------------------------------------------
 # the command
 
+def strided_rows(bench: Any, transports: Sequence[str], pulls: int, note: Any) -> None:
+    """The new user's 4 KiB pulls (d_strided) on each transport, each in fresh processes: a row
+    beside (d), p50 and p99 like it, so the gap between what the bench and such a caller see
+    is in every run."""
+    from .latency import BLOCK, NBLOCKS, fresh_strided_row
+    from .transfer import Case, Row
+    case = Case("d_strided", 1, BLOCK, pulls, 0, reference=False, nslots=NBLOCKS, group="reference",
+                label="(d) as a new user: strided dst, 2nd cache, fresh procs")
+    at = next((i + 1 for i, c in enumerate(bench.cases) if c.name == "d"), len(bench.cases))
+    bench.cases.insert(at, case)
+    for transport in transports:
+        note(f"{transport}: the new user's strided 4 KiB pulls in fresh processes")
+        res = fresh_strided_row(transport, pulls)
+        bench._add(Row("llm_datadist", case.name, "device", transport=transport, op="pull_blocks",
+                       bytes=BLOCK, nblocks=1, block_bytes=BLOCK, warmup=0, times_us=res.get("times_us", []),
+                       verified=res.get("verified"), error=res.get("error", "")))
+
+
 def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None) -> int:
     import llm_datadist as ld
 
@@ -667,6 +695,8 @@ def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None) -> int:
     finally:
         transfer._LOG_HOOK = None
         progress.close()
+    if transports and "reference" in groups:
+        strided_rows(bench, transports, 100 if args.quick else 1000, progress.note)
     bench.fractions()
     ratio_rows = ratios(bench, peers)
     accept = acceptance(bench, peers) if transports else []
