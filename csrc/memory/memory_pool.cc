@@ -95,8 +95,9 @@ DetailedStatus MemoryPool::Create(MemoryKind kind, const PoolConfig &config, int
     }
     pool->base_ = reinterpret_cast<uint8_t *>(static_cast<uintptr_t>(ptr));
   } else {
-    // A memfd so that another process on this host can map the pool (shm transport). Pages are
-    // committed on first touch, so a large pool costs nothing until used.
+    // A memfd so that another process on this host can map the pool (shm transport). Nothing is
+    // committed until a cache is allocated (Allocate backs its pages), so a large pool costs
+    // nothing until used.
     const char *name = kind == MemoryKind::kHost ? "llmdd-host-pool" : "llmdd-cpu-device-pool";
     int fd = -1;
     DetailedStatus created = CreateSealedMemfd(name, pool->size_, &fd);
