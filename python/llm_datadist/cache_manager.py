@@ -286,7 +286,8 @@ class CacheManager:
         for the core, which resolves them against the cache and owns every LLM_PARAM_INVALID
         about them (see LayerSelection in the core). Here only what upstream's Python checks
         before its native call: the types, step 1, a non-negative start; a pull's empty range
-        selects every layer, as upstream's layer_range_to_tensor_indices has it."""
+        selects every layer, as upstream's layer_range_to_tensor_indices has it. (Step and sign
+        are the range object's, which the core never sees: it takes begin/end ints, -1 for none.)"""
         if src_layer_range is None and dst_layer_range is None and type(tensor_num_per_layer) is int \
                 and 0 <= tensor_num_per_layer <= _MAX_UINT32:
             return -1, -1, -1, -1, tensor_num_per_layer  # every tensor: the per-call common case
@@ -394,8 +395,9 @@ class CacheManager:
             check_type(src_cache_key, "src_cache_key", (CacheKey, CacheKeyByIdAndIndex, BlocksCacheKey))
         self._check_transfer_cache(dst_cache, "dst_cache")
         if not isinstance(src_cache_key, BlocksCacheKey):
-            # A rule of this API (upstream's Python); the core's C++ API reads remote blocks by
-            # cache id. The element checks first, as check_int_list's order had them.
+            # A rule of this API (upstream's Python), not the core's: its C++ API reads remote
+            # blocks of a cache named by CacheKeyByIdAndIndex. The elements are checked first, as
+            # before; the message names the key as this API spells it.
             if not isinstance(src_blocks, _np.ndarray):
                 check_int_list(src_blocks, "src_blocks", "uint64")
             if len(src_blocks):
