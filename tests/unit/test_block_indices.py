@@ -6,7 +6,7 @@ raises for a bad one (the same type and message), before any core check.
 Nothing is linked here, so a call whose arguments pass ends in LLM_NOT_YET_LINK; the core's
 own range check (LLM_PARAM_INVALID naming the position and the value) shows which values the
 conversion read. The bytes a converted list moves are checked in
-tests/integration/test_block_indices.py.
+tests/integration/test_pull_block_arrays.py.
 """
 from __future__ import annotations
 
