@@ -21,6 +21,24 @@ const std::string *FindOption(const std::map<std::string, std::string> &options,
   return it == options.end() ? nullptr : &it->second;
 }
 
+// Our options: the option if given, else the environment variable if set and not empty, else
+// `fallback`.
+std::string OptionOrEnv(const std::map<std::string, std::string> &options, const char *key, const char *env,
+                        const char *fallback) {
+  if (const std::string *opt = FindOption(options, key)) return *opt;
+  if (const char *value = std::getenv(env); value != nullptr && *value != '\0') return value;
+  return fallback;
+}
+
+// An on/off option of ours ("0" or "1"; anything else is refused naming the value).
+DetailedStatus SwitchOption(const std::map<std::string, std::string> &options, const char *key, const char *env,
+                            bool fallback, bool *out) {
+  const std::string value = OptionOrEnv(options, key, env, fallback ? "1" : "0");
+  LLMDD_CHECK(value == "0" || value == "1", LLM_PARAM_INVALID, key, " \"", value, "\" must be \"0\" or \"1\"");
+  *out = value == "1";
+  return DetailedStatus::Ok();
+}
+
 // Strict decimal parse: the whole string must be digits (with an optional leading '-').
 bool ParseInt64(const std::string &text, int64_t *out) {
   if (text.empty()) return false;
@@ -75,11 +93,8 @@ DetailedStatus ParseEngineOptions(const std::map<std::string, std::string> &opti
     parsed.host_pool = pool;
   }
   // Link options (ours): a shared secret, and forcing tcp even on one host.
-  if (const char *env = std::getenv("LLMDD_LINK_SECRET"); env != nullptr) parsed.link_secret = env;
-  if (const std::string *secret = FindOption(options, "llmdd.LinkSecret")) parsed.link_secret = *secret;
-  std::string transport = "auto";
-  if (const char *env = std::getenv("LLMDD_TRANSPORT"); env != nullptr && *env != '\0') transport = env;
-  if (const std::string *opt = FindOption(options, "llmdd.Transport")) transport = *opt;
+  parsed.link_secret = OptionOrEnv(options, "llmdd.LinkSecret", "LLMDD_LINK_SECRET", "");
+  const std::string transport = OptionOrEnv(options, "llmdd.Transport", "LLMDD_TRANSPORT", "auto");
   LLMDD_CHECK(transport == "auto" || transport == "tcp" || transport == "ucx", LLM_PARAM_INVALID,
               "llmdd.Transport \"", transport, "\" must be \"auto\", \"tcp\" or \"ucx\"");
   // ucx forced: the same-host transports are left out as with tcp, and ucx serves every link
@@ -87,9 +102,7 @@ DetailedStatus ParseEngineOptions(const std::map<std::string, std::string> &opti
   parsed.force_tcp = transport == "tcp" || transport == "ucx";
   parsed.force_ucx = transport == "ucx";
   // Access control (ours): which other uids may map our pools, and whether a secret is a must.
-  std::string uids;
-  if (const char *env = std::getenv("LLMDD_ALLOWED_UIDS"); env != nullptr) uids = env;
-  if (const std::string *opt = FindOption(options, "llmdd.AllowedUids")) uids = *opt;
+  const std::string uids = OptionOrEnv(options, "llmdd.AllowedUids", "LLMDD_ALLOWED_UIDS", "");
   for (size_t begin = 0; begin < uids.size();) {
     size_t end = uids.find(',', begin);
     if (end == std::string::npos) end = uids.size();
@@ -100,27 +113,16 @@ DetailedStatus ParseEngineOptions(const std::map<std::string, std::string> &opti
     parsed.allowed_uids.push_back(static_cast<uint32_t>(uid));
     begin = end + 1;
   }
-  std::string require = "0";
-  if (const char *env = std::getenv("LLMDD_REQUIRE_SECRET"); env != nullptr && *env != '\0') require = env;
-  if (const std::string *opt = FindOption(options, "llmdd.RequireSecret")) require = *opt;
-  LLMDD_CHECK(require == "0" || require == "1", LLM_PARAM_INVALID, "llmdd.RequireSecret \"", require,
-              "\" must be \"0\" or \"1\"");
-  parsed.require_secret = require == "1";
+  LLMDD_RETURN_IF_ERROR(SwitchOption(options, "llmdd.RequireSecret", "LLMDD_REQUIRE_SECRET", false,
+                                     &parsed.require_secret));
   // Metrics (ours; on by default): off records nothing, so the bench can measure what they cost.
-  std::string metrics = "1";
-  if (const char *env = std::getenv("LLMDD_METRICS"); env != nullptr && *env != '\0') metrics = env;
-  if (const std::string *opt = FindOption(options, "llmdd.Metrics")) metrics = *opt;
-  LLMDD_CHECK(metrics == "0" || metrics == "1", LLM_PARAM_INVALID, "llmdd.Metrics \"", metrics,
-              "\" must be \"0\" or \"1\"");
-  parsed.metrics = metrics == "1";
+  LLMDD_RETURN_IF_ERROR(SwitchOption(options, "llmdd.Metrics", "LLMDD_METRICS", true, &parsed.metrics));
   const std::string *listen = FindOption(options, OPTION_LISTEN_IP_INFO);
   if (listen == nullptr) listen = FindOption(options, "llm.listenIpInfo");
   if (listen != nullptr) parsed.listen_ip_info = *listen;
 
   // Which memory Placement.DEVICE means: the option, else LLMDD_DEVICE_BACKEND, else auto.
-  std::string backend = "auto";
-  if (const char *env = std::getenv("LLMDD_DEVICE_BACKEND"); env != nullptr && *env != '\0') backend = env;
-  if (const std::string *opt = FindOption(options, OPTION_DEVICE_BACKEND)) backend = *opt;
+  const std::string backend = OptionOrEnv(options, OPTION_DEVICE_BACKEND, "LLMDD_DEVICE_BACKEND", "auto");
   LLMDD_CHECK(backend == "auto" || backend == "cuda" || backend == "cpu", LLM_PARAM_INVALID,
               OPTION_DEVICE_BACKEND, " \"", backend, "\" must be \"auto\", \"cuda\" or \"cpu\"");
   if (backend == "cpu") {
