@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cerrno>
 #include <cstring>
+#include <string>
 
 #include "common/logging.h"
 #include "common/sealed_memfd.h"
@@ -17,7 +18,9 @@ namespace llm_datadist {
 namespace {
 
 constexpr uint32_t kTableMagic = 0x4C4C5442;  // "LLTB"
-constexpr uint32_t kTableVersion = 1;
+// 2: records carry a key kind, a prefix id and a slot (prefix CacheKeys). A peer reading
+// another version finds nothing and pulls two-sided.
+constexpr uint32_t kTableVersion = 2;
 constexpr uint32_t kMaxTensorsPerEntry = 1 << 16;
 // WireEntry.location of a removed entry. Readers accept only TableLocation values (<= 1).
 constexpr uint8_t kTombstone = 0xFF;
@@ -33,15 +36,45 @@ struct TableHeader {
 
 struct WireEntry {
   uint64_t model_id;
+  uint64_t prefix_id;
   int64_t cache_id;
   uint64_t stride;
   uint64_t num_blocks;
   uint32_t num_tensors;
+  uint32_t slot;
   uint8_t location;
   uint8_t region_id;
-  uint16_t reserved;
+  uint8_t key_kind;
+  uint8_t reserved[5];
 };
-static_assert(sizeof(WireEntry) == 40, "table entry layout");
+static_assert(sizeof(WireEntry) == 56, "table entry layout");
+
+// The entry of the record at `pos`, when it is a live record of `key` that fits in `used`.
+std::optional<TableEntry> RecordAt(const uint8_t *table, uint64_t used, uint64_t pos, const TableKey &key,
+                                   uint64_t *next) {
+  WireEntry w;
+  std::memcpy(&w, table + pos, sizeof(w));
+  const uint64_t tensors_bytes = uint64_t{w.num_tensors} * sizeof(uint64_t);
+  if (w.num_tensors > kMaxTensorsPerEntry || pos + sizeof(w) + tensors_bytes > used) {
+    *next = used;  // malformed: nothing after it can be walked
+    return std::nullopt;
+  }
+  *next = pos + sizeof(w) + tensors_bytes;
+  if (w.location > 1 || w.model_id != key.model_id || w.key_kind != static_cast<uint8_t>(key.kind) ||
+      (key.kind == TableKeyKind::kPrefix && w.prefix_id != key.prefix_id))
+    return std::nullopt;
+  TableEntry e;
+  e.key = key;
+  e.cache_id = w.cache_id;
+  e.stride = w.stride;
+  e.num_blocks = w.num_blocks;
+  e.slot = w.slot;
+  e.location = static_cast<TableLocation>(w.location);
+  e.region_id = w.region_id;
+  e.tensors.resize(w.num_tensors);
+  if (w.num_tensors) std::memcpy(e.tensors.data(), table + pos + sizeof(w), tensors_bytes);
+  return e;
+}
 
 }  // namespace
 
@@ -98,8 +131,17 @@ bool CacheTablePublisher::AppendLocked(Slot &slot) {
   const TableEntry &e = slot.entry;
   const uint64_t need = RecordBytes(e);
   if (e.tensors.size() > kMaxTensorsPerEntry || used_ + need > capacity_) return false;
-  WireEntry w{e.model_id, e.cache_id, e.stride, e.num_blocks, static_cast<uint32_t>(e.tensors.size()),
-              static_cast<uint8_t>(e.location), e.region_id, 0};
+  WireEntry w{};
+  w.model_id = e.key.model_id;
+  w.prefix_id = e.key.kind == TableKeyKind::kPrefix ? e.key.prefix_id : 0;
+  w.cache_id = e.cache_id;
+  w.stride = e.stride;
+  w.num_blocks = e.num_blocks;
+  w.num_tensors = static_cast<uint32_t>(e.tensors.size());
+  w.slot = e.slot;
+  w.location = static_cast<uint8_t>(e.location);
+  w.region_id = e.region_id;
+  w.key_kind = static_cast<uint8_t>(e.key.kind);
   std::memcpy(base_ + used_, &w, sizeof(w));
   if (!e.tensors.empty()) std::memcpy(base_ + used_ + sizeof(w), e.tensors.data(), e.tensors.size() * sizeof(uint64_t));
   slot.offset = used_;
@@ -123,8 +165,9 @@ void CacheTablePublisher::CompactLocked() {
     kv.second.offset.reset();
     if (!AppendLocked(kv.second)) {
       ++left_out_;
-      LLMDD_LOG(kWarning, "cache table full: BlocksCacheKey(model_id=", kv.first,
-                ") is served without one-sided reads");
+      LLMDD_LOG(kWarning, "cache table full: ", kv.first.kind == TableKeyKind::kPrefix ? "prefix CacheKey(prefix_id=" : "BlocksCacheKey(",
+                kv.first.kind == TableKeyKind::kPrefix ? std::to_string(kv.first.prefix_id) + ", " : std::string(),
+                "model_id=", kv.first.model_id, ") is served without one-sided reads");
     }
   }
 }
@@ -132,15 +175,15 @@ void CacheTablePublisher::CompactLocked() {
 void CacheTablePublisher::Put(TableEntry entry) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (base_ == nullptr) return;
-  const uint64_t model_id = entry.model_id;
+  const TableKey key = entry.key;
   BeginWriteLocked();
-  auto it = slots_.find(model_id);
+  auto it = slots_.find(key);
   if (it != slots_.end()) {
     if (!it->second.offset) --left_out_;
     TombstoneLocked(it->second);
     it->second = Slot{std::move(entry), std::nullopt};
   } else {
-    it = slots_.emplace(model_id, Slot{std::move(entry), std::nullopt}).first;
+    it = slots_.emplace(key, Slot{std::move(entry), std::nullopt}).first;
   }
   if (!AppendLocked(it->second)) {
     CompactLocked();  // places every live entry, this one included, as far as they fit
@@ -148,9 +191,9 @@ void CacheTablePublisher::Put(TableEntry entry) {
   EndWriteLocked();
 }
 
-void CacheTablePublisher::Remove(uint64_t model_id) {
+void CacheTablePublisher::Remove(const TableKey &key) {
   std::lock_guard<std::mutex> lock(mutex_);
-  auto it = slots_.find(model_id);
+  auto it = slots_.find(key);
   if (base_ == nullptr || it == slots_.end()) return;
   BeginWriteLocked();
   if (!it->second.offset) --left_out_;
@@ -161,6 +204,26 @@ void CacheTablePublisher::Remove(uint64_t model_id) {
   if (slots_.empty() || 2 * dead_bytes_ > used_ || left_out_ > 0) {
     CompactLocked();
   }
+  EndWriteLocked();
+}
+
+void CacheTablePublisher::RemoveCache(int64_t cache_id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (base_ == nullptr) return;
+  bool removed = false;
+  for (auto it = slots_.begin(); it != slots_.end();) {
+    if (it->second.entry.cache_id != cache_id) {
+      ++it;
+      continue;
+    }
+    if (!removed) BeginWriteLocked();
+    removed = true;
+    if (!it->second.offset) --left_out_;
+    TombstoneLocked(it->second);
+    it = slots_.erase(it);
+  }
+  if (!removed) return;
+  if (slots_.empty() || 2 * dead_bytes_ > used_ || left_out_ > 0) CompactLocked();
   EndWriteLocked();
 }
 
@@ -185,7 +248,7 @@ uint64_t CacheTablePublisher::bytes_used() const {
   return used_;
 }
 
-std::optional<TableEntry> LookupCacheTable(const uint8_t *table, uint64_t size, uint64_t model_id) {
+std::optional<TableEntry> LookupCacheTable(const uint8_t *table, uint64_t size, const TableKey &key, uint64_t *hint) {
   if (table == nullptr || size < sizeof(TableHeader)) return std::nullopt;
   const auto *header = reinterpret_cast<const TableHeader *>(table);
   if (header->magic != kTableMagic || header->version != kTableVersion) return std::nullopt;
@@ -195,29 +258,24 @@ std::optional<TableEntry> LookupCacheTable(const uint8_t *table, uint64_t size, 
     const uint64_t used = std::min<uint64_t>(header->bytes_used, size);
     const uint32_t count = header->entry_count;
     std::optional<TableEntry> found;
+    uint64_t found_at = 0;
+    uint64_t next = 0;
+    // The hint first: a record boundary as of some earlier lookup, and any live record of the
+    // key is its entry. Inside a record since (after a compaction), it matches nothing.
+    if (hint != nullptr && *hint >= sizeof(TableHeader) && *hint % 8 == 0 && *hint + sizeof(WireEntry) <= used) {
+      found = RecordAt(table, used, *hint, key, &next);
+      found_at = *hint;
+    }
     uint64_t pos = sizeof(TableHeader);
-    for (uint32_t i = 0; i < count && pos + sizeof(WireEntry) <= used; ++i) {
-      WireEntry w;
-      std::memcpy(&w, table + pos, sizeof(w));
-      const uint64_t tensors_bytes = uint64_t{w.num_tensors} * sizeof(uint64_t);
-      if (w.num_tensors > kMaxTensorsPerEntry || pos + sizeof(w) + tensors_bytes > used) break;
-      if (w.model_id == model_id && w.location <= 1) {
-        TableEntry e;
-        e.model_id = w.model_id;
-        e.cache_id = w.cache_id;
-        e.stride = w.stride;
-        e.num_blocks = w.num_blocks;
-        e.location = static_cast<TableLocation>(w.location);
-        e.region_id = w.region_id;
-        e.tensors.resize(w.num_tensors);
-        if (w.num_tensors) std::memcpy(e.tensors.data(), table + pos + sizeof(w), tensors_bytes);
-        found = std::move(e);
-        break;
-      }
-      pos += sizeof(w) + tensors_bytes;
+    for (uint32_t i = 0; !found && i < count && pos + sizeof(WireEntry) <= used; ++i, pos = next) {
+      found = RecordAt(table, used, pos, key, &next);
+      found_at = pos;
     }
     std::atomic_thread_fence(std::memory_order_acquire);
-    if (__atomic_load_n(&header->seq, __ATOMIC_ACQUIRE) == seq1) return found;
+    if (__atomic_load_n(&header->seq, __ATOMIC_ACQUIRE) == seq1) {
+      if (found && hint != nullptr) *hint = found_at;
+      return found;
+    }
   }
   return std::nullopt;
 }

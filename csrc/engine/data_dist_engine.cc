@@ -318,13 +318,15 @@ DetailedStatus DataDistEngine::Allocate(const CacheDesc &desc, bool is_blocks,
 
 DetailedStatus DataDistEngine::AllocateCache(const CacheDesc &desc, const std::vector<CacheKeySpec> &keys,
                                              std::shared_ptr<CacheEntry> *out) {
-  return Allocate(desc, false, keys, std::nullopt, out);
+  LLMDD_RETURN_IF_ERROR(Allocate(desc, false, keys, std::nullopt, out));
+  PublishPrefixKeys(keys, **out);
+  return DetailedStatus::Ok();
 }
 
 DetailedStatus DataDistEngine::AllocateBlocksCache(const CacheDesc &desc, const std::optional<BlocksKeySpec> &key,
                                                    std::shared_ptr<CacheEntry> *out) {
   LLMDD_RETURN_IF_ERROR(Allocate(desc, true, {}, key, out));
-  if (key) PublishBlocksKey(key->model_id, **out);
+  if (key) PublishKey(TableKey::Blocks(key->model_id), **out);
   return DetailedStatus::Ok();
 }
 
@@ -335,14 +337,22 @@ DetailedStatus DataDistEngine::DeallocateCache(int64_t cache_id) {
 
 DetailedStatus DataDistEngine::DeallocateBlocksCache(int64_t cache_id) {
   LLMDD_RETURN_IF_ERROR(CheckInitialized("deallocate_blocks_cache"));
+  UnpublishCacheBeforeFree(cache_id);
+  const std::shared_ptr<CacheEntry> entry = registry_.Find(cache_id);
   const std::optional<uint64_t> model_id = registry_.BlocksKeyOf(cache_id);
-  LLMDD_RETURN_IF_ERROR(registry_.Deallocate(cache_id, true));
-  UnpublishBlocksKeyIfGone(model_id);
-  return DetailedStatus::Ok();
+  const DetailedStatus deallocated = registry_.Deallocate(cache_id, true);
+  // Not deallocated after all (not a blocks cache): what it was published under still holds.
+  if (model_id && entry) PublishKey(TableKey::Blocks(*model_id), *entry);
+  return deallocated;
 }
 
 DetailedStatus DataDistEngine::RemoveCacheKey(const CacheKeySpec &key) {
   LLMDD_RETURN_IF_ERROR(CheckInitialized("remove_cache_key"));
+  if (key.is_prefix()) {
+    // Unpublished first: removing the last key may free the cache.
+    std::lock_guard<std::mutex> lock(table_mutex_);
+    table_.Remove(TableKey::Prefix(key.prefix_id, key.model_id));
+  }
   registry_.RemoveKey(key);
   return DetailedStatus::Ok();
 }
@@ -398,31 +408,44 @@ DetailedStatus DataDistEngine::Register(const CacheDesc &desc, bool is_blocks, c
 DetailedStatus DataDistEngine::RegisterCache(const CacheDesc &desc, const std::vector<uintptr_t> &addrs,
                                              const std::vector<CacheKeySpec> &keys,
                                              std::shared_ptr<CacheEntry> *out) {
-  return Register(desc, false, addrs, keys, std::nullopt, out);
+  LLMDD_RETURN_IF_ERROR(Register(desc, false, addrs, keys, std::nullopt, out));
+  PublishPrefixKeys(keys, **out);
+  return DetailedStatus::Ok();
 }
 
 DetailedStatus DataDistEngine::RegisterBlocksCache(const CacheDesc &desc, const std::vector<uintptr_t> &addrs,
                                                    const std::optional<BlocksKeySpec> &key,
                                                    std::shared_ptr<CacheEntry> *out) {
   LLMDD_RETURN_IF_ERROR(Register(desc, true, addrs, {}, key, out));
-  if (key) PublishBlocksKey(key->model_id, **out);
+  if (key) PublishKey(TableKey::Blocks(key->model_id), **out);
   return DetailedStatus::Ok();
 }
 
 DetailedStatus DataDistEngine::UnregisterCache(int64_t cache_id) {
   LLMDD_RETURN_IF_ERROR(CheckInitialized("unregister_cache"));
-  const std::optional<uint64_t> model_id = registry_.BlocksKeyOf(cache_id);
   LLMDD_RETURN_IF_ERROR(registry_.Unregister(cache_id));
-  UnpublishBlocksKeyIfGone(model_id);
+  {
+    // Before returning: the caller may free the memory once unregister returned.
+    std::lock_guard<std::mutex> lock(table_mutex_);
+    if (!registry_.Find(cache_id)) table_.RemoveCache(cache_id);
+  }
   if (links_) links_->ForEachLink([&](Link &link) { link.OnCacheUnregistered(cache_id); });
   return DetailedStatus::Ok();
 }
 
-void DataDistEngine::PublishBlocksKey(uint64_t model_id, const CacheEntry &cache) {
+void DataDistEngine::PublishKey(const TableKey &key, const CacheEntry &cache) {
   std::lock_guard<std::mutex> lock(table_mutex_);
-  if (registry_.FindBlocksKey(model_id) != cache.cache_id) return;  // deallocated meanwhile
   TableEntry e;
-  e.model_id = model_id;
+  e.key = key;
+  if (key.kind == TableKeyKind::kBlocks) {
+    if (registry_.FindBlocksKey(key.model_id) != cache.cache_id) return;  // deallocated meanwhile
+  } else {
+    const std::optional<KeySlot> bound = registry_.FindKey(CacheKeySpec{cluster_id_, kInvalidId, key.model_id, key.prefix_id});
+    if (!bound || bound->cache_id != cache.cache_id) return;  // removed meanwhile
+    // Pulled as a contiguous slot: what the owner's checks allow for one (ResolveRequest).
+    if (cache.is_blocks && !cache.is_registered && !cache.mixed) return;
+    e.slot = bound->batch_index;
+  }
   e.cache_id = cache.cache_id;
   e.stride = cache.stride;
   e.num_blocks = static_cast<uint64_t>(cache.desc.shape[0]);
@@ -440,11 +463,16 @@ void DataDistEngine::PublishBlocksKey(uint64_t model_id, const CacheEntry &cache
   table_.Put(std::move(e));
 }
 
-void DataDistEngine::UnpublishBlocksKeyIfGone(const std::optional<uint64_t> &model_id) {
-  // A failed or no-op deallocation (a registered cache) leaves the key bound: keep it published.
-  if (!model_id) return;
+void DataDistEngine::PublishPrefixKeys(const std::vector<CacheKeySpec> &keys, const CacheEntry &cache) {
+  for (const CacheKeySpec &key : keys)
+    if (key.is_prefix()) PublishKey(TableKey::Prefix(key.prefix_id, key.model_id), cache);
+}
+
+void DataDistEngine::UnpublishCacheBeforeFree(int64_t cache_id) {
+  const std::shared_ptr<CacheEntry> entry = registry_.Find(cache_id);
+  if (entry == nullptr || entry->is_registered) return;
   std::lock_guard<std::mutex> lock(table_mutex_);
-  if (!registry_.FindBlocksKey(*model_id)) table_.Remove(*model_id);
+  table_.RemoveCache(cache_id);
 }
 
 DetailedStatus DataDistEngine::CopyCache(int64_t dst_cache_id, int64_t src_cache_id, uint32_t dst_batch_index,

@@ -225,9 +225,15 @@ class DataDistEngine : public LinkHandler {
                           std::shared_ptr<CacheEntry> *out);
   DetailedStatus ResolveRef(const CacheRef &ref, const char *which, std::shared_ptr<CacheEntry> *out) const;
   std::vector<LocalRegion> LocalRegions();
-  // Keeps the published blocks-cache table (cache/cache_table.h) in step with the registry.
-  void PublishBlocksKey(uint64_t model_id, const CacheEntry &cache);
-  void UnpublishBlocksKeyIfGone(const std::optional<uint64_t> &model_id);
+  // Keeps the published cache table (cache/cache_table.h) in step with the registry: a key is
+  // published once bound (if still bound to `cache` then), and unpublished before the memory it
+  // names may be freed, so that a peer which read it one-sided and then finds the key still
+  // naming the same cache knows its bytes came from that cache.
+  void PublishKey(const TableKey &key, const CacheEntry &cache);
+  void PublishPrefixKeys(const std::vector<CacheKeySpec> &keys, const CacheEntry &cache);
+  // Unpublishes what names cache `cache_id` when removing it may free its memory (an allocated
+  // cache; registered memory is the caller's to free after unregister).
+  void UnpublishCacheBeforeFree(int64_t cache_id);
   // A transfer's checks in upstream's order: the arguments and the local cache first, the link last.
   DetailedStatus CheckTransfer(const TransferArgs &args, const char *operation, std::shared_ptr<CacheEntry> *local) const;
   DetailedStatus FindUsableLink(uint64_t remote_cluster_id, std::shared_ptr<Link> *link) const;

@@ -468,6 +468,25 @@ DetailedStatus CheckBlocksSelection(const TransferRequest &w, const std::string 
   return DetailedStatus::Ok();
 }
 
+// The owner-side checks of a slot selection (kSlotToSlot, kSlotToBlocks) against a slot of
+// `stride` bytes, shared like CheckBlocksSelection (after CheckTensorSelection).
+DetailedStatus CheckSlotSelection(const TransferRequest &w, const std::string &key, uint64_t stride) {
+  if (w.layout == Layout::kSlotToSlot) {
+    LLMDD_CHECK(w.size <= stride, LLM_PARAM_INVALID, "size ", w.size, " is larger than the remote slot of ", stride,
+                " bytes (", key, ")");
+    LLMDD_CHECK(!w.whole_slot || w.size == stride, LLM_PARAM_INVALID, "slot sizes differ: remote ", stride,
+                " bytes, local ", w.size, " bytes; pass an explicit size");
+  } else {
+    // Division, not multiplication: chunk_count * chunk_bytes can wrap 64 bits.
+    LLMDD_CHECK(w.chunk_bytes > 0 && w.chunk_count > 0, LLM_PARAM_INVALID, w.chunk_count, " blocks of ", w.chunk_bytes,
+                " bytes is not a destination (", key, ")");
+    LLMDD_CHECK(w.chunk_count <= kMaxBlocksPerTransfer && w.chunk_count <= stride / w.chunk_bytes, LLM_PARAM_INVALID,
+                w.chunk_count, " blocks of ", w.chunk_bytes, " bytes do not fit the remote slot of ", stride, " bytes (",
+                key, ")");
+  }
+  return DetailedStatus::Ok();
+}
+
 // A peer heard from within this long is alive enough for one-sided reads (heartbeats come
 // every kHeartbeatIntervalMs).
 constexpr int64_t kPeerSilentMs = 4 * kHeartbeatIntervalMs;
@@ -546,6 +565,53 @@ DetailedStatus MoveDescribed(Link &link, const CacheEntry &local, const LocalPla
 
 }  // namespace
 
+namespace {
+
+// A pull resolved through the owner's published table and read one-sided: by a BlocksCacheKey,
+// or by a prefix CacheKey (the keys no pull consumes; a req key's pull stays two-sided, where the
+// owner consumes it). nullopt: the pull goes two-sided after all (the key is not published, some
+// tensor is not readable from here, or the key moved while it was read).
+std::optional<DetailedStatus> PullPublished(Link &link, const CacheEntry &local, const LocalPlan &plan,
+                                            const TransferArgs &args, Deadline deadline) {
+  TableKey key;
+  if (plan.layout == Layout::kBlocksToBlocks && args.key_kind == RemoteKeyKind::kBlocksKey) {
+    key = TableKey::Blocks(args.blocks_model_id);
+  } else if (plan.layout != Layout::kBlocksToBlocks && args.key_kind == RemoteKeyKind::kCacheKey && args.key.is_prefix()) {
+    key = TableKey::Prefix(args.key.prefix_id, args.key.model_id);
+  } else {
+    return std::nullopt;
+  }
+  std::optional<TableEntry> entry = link.LookupPublished(key);
+  if (!entry) return std::nullopt;
+  // The owner's checks, failing as the owner would. The key's description only for an error:
+  // formatting it cost more than the checks.
+  const TransferRequest &w = plan.wire;
+  const auto num_tensors = static_cast<uint32_t>(entry->tensors.size());
+  auto check = [&](const std::string &described) {
+    if (key.kind == TableKeyKind::kBlocks)
+      return CheckBlocksSelection(w, described, num_tensors, entry->stride, entry->num_blocks);
+    DetailedStatus tensors = CheckTensorSelection(w, described, num_tensors);
+    return tensors.ok() ? CheckSlotSelection(w, described, entry->stride) : tensors;
+  };
+  if (!check(std::string()).ok()) return check(DescribeRemoteKey(w));
+  std::vector<DescribedTensor> tensors(plan.tensor_count);
+  for (uint32_t t = 0; t < plan.tensor_count; ++t) {
+    tensors[t].location = entry->location == TableLocation::kRegion ? Location::kRegion : Location::kRawHost;
+    tensors[t].region_id = entry->region_id;
+    tensors[t].value = entry->tensors[w.tensor_begin + t];
+  }
+  DetailedStatus copied = MoveDescribed(link, local, plan, tensors, entry->stride, entry->slot, deadline);
+  if (copied.code() == LLM_FEATURE_NOT_ENABLED) return std::nullopt;  // e.g. CMA refused: ask the owner
+  if (!copied.ok()) return copied;
+  // The owner unpublishes a key before the memory it names may be freed: a key that still names
+  // the cache (and slot) it named before the read means the bytes read were that cache's.
+  std::optional<TableEntry> after = link.LookupPublished(key);
+  if (!after || after->cache_id != entry->cache_id || after->slot != entry->slot) return std::nullopt;
+  return DetailedStatus::Ok();
+}
+
+}  // namespace
+
 DetailedStatus DataDistEngine::PullUnmetered(const TransferArgs &args, TransferOutcome *outcome) {
   const char *op = args.blocks_api ? "pull_blocks" : "pull_cache";
   const Deadline deadline = DeadlineIn(options_.sync_kv_timeout_ms);
@@ -566,28 +632,13 @@ DetailedStatus DataDistEngine::PullUnmetered(const TransferArgs &args, TransferO
   // Owner-streamed when no transport of the link reads one-sided; else described, and streamed
   // after all when some tensor turns out not readable from here.
   bool stream = !link->HasOneSided();
-  // One-sided: a BlocksCacheKey resolved through the owner's published table, read straight
-  // from its pools, no round trip. Only while the owner is alive and talking (a frozen owner
-  // falls through to the two-sided path, which reports LLM_TIMEOUT).
-  if (!stream && plan.layout == Layout::kBlocksToBlocks && args.key_kind == RemoteKeyKind::kBlocksKey &&
-      link->millis_since_rx() < kPeerSilentMs) {
-    std::optional<TableEntry> entry = link->LookupPublished(args.blocks_model_id);
-    if (entry) {
-      // The key's description only for an error: formatting it cost more than the checks.
-      const auto num_tensors = static_cast<uint32_t>(entry->tensors.size());
-      if (!CheckBlocksSelection(plan.wire, std::string(), num_tensors, entry->stride, entry->num_blocks).ok())
-        return fail(CheckBlocksSelection(plan.wire, DescribeRemoteKey(plan.wire), num_tensors, entry->stride,
-                                         entry->num_blocks));
-      std::vector<DescribedTensor> tensors(plan.tensor_count);
-      for (uint32_t t = 0; t < plan.tensor_count; ++t) {
-        tensors[t].location = entry->location == TableLocation::kRegion ? Location::kRegion : Location::kRawHost;
-        tensors[t].region_id = entry->region_id;
-        tensors[t].value = entry->tensors[plan.wire.tensor_begin + t];
-      }
-      DetailedStatus copied = MoveDescribed(*link, *local, plan, tensors, entry->stride, 0, deadline);
-      if (copied.ok()) return DetailedStatus::Ok();
-      if (copied.code() != LLM_FEATURE_NOT_ENABLED) return fail(copied.With("operation", op));
-      // Not readable one-sided (e.g. CMA refused): ask the owner.
+  // One-sided: a key the owner publishes, resolved through its table and read straight from its
+  // pools, no round trip. Only while the owner is alive and talking (a frozen owner falls
+  // through to the two-sided path, which reports LLM_TIMEOUT).
+  if (!stream && link->millis_since_rx() < kPeerSilentMs) {
+    if (std::optional<DetailedStatus> done = PullPublished(*link, *local, plan, args, deadline)) {
+      if (done->ok()) return DetailedStatus::Ok();
+      return fail(done->With("operation", op));
     }
   }
   for (int attempt = 0; attempt < 2; ++attempt) {
@@ -806,19 +857,7 @@ DetailedStatus ResolveRequest(const CacheRegistry &registry, uint64_t cluster_id
     LLMDD_RETURN_IF_ERROR(CheckTensorSelection(w, key, num_tensors));
     LLMDD_CHECK(!entry->is_blocks || entry->is_registered || entry->mixed || (block_as_slot && layout == Layout::kSlotToSlot),
                 LLM_PARAM_INVALID, key, " is a blocks cache; address it with a BlocksCacheKey and src_blocks");
-    if (layout == Layout::kSlotToSlot) {
-      LLMDD_CHECK(w.size <= entry->stride, LLM_PARAM_INVALID, "size ", w.size, " is larger than the remote slot of ",
-                  entry->stride, " bytes (", key, ")");
-      LLMDD_CHECK(!w.whole_slot || w.size == entry->stride, LLM_PARAM_INVALID, "slot sizes differ: remote ", entry->stride,
-                  " bytes, local ", w.size, " bytes; pass an explicit size");
-    } else {
-      // Division, not multiplication: chunk_count * chunk_bytes can wrap 64 bits.
-      LLMDD_CHECK(w.chunk_bytes > 0 && w.chunk_count > 0, LLM_PARAM_INVALID, w.chunk_count, " blocks of ",
-                  w.chunk_bytes, " bytes is not a destination (", key, ")");
-      LLMDD_CHECK(w.chunk_count <= kMaxBlocksPerTransfer && w.chunk_count <= entry->stride / w.chunk_bytes,
-                  LLM_PARAM_INVALID, w.chunk_count, " blocks of ", w.chunk_bytes,
-                  " bytes do not fit the remote slot of ", entry->stride, " bytes (", key, ")");
-    }
+    LLMDD_RETURN_IF_ERROR(CheckSlotSelection(w, key, entry->stride));
   }
   LLMDD_CHECK(ChunksOf(layout, slot, entry->stride, w.size, w.blocks, w.chunk_bytes, w.chunk_count, &out->chunks),
               LLM_PARAM_INVALID, "the selection of ", key, " does not fit the cache");

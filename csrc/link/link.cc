@@ -90,9 +90,9 @@ Transport *Link::WriterFor(const RemoteMemory &where, MemoryKind local_kind) con
   return nullptr;
 }
 
-std::optional<TableEntry> Link::LookupPublished(uint64_t model_id) const {
+std::optional<TableEntry> Link::LookupPublished(const TableKey &key) const {
   for (const auto &t : setup_.transports)
-    if (t->caps().published_table) return t->LookupPublished(model_id);
+    if (t->caps().published_table) return t->LookupPublished(key);
   return std::nullopt;
 }
 

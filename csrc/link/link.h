@@ -182,8 +182,8 @@ class Link {
   // end has no one-sided transport, e.g. this end offered it no UCX), which holds for the link's life.
   bool PeerDescribesPushes() const { return !peer_refused_described_push_.load(); }
   void PeerRefusedDescribedPush() { peer_refused_described_push_.store(true); }
-  // The owner's published entry for a BlocksCacheKey, where a transport reads its table.
-  std::optional<TableEntry> LookupPublished(uint64_t model_id) const;
+  // The owner's published entry for `key`, where a transport reads its table.
+  std::optional<TableEntry> LookupPublished(const TableKey &key) const;
   // For link_info: the peer offers its CUDA pool over IPC on this host / this side opened it.
   bool PeerOffersCudaIpc() const;
   bool CudaIpcOpened() const;

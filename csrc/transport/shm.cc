@@ -2,6 +2,9 @@
 // shm: the peer's host and CPU-device pools (and its published cache table), memfds it passed
 // over the pool channel and this side mapped read-only during the handshake. Reads are memcpy
 // (or one device copy into local CUDA memory).
+#include <mutex>
+#include <unordered_map>
+
 #include "common/logging.h"
 #include "engine/copy_engine.h"
 #include "transport/transport.h"
@@ -42,9 +45,15 @@ class ShmTransport : public Transport {
     }
     return CopyRegions(copies, local_kind, MemoryKind::kHost);
   }
-  std::optional<TableEntry> LookupPublished(uint64_t model_id) override {
+  std::optional<TableEntry> LookupPublished(const TableKey &key) override {
     if (table_.mapped == nullptr) return std::nullopt;
-    return LookupCacheTable(table_.mapped, table_.size, model_id);
+    std::lock_guard<std::mutex> lock(hints_mutex_);
+    // Where each key was found last (a bounded memo: forgotten wholesale when it fills).
+    if (hints_.size() >= kMaxHints) hints_.clear();
+    uint64_t &hint = hints_[key];
+    std::optional<TableEntry> found = LookupCacheTable(table_.mapped, table_.size, key, &hint);
+    if (!found) hints_.erase(key);
+    return found;
   }
 
  private:
@@ -54,8 +63,11 @@ class ShmTransport : public Transport {
       if (r.id == id) found = &r;
     return found;
   }
+  static constexpr size_t kMaxHints = 4096;
   std::vector<RemoteRegion> pools_;
   RemoteRegion table_;
+  std::mutex hints_mutex_;
+  std::unordered_map<TableKey, uint64_t, TableKeyHash> hints_;
 };
 
 class ShmTransportProvider final : public TransportProvider {

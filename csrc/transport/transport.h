@@ -130,8 +130,8 @@ class Transport {
   virtual DetailedStatus Write(const std::vector<RemoteSpan> &spans, MemoryKind local_kind, Deadline deadline) {
     return DetailedStatus(LLM_FEATURE_NOT_ENABLED, detail::Concat(name(), " does not write one-sided"));
   }
-  // The owner's published entry for a BlocksCacheKey (caps().published_table), or nullopt.
-  virtual std::optional<TableEntry> LookupPublished(uint64_t model_id) { return std::nullopt; }
+  // The owner's published entry for `key` (caps().published_table), or nullopt.
+  virtual std::optional<TableEntry> LookupPublished(const TableKey &key) { return std::nullopt; }
   // A cache of this process was registered (or is going away) after the link was made. May
   // send to the peer (bounded by `deadline`); ours need nothing (CMA reads any address).
   virtual DetailedStatus OnCacheRegistered(const RegisteredMemory &memory, Deadline deadline) {

@@ -80,12 +80,15 @@ def test_prometheus_endpoint_counts_pulls_and_errors(spawn, transport: str) -> N
     info = decode.link_info(PREFILL_ID)
     assert (info["pulls"], info["bytes_pulled"], info["errors"]) == (PULLS, PULLS * moved, 1), info
 
-    # The owner's side of the same pulls, from its snapshot: every request served, the refused
-    # one counted with its code.
+    # The owner's side of the same pulls, from its snapshot: over tcp every request served; on
+    # shm the prefix key is resolved through the owner's published table and read one-sided, so
+    # the owner serves none of them. The refused one (an unpublished key goes two-sided) is
+    # counted with its code either way.
     owner = prefill.exec("result = dd.metrics()")
     served = owner["links"][str(DECODE_ID)]["kinds"]["serve_pull"]  # (JSON from the worker: string keys)
-    assert served["operations"] == PULLS and served["errors_by_code"] == {"LLM_KV_CACHE_NOT_EXIST": 1}, served
-    assert served["bytes"] == (PULLS * moved if transport == "tcp" else 0), served  # shm reads one-sided
+    assert served["operations"] == (PULLS if transport == "tcp" else 0), served
+    assert served["errors_by_code"] == {"LLM_KV_CACHE_NOT_EXIST": 1}, served
+    assert served["bytes"] == (PULLS * moved if transport == "tcp" else 0), served
 
 
 def _top_frame_rows(text: str) -> Dict[str, list]:
@@ -109,10 +112,12 @@ def test_top_shows_a_running_prefills_links_and_rates(spawn, transport: str, tmp
     prefill.fill(src, 6)
     dst = decode.allocate(desc(NUM_TENSORS, SHAPE))
     assert (os.stat(sock).st_mode & 0o777) == 0o600
-    # The decode pulls for a while (on a worker thread, so that it keeps pulling while top runs).
+    # The decode pulls for a while (on a worker thread, so that it keeps pulling while top runs),
+    # by cache id: a pull the owner serves on either transport (by the prefix key, shm pulls would
+    # read the owner's published table one-sided, and it would serve nothing).
     loop = decode.send("exec", thread=True, code=(
         "import time\n"
-        "key = ld.CacheKey(1, 2**64 - 1, 0, 78)\n"
+        f"key = ld.CacheKeyByIdAndIndex(1, {src.cache_id}, 0)\n"
         "n, end = 0, time.monotonic() + 8\n"
         "while time.monotonic() < end:\n"
         f"    cm.pull_cache(key, caches[{dst.cache_id}], batch_index=0)\n"
@@ -187,8 +192,9 @@ def test_snapshot_counts_every_kind_exactly(spawn, transport: str) -> None:
 
     owner = _kinds(prefill.exec("result = dd.metrics()"), DECODE_ID)
     assert (owner["serve_push"]["operations"], owner["serve_push"]["bytes"]) == (5, 5 * 2 * block_bytes)
-    # pull_blocks by BlocksCacheKey over shm read the owner's published table: no request to serve
-    assert owner["serve_pull"]["operations"] == 3 + (4 if transport == "tcp" else 0), owner["serve_pull"]
+    # pull_blocks by BlocksCacheKey and pull_cache by a prefix key over shm read the owner's
+    # published table: no request to serve
+    assert owner["serve_pull"]["operations"] == (3 + 4 if transport == "tcp" else 0), owner["serve_pull"]
 
     decode.unlink([cluster_of(prefill)])
     after = decode.exec("result = dd.metrics()")

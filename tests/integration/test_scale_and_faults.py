@@ -17,7 +17,7 @@ import time
 import pytest
 
 from workers import (DECODE_ID, PREFILL_ID, WorkerFailure, block_copies, blocks_key, cluster, cluster_of, desc,
-                     expect_code, has_link, link_state, prefix_key, proc_stats, req_key, slot_copies, start_pair,
+                     expect_code, has_link, id_key, link_state, prefix_key, proc_stats, req_key, slot_copies, start_pair,
                      wait_for, wait_link_state)
 
 pytestmark = pytest.mark.timeout(60)
@@ -187,10 +187,12 @@ def _assert_broken_link_error(reply, what):
 
 
 def test_prefill_killed_during_a_pull_in_flight(group, transport):
-    """The prefill is frozen so the pull is surely in flight (waiting for the owner), then killed."""
+    """The prefill is frozen so the pull is surely in flight (waiting for the owner), then killed.
+    By cache id: a pull the owner serves on every transport (by the prefix key, an shm pull reads
+    the owner's published table and memory one-sided, and completes while the owner is frozen)."""
     p, d, src, dst = _pair_with_data(group, transport)
     p.freeze()
-    rid = d.send("pull_cache", key=prefix_key(P, 1), cache=dst.cache_id, batch_index=1)
+    rid = d.send("pull_cache", key=id_key(P, src.cache_id, 0), cache=dst.cache_id, batch_index=1)
     time.sleep(0.3)
     t_kill = p.kill()
     reply = d.wait(rid, 15)
@@ -259,7 +261,8 @@ def test_frozen_prefill_times_out_at_sync_kv_timeout(group, transport):
     p, d, src, dst = _pair_with_data(group, transport, sync_kv_timeout=500)
     p.freeze()
     try:
-        reply = d.pull_cache(prefix_key(P, 1), dst, batch_index=1)
+        # By cache id: the owner must serve it (see test_prefill_killed_during_a_pull_in_flight).
+        reply = d.pull_cache(id_key(P, src.cache_id, 0), dst, batch_index=1)
         print(f"[{transport}] pull from a frozen prefill failed after {reply.elapsed_s * 1e3:.0f} ms "
               f"(sync_kv_timeout 500 ms)")
         expect_code(reply, "LLM_TIMEOUT", what="pull from a frozen owner")
@@ -281,6 +284,22 @@ def test_frozen_prefill_times_out_at_sync_kv_timeout(group, transport):
     slots_1_2 = [[t, dst.slot_bytes, 2 * dst.slot_bytes] for t in range(dst.num_tensors)]
     d.verify(dst, 4, slot_copies(src, 3, 0, dst, 0) + slot_copies(src, 3, 0, dst, 3), "after relink",
              ignore=slots_1_2)
+
+
+def test_one_sided_pull_from_an_owner_silent_past_the_liveness_window_times_out(group, transport):
+    """A pull by a published key (a prefix key here) reads a same-host owner's memory one-sided
+    while the owner is heard from (heartbeats); once it has been silent for longer than the
+    liveness window (400 ms), the pull asks the owner instead, and a frozen owner then gives
+    LLM_TIMEOUT at sync_kv_timeout like any two-sided pull."""
+    p, d, src, dst = _pair_with_data(group, transport, sync_kv_timeout=500)
+    p.freeze()
+    try:
+        time.sleep(0.6)
+        reply = d.pull_cache(prefix_key(P, 1), dst, batch_index=1)
+        expect_code(reply, "LLM_TIMEOUT", what="pull by a prefix key from an owner silent for 600 ms")
+        assert 0.45 <= reply.elapsed_s < 3.0
+    finally:
+        p.thaw()
 
 
 # ---- a restarted prefill -----------------------------------------------------------------------------

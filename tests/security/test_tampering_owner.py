@@ -11,12 +11,15 @@ import struct
 
 import pytest
 
-from workers import Worker, WorkerGroup, block_copies, blocks_key, cluster_of, desc
+from workers import (Worker, WorkerGroup, block_copies, blocks_key, cluster_of, desc, prefix_key,
+                     slot_copies)
 
 P, D = 1, 2
 BLOCKS = desc(2, [8, 4, 64], placement="HOST")  # 8 blocks of 512 bytes per tensor
 TABLE_HEADER = struct.Struct("<IIQQII")          # magic, version, seq, bytes used, entries, reserved
-TABLE_ENTRY = struct.Struct("<QqQQIBBH")          # model id, cache id, stride, num blocks, tensors, loc, region
+# model id, prefix id, cache id, stride, num blocks, tensors, slot, location, region, key kind
+TABLE_ENTRY = struct.Struct("<QQqQQIIBBB5x")
+NUM_BLOCKS_AT, SLOT_AT = 32, 44  # byte offsets in an entry
 
 
 def _shm_pair(group: WorkerGroup):
@@ -83,8 +86,8 @@ def test_a_table_entry_with_a_huge_block_count_is_not_read_past_the_pool(group):
         magic, version, seq, used, count, _ = TABLE_HEADER.unpack_from(table, 0)
         assert count >= 1 and seq % 2 == 0
         entry = TABLE_ENTRY.unpack_from(table, TABLE_HEADER.size)
-        assert entry[0] == 0 and entry[2] == 512, entry  # model id 0, 512-byte blocks
-        struct.pack_into("<Q", table, TABLE_HEADER.size + 24, 2**64 - 1)  # num_blocks
+        assert entry[0] == 0 and entry[3] == 512 and entry[9] == 0, entry  # blocks key, model id 0, 512-byte blocks
+        struct.pack_into("<Q", table, TABLE_HEADER.size + NUM_BLOCKS_AT, 2**64 - 1)  # num_blocks
         table.close()
     finally:
         os.close(fd)
@@ -97,4 +100,47 @@ def test_a_table_entry_with_a_huge_block_count_is_not_read_past_the_pool(group):
             d.unlink([cluster_of(p)])
             d.link_to(p)
     d.verify(dst, 4, what="nothing was written by the refused pulls")
+    assert p.alive
+
+
+def test_a_prefix_entry_naming_a_slot_past_its_cache_is_not_read_past_the_pool(group):
+    """A pull_cache by a prefix key reads the owner's published table one-sided on shm. The owner
+    rewrites the key's slot to 2^32-1 (far past the 16 MiB pool): the decode refuses to read it,
+    breaks the link (the owner lied about its memory) and stays alive; relinked, with the slot
+    put back, the same pull moves every byte."""
+    p, d, _, _ = _shm_pair(group)
+    contig = desc(2, [2, 1024], placement="HOST")
+    src = p.allocate(contig, keys=[prefix_key(P, 7)])
+    p.fill(src, 5)
+    dst = d.allocate(contig)
+    d.fill(dst, 4)
+    d.ok(d.pull_cache(prefix_key(P, 7), dst, batch_index=1))
+    expected = slot_copies(src, 5, 0, dst, 1)
+    d.verify(dst, 4, expected)
+    assert p.exec("result = dd.metrics()")["links"][str(D)]["kinds"]["serve_pull"]["operations"] == 0
+    path = _memfds(p.pid)["llmdd-cache-table"]
+    fd = os.open(path, os.O_RDWR)
+    try:
+        table = mmap.mmap(fd, os.fstat(fd).st_size)
+        _, _, seq, used, count, _ = TABLE_HEADER.unpack_from(table, 0)
+        pos, found = TABLE_HEADER.size, None
+        for _ in range(count):
+            entry = TABLE_ENTRY.unpack_from(table, pos)
+            if entry[9] == 1 and entry[1] == 7 and entry[6] != 0xFF:  # the live prefix record of key 7
+                found = pos
+            pos += TABLE_ENTRY.size + 8 * entry[5]
+        assert found is not None, "the prefix key is not in the owner's table"
+        struct.pack_into("<I", table, found + SLOT_AT, 2**32 - 1)
+        reply = d.pull_cache(prefix_key(P, 7), dst, batch_index=0)
+        assert not reply.ok and reply.code == "LLM_LINK_FAILED", reply
+        assert d.alive, d.stderr_text()
+        d.verify(dst, 4, expected, what="nothing was written by the refused pull")
+        struct.pack_into("<I", table, found + SLOT_AT, 0)
+        table.close()
+    finally:
+        os.close(fd)
+    d.unlink([cluster_of(p)])
+    d.link_to(p)
+    d.ok(d.pull_cache(prefix_key(P, 7), dst, batch_index=0))
+    d.verify(dst, 4, expected + slot_copies(src, 5, 0, dst, 0))
     assert p.alive
