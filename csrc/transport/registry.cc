@@ -1,16 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
 // The one list of transports, in preference order (see transport.h).
 //
-// Adding a transport touches csrc/transport/ only, and one line outside its own files:
-//   - its files under csrc/transport/ (<name>.cc, a <name>/ folder if it needs more), defining
-//     `const TransportProvider &<Name>Provider()`: Decide / Build, and as it needs Offer, the
-//     process hooks Start / ForgetRegions, and can_be_forced (llmdd.Transport may then name it);
-//   - its TransportKind and name in transport.h (the enum, TransportName below);
+// Adding a transport touches csrc/transport/ and nothing outside it:
+//   - its files: <name>.cc (and a <name>/ folder if it needs more), defining
+//     `const TransportProvider &<Name>Provider()`: Decide and Build, and as it needs them Offer,
+//     the process hooks Start / ForgetRegions, and can_be_forced (llmdd.Transport may then name
+//     it; rank it before tcp);
+//   - its TransportKind in transport.h and its name in TransportName below;
 //   - the registration line: <Name> in LLMDD_TRANSPORTS below, where it ranks.
-// Nothing else names it: the engine starts and stops every provider, the handshake asks every
-// provider in this order, llmdd.Transport accepts every name that can be forced, and the engine
-// reaches memory through Link::TransportFor. (CMake globs csrc/transport/*.cc; a subfolder's
-// sources are globbed too.)
+// Nothing else names it: the engine runs every provider's Start at init and ForgetRegions at
+// finalize, the handshake asks every provider in this order, llmdd.Transport accepts every name
+// that can be forced, and the engine reaches memory through Link::TransportFor. CMake
+// (GLOB_RECURSE) and fuzz/build.sh pick up csrc/transport/*.cc and csrc/transport/*/*.cc.
 #include "transport/transport.h"
 
 #include <algorithm>
