@@ -22,7 +22,8 @@ HARNESS_FLAGS=("${COMMON[@]}" "${SAN[@]}" -fsanitize=fuzzer)
 start=$(date +%s)
 newest_header=$(find csrc -name '*.h' -o -name '*.def' | xargs stat -c %Y | sort -n | tail -1)
 stale=()
-for src in csrc/{common,memory,cache,link,transport,transport/ucx,engine}/*.cc; do
+# Every transport's sources, also in a folder of its own (csrc/transport/<name>/), as CMake globs them.
+for src in csrc/{common,memory,cache,link,engine}/*.cc csrc/transport/*.cc csrc/transport/*/*.cc; do
   obj="$OUT/obj/$(echo "${src#csrc/}" | tr / _).o"
   if [[ ! -f "$obj" || "$src" -nt "$obj" || $(stat -c %Y "$obj") -lt $newest_header ]]; then
     stale+=("$src")

@@ -35,7 +35,7 @@ struct Servers {
     auto no_regions = [] { return std::vector<LocalRegion>{}; };
     open = std::make_unique<LinkManager>(kServerClusterId, &handler, no_regions, LinkOptions{});
     secret = std::make_unique<LinkManager>(kServerClusterId, &handler, no_regions,
-                                           LinkOptions{"fuzz-secret", false});
+                                           LinkOptions{"fuzz-secret"});
   }
 };
 

@@ -1,5 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // _core.ucx_info(): what the run-time UCX loader found (csrc/transport/ucx/ucp_api.h).
+// The one binding that names a transport: it is the doctor's probe of the UCX library itself
+// (whether libucp loads, which UCX transports it sees), asked before and apart from any engine,
+// with keys of its own that the doctor and tests read. Links and engines reach UCX only through
+// its TransportProvider (csrc/transport/transport.h); a new transport needs no binding.
 #include <pybind11/stl.h>
 
 #include "bindings/bindings.h"
@@ -25,7 +29,7 @@ void RegisterUcxBindings(py::module_ &m) {
         d["transports"] = info.transports;
         d["reason"] = info.reason;
         // What llmdd.Transport=auto does with it: UCX between hosts only where there is an RDMA
-        // device and UCX lists an RDMA transport (csrc/transport/ucx.cc, EnableUcx).
+        // device and UCX lists an RDMA transport (csrc/transport/ucx.cc, EnableUcx, run by the ucx provider's Start).
         d["auto_between_hosts"] = info.available && ucx::HasRdmaDevice() && ucx::HasRdmaTransport(info.transports);
         return d;
       },

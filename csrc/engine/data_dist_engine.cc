@@ -10,7 +10,7 @@
 #include "common/logging.h"
 #include "engine/copy_engine.h"
 #include "engine/tensor_size.h"
-#include "transport/ucx/ucx_process.h"
+#include "transport/transport.h"
 
 namespace llm_datadist {
 
@@ -92,15 +92,11 @@ DetailedStatus ParseEngineOptions(const std::map<std::string, std::string> &opti
     LLMDD_RETURN_IF_ERROR(ParsePoolConfig(*cfg, OPTION_HOST_MEM_POOL_CONFIG, &pool));
     parsed.host_pool = pool;
   }
-  // Link options (ours): a shared secret, and forcing tcp even on one host.
+  // Link options (ours): a shared secret, and a forced transport ("auto" or one the registry
+  // lets be forced: then it and tcp alone serve every link, even on one host; transport.h).
   parsed.link_secret = OptionOrEnv(options, "llmdd.LinkSecret", "LLMDD_LINK_SECRET", "");
-  const std::string transport = OptionOrEnv(options, "llmdd.Transport", "LLMDD_TRANSPORT", "auto");
-  LLMDD_CHECK(transport == "auto" || transport == "tcp" || transport == "ucx", LLM_PARAM_INVALID,
-              "llmdd.Transport \"", transport, "\" must be \"auto\", \"tcp\" or \"ucx\"");
-  // ucx forced: the same-host transports are left out as with tcp, and ucx serves every link
-  // whose peer offers it (tcp carries what ucx does not reach).
-  parsed.force_tcp = transport == "tcp" || transport == "ucx";
-  parsed.force_ucx = transport == "ucx";
+  LLMDD_RETURN_IF_ERROR(ParseForcedTransport(
+      "llmdd.Transport", OptionOrEnv(options, "llmdd.Transport", "LLMDD_TRANSPORT", "auto"), &parsed.forced_transport));
   // Access control (ours): which other uids may map our pools, and whether a secret is a must.
   const std::string uids = OptionOrEnv(options, "llmdd.AllowedUids", "LLMDD_ALLOWED_UIDS", "");
   for (size_t begin = 0; begin < uids.size();) {
@@ -214,12 +210,13 @@ DetailedStatus DataDistEngine::Initialize(const std::map<std::string, std::strin
     r.memfd = table_.fd();
     regions.push_back(r);
   }
-  // The process's UCX worker, where this engine wants it (forced, or RDMA there): its links then
-  // offer UCX in the handshake (transport/ucx/ucx_process.h).
-  LLMDD_RETURN_IF_ERROR(ucx::EnableUcx(parsed.force_ucx));
+  // Each transport's process-level part, before any link (UCX: the process's worker where this
+  // engine wants it; its links then offer UCX in the handshake). The first that fails fails init.
+  const ProcessSetup setup{parsed.forced_transport};
+  for (const TransportProvider *provider : TransportProviders()) LLMDD_RETURN_IF_ERROR(provider->Start(setup));
   auto links = std::make_unique<LinkManager>(cluster_id_, this, [this] { return LocalRegions(); },
-                                             LinkOptions{parsed.link_secret, parsed.force_tcp, parsed.allowed_uids, parsed.require_secret,
-                                                         parsed.device_id, parsed.force_ucx});
+                                             LinkOptions{parsed.link_secret, parsed.forced_transport, parsed.allowed_uids,
+                                                         parsed.require_secret, parsed.device_id});
   if (!parsed.listen_ip_info.empty()) {
     std::string ip;
     uint16_t port = 0;
@@ -241,7 +238,8 @@ DetailedStatus DataDistEngine::Initialize(const std::map<std::string, std::strin
 void DataDistEngine::Finalize() {
   if (!initialized_) return;
   links_.reset();  // closes every link and joins its threads before the memory goes
-  ucx::ForgetUcxRegions(local_regions_);  // unmapped from UCX before the pools are freed
+  // Transports drop what refers to the pools (UCX unmaps them) before the pools are freed.
+  for (const TransportProvider *provider : TransportProviders()) provider->ForgetRegions(local_regions_);
   local_regions_.clear();
   registry_.Clear();
   table_.Clear();
@@ -395,7 +393,7 @@ DetailedStatus DataDistEngine::Register(const CacheDesc &desc, bool is_blocks, c
   entry->tensor_addrs = addrs;
   entry->cache_id = registry_.NextCacheId();
   LLMDD_RETURN_IF_ERROR(registry_.Add(entry, keys, blocks_key));
-  // Transports that must announce memory before a peer reads it (ucx: it maps the memory and sends its remote keys) learn of it here.
+  // Transports that must announce memory before a peer reads it (one that maps memory and sends the peer its remote keys) learn of it here.
   if (links_) {
     const RegisteredMemory memory = RegisteredMemoryOf(*entry);
     const Deadline deadline = DeadlineIn(options_.sync_kv_timeout_ms);

@@ -41,8 +41,8 @@ struct EngineOptions {
   DeviceBackend device_backend = DeviceBackend::kCpu;
   std::string device_backend_reason;  // why this backend was chosen (for doctor / logs)
   std::string link_secret;            // llmdd.LinkSecret or LLMDD_LINK_SECRET
-  bool force_tcp = false;             // llmdd.Transport=tcp or LLMDD_TRANSPORT=tcp (or =ucx)
-  bool force_ucx = false;             // llmdd.Transport=ucx or LLMDD_TRANSPORT=ucx
+  // llmdd.Transport or LLMDD_TRANSPORT naming a transport that can be forced; nullopt: "auto".
+  std::optional<TransportKind> forced_transport;
   std::vector<uint32_t> allowed_uids;  // llmdd.AllowedUids: other uids allowed on the pool channel
   bool require_secret = false;         // llmdd.RequireSecret=1: no non-loopback listener without a secret
   bool metrics = true;                 // llmdd.Metrics=0 or LLMDD_METRICS=0: record nothing
@@ -98,7 +98,7 @@ struct LinkInfo {
   bool cuda_ipc_opened = false;  // ... and this side has opened it (device pulls use it)
   int64_t millis_since_rx = 0;
   uint64_t bytes_pulled = 0, bytes_pushed = 0, bytes_served = 0, pulls = 0, pushes = 0, errors = 0;
-  uint64_t bytes_pushed_one_sided = 0;  // of bytes_pushed, written by a transport (ucx puts)
+  uint64_t bytes_pushed_one_sided = 0;  // of bytes_pushed, written by a transport (one-sided puts)
   uint64_t data_bytes_sent = 0;         // data bytes this end sent on the link's connection
   uint64_t held = 0;  // owner side: transfers the peer reads or writes now (described, not yet released)
 };

@@ -26,11 +26,6 @@ namespace llm_datadist {
 
 namespace {
 
-// link_info's reason when no one-sided transport serves a link whose transport was forced.
-constexpr const char *kTcpForcedReason = "tcp forced (llmdd.Transport / LLMDD_TRANSPORT)";
-constexpr const char *kUcxForcedReason =
-    "ucx forced (llmdd.Transport / LLMDD_TRANSPORT) but the peer offers no UCX; tcp streams";
-
 std::string Hex(const std::vector<uint8_t> &bytes) {
   static const char kHex[] = "0123456789abcdef";
   std::string s;
@@ -727,9 +722,9 @@ DetailedStatus LinkManager::ClientHandshake(const LinkTarget &target, int fd, De
                 LLM_LINK_FAILED, "the peer's link secret differs from ours");
   }
   const bool same_host = !boot_id.empty() && boot_id == server_boot;
-  const bool will_do_shm = !options_.force_tcp && same_host && !unix_name.empty();
+  const bool will_do_shm = !options_.forced && same_host && !unix_name.empty();
   std::string reason;
-  if (options_.force_tcp) reason = options_.force_ucx ? kUcxForcedReason : kTcpForcedReason;
+  if (options_.forced) reason = ForcedReason(*options_.forced);
   else if (!same_host) reason = "peer is on another host";
   else if (unix_name.empty()) reason = "peer offers no shared pools";
   TransportKind transport = TransportKind::kTcp;
@@ -809,8 +804,7 @@ DetailedStatus LinkManager::ClientHandshake(const LinkTarget &target, int fd, De
   setup.remote_address = detail::Concat(target.ip, ":", target.port);
   setup.remote_regions = ToRemote(server_regions);
   PeerView view;
-  view.force_tcp = options_.force_tcp;
-  view.force_ucx = options_.force_ucx;
+  view.forced = options_.forced;
   view.device_ordinal = options_.device_ordinal;
   view.pools_shared = transport == TransportKind::kShm;
   view.pools_reason = reason;
@@ -909,7 +903,7 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address, const std:
   const std::string boot_id = BootId();
   const bool same_host = !boot_id.empty() && boot_id == client_boot;
   std::string unix_name;
-  if (!options_.force_tcp && same_host) {
+  if (!options_.forced && same_host) {
     unix_name = detail::Concat("llmdd-", getpid(), "-", Hex(nonce_s));
     if (!ListenUnixAbstract(unix_name, &unix_listen.fd).ok()) unix_name.clear();
   }
@@ -924,9 +918,9 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address, const std:
     if (!SendFrame(fd, FrameType::kAuthReply, 0, reply.Encode(), 0, deadline).ok()) return;
   }
   TransportKind transport = TransportKind::kTcp;
-  std::string reason = options_.force_tcp ? (options_.force_ucx ? kUcxForcedReason : kTcpForcedReason)
-                       : same_host        ? "peer chose tcp"
-                                          : "peer is on another host";
+  std::string reason = options_.forced ? ForcedReason(*options_.forced)
+                       : same_host       ? "peer chose tcp"
+                                         : "peer is on another host";
   int channel = -1;  // the pool channel, when the exchange over it succeeded
   if (unix_listen.fd >= 0) {
     // Wait for the client's Unix connection, or for it to tell us over TCP that it will not come.
@@ -961,8 +955,7 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address, const std:
   setup.remote_address = remote_address;
   setup.remote_regions = ToRemote(client_regions);
   PeerView view;
-  view.force_tcp = options_.force_tcp;
-  view.force_ucx = options_.force_ucx;
+  view.forced = options_.forced;
   view.device_ordinal = options_.device_ordinal;
   view.pools_shared = transport == TransportKind::kShm;
   view.pools_reason = reason;

@@ -28,6 +28,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -43,17 +44,16 @@ struct LinkTarget {
 };
 
 struct LinkOptions {
-  std::string secret;      // empty: no secret
-  bool force_tcp = false;  // never use shm, even on one host
+  std::string secret;  // empty: no secret
+  // llmdd.Transport naming a transport: only it and tcp serve (SelectTransports), and no pool
+  // channel is opened, even on one host.
+  std::optional<TransportKind> forced;
   // Unix uids (besides our own) allowed on the same-host pool channel.
   std::vector<uint32_t> allowed_uids;
   // Refuse to listen on a non-loopback address without a secret (otherwise: one warning).
   bool require_secret = false;
   // This process's device, for transports that open the peer's device memory (cuda_ipc).
   int device_ordinal = 0;
-  // llmdd.Transport=ucx: the ucx transport serves even on one host (force_tcp is set too, so
-  // the same-host transports stay out of the way).
-  bool force_ucx = false;
 };
 
 // Links (or unlinks) of one call run on at most this many threads; the rest queue (upstream's

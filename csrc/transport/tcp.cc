@@ -27,6 +27,8 @@ class TcpTransport : public Transport {
 class TcpTransportProvider final : public TransportProvider {
  public:
   TransportKind kind() const override { return TransportKind::kTcp; }
+  // llmdd.Transport=tcp: tcp alone, even on one host (tests of the streamed path).
+  bool can_be_forced() const override { return true; }
   // Always serves. Reported only when no preferred transport serves the link, so its reason is
   // why the pools are not shared (tcp forced, another host, the pool channel failed).
   ProviderDecision Decide(const PeerView &peer) const override { return {true, peer.pools_reason}; }

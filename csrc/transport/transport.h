@@ -155,8 +155,9 @@ struct PeerView {
   bool accepted_by_listener = false;  // this end is the server of the handshake
   bool same_host = false;             // both ends have one boot id
   int peer_pid = -1;
-  bool force_tcp = false;             // llmdd.Transport=tcp (also set when ucx is forced)
-  bool force_ucx = false;             // llmdd.Transport=ucx: ucx serves even on one host
+  // The transport llmdd.Transport forced (ParseForcedTransport), if any: then only it and tcp
+  // serve (SelectTransports), and the handshake opens no pool channel (pools_shared is false).
+  std::optional<TransportKind> forced;
   int device_ordinal = 0;             // this process's device (for opening CUDA memory)
   // The pool channel authenticated the peer (a process on this host of an allowed uid, that
   // echoed our nonce) and both ends mapped the other's memfds. Only then may a peer be told
@@ -180,10 +181,26 @@ struct ProviderDecision {
   std::string reason;  // why (or why not): link_info's "reason" when this one is reported
 };
 
+// What an initializing engine tells every provider (TransportProvider::Start).
+struct ProcessSetup {
+  std::optional<TransportKind> forced;  // as PeerView::forced
+};
+
 class TransportProvider {
  public:
   virtual ~TransportProvider() = default;
   virtual TransportKind kind() const = 0;
+  // Whether llmdd.Transport may name it. A forced transport serves beside tcp alone, without
+  // the same-host pool channel: only one that needs no pool channel can be forced.
+  virtual bool can_be_forced() const { return false; }
+  // Process-level hooks, called by each engine on every provider in TransportProviders() order.
+  // Start: the engine is initializing, before it makes links. What it starts is the process's,
+  // shared by its engines, so a second call finds it started. An error fails that engine's
+  // initialization with it (providers after it are not started).
+  virtual DetailedStatus Start(const ProcessSetup &setup) const { return DetailedStatus::Ok(); }
+  // The engine's links are closed and it is about to free these regions: drop whatever still
+  // refers to them (UCX: their memory mappings).
+  virtual void ForgetRegions(const std::vector<LocalRegion> &regions) const {}
   // Bytes for this side's handshake offer (UCX: its worker address and packed remote keys).
   // Empty: nothing to offer; the handshake then carries nothing for this kind.
   virtual std::vector<uint8_t> Offer(const std::vector<LocalRegion> &local_regions) const { return {}; }
@@ -199,9 +216,19 @@ const std::vector<const TransportProvider *> &TransportProviders();
 
 // Asks every provider, in order, whether it serves the link `peer` describes, and builds those
 // that do (one that fails to build is left out, logged). `reported` / `reason`: the first that
-// serves (tcp serves every link).
+// serves (tcp serves every link). With peer.forced, only the forced provider and tcp are asked;
+// when the forced one does not serve, tcp is reported with ForcedReason and why not.
 void SelectTransports(const PeerView &peer, std::vector<std::unique_ptr<Transport>> *transports,
                       TransportKind *reported, std::string *reason);
+
+// The value of option `key` (llmdd.Transport / LLMDD_TRANSPORT): "auto" (nullopt) or the name of
+// a provider that can_be_forced. Anything else: LLM_PARAM_INVALID naming the value and every
+// accepted one ("auto", then those names sorted: `"auto", "tcp" or "ucx"`).
+DetailedStatus ParseForcedTransport(const char *key, const std::string &value, std::optional<TransportKind> *forced);
+
+// Why the pools are not shared when `kind` was forced ("tcp forced (llmdd.Transport /
+// LLMDD_TRANSPORT)"): the handshake's pools_reason, and tcp's reason when it is reported.
+std::string ForcedReason(TransportKind kind);
 
 }  // namespace llm_datadist
 

@@ -328,6 +328,15 @@ class UcxTransport : public Transport {
 class UcxTransportProvider final : public TransportProvider {
  public:
   TransportKind kind() const override { return TransportKind::kUcx; }
+  // llmdd.Transport=ucx: ucx serves even on one host, over whatever UCX_TLS allows (tests).
+  bool can_be_forced() const override { return true; }
+
+  // The process's worker, where this engine wants it (ucx/ucx_process.h).
+  DetailedStatus Start(const ProcessSetup &setup) const override {
+    return ucx::EnableUcx(setup.forced == TransportKind::kUcx);
+  }
+
+  void ForgetRegions(const std::vector<LocalRegion> &regions) const override { ucx::ForgetUcxRegions(regions); }
 
   std::vector<uint8_t> Offer(const std::vector<LocalRegion> &local_regions) const override {
     ProcessUcx &p = Process();
@@ -378,14 +387,15 @@ class UcxTransportProvider final : public TransportProvider {
       return {false, "UCX not started here (llmdd.Transport=ucx, or an RDMA transport, starts it)"};
     }
     if (PeerOfferBytes(peer).empty()) return {false, "the peer offers no UCX"};
-    if (!peer.force_ucx && peer.same_host) {
+    const bool forced = peer.forced == TransportKind::kUcx;
+    if (!forced && peer.same_host) {
       return {false, "same host: UCX is for links between hosts (shm / cuda_ipc serve this one)"};
     }
     ucx::UcxOffer offer;
     DetailedStatus decoded = ucx::DecodeOffer(PeerOfferBytes(peer), &offer);
     if (!decoded.ok()) return {false, decoded.message()};
     if (offer.regions.empty()) return {false, "the peer offers UCX but no region it mapped"};
-    return {true, detail::Concat(peer.force_ucx ? "ucx forced (llmdd.Transport=ucx)"
+    return {true, detail::Concat(forced ? "ucx forced (llmdd.Transport=ucx)"
                                                 : "different hosts, both ends have UCX",
                                  ": one-sided gets and puts over UCX (", p.transports, ")")};
   }

@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 // The transport seam (csrc/transport/): which providers serve a link for a given view of the
 // peer, what link_info would report, and the one-sided reads of shm (a mapping) and CMA
-// (process_vm_readv, here of this very process) moving real bytes.
+// (process_vm_readv, here of this very process) moving real bytes; which names llmdd.Transport
+// may force, and that a forced one serves beside tcp alone.
 #include <unistd.h>
 
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "engine/data_dist_engine.h"
 #include "test_harness.h"
 #include "transport/transport.h"
 
@@ -152,4 +155,105 @@ LLMDD_TEST(Transport, PeerOffersAreFoundByKind) {
   view.peer_offers = {{TransportKind::kUcx, {1, 2}}};
   EXPECT_TRUE(view.OfferOf(TransportKind::kUcx) == (std::vector<uint8_t>{1, 2}));
   EXPECT_TRUE(view.OfferOf(TransportKind::kShm).empty());
+}
+
+// llmdd.Transport: "auto" or any registered name whose provider can be forced; the message for
+// anything else lists exactly those names, from the registry.
+LLMDD_TEST(Transport, ForcedNamesComeFromTheRegistry) {
+  std::optional<TransportKind> forced = TransportKind::kShm;
+  ASSERT_OK(ParseForcedTransport("llmdd.Transport", "auto", &forced));
+  EXPECT_FALSE(forced.has_value());
+  std::vector<std::string> forceable;
+  for (const TransportProvider *p : TransportProviders()) {
+    const std::string name = TransportName(p->kind());
+    forced.reset();
+    DetailedStatus parsed = ParseForcedTransport("llmdd.Transport", name, &forced);
+    if (p->can_be_forced()) {
+      forceable.push_back(name);
+      ASSERT_OK(parsed);
+      EXPECT_TRUE(forced == p->kind());
+    } else {
+      EXPECT_EQ(parsed.code(), LLM_PARAM_INVALID);
+      EXPECT_FALSE(forced.has_value());
+    }
+  }
+  // Today's forceable ones (the option's documented values).
+  EXPECT_TRUE(forceable == (std::vector<std::string>{"ucx", "tcp"}));
+  for (const char *bad : {"rdma", "shm", "cma", "cuda_ipc", "TCP", "", "tcp "}) {
+    DetailedStatus parsed = ParseForcedTransport("llmdd.Transport", bad, &forced);
+    EXPECT_EQ(parsed.code(), LLM_PARAM_INVALID);
+    EXPECT_EQ(parsed.message(),
+              std::string("llmdd.Transport \"") + bad + "\" must be \"auto\", \"tcp\" or \"ucx\"");
+  }
+}
+
+// The engine parses the option (or LLMDD_TRANSPORT) through the registry.
+LLMDD_TEST(Transport, EngineOptionsCarryTheForcedKind) {
+  for (const TransportProvider *p : TransportProviders()) {
+    EngineOptions parsed;
+    DetailedStatus got = ParseEngineOptions(
+        {{OPTION_DEVICE_BACKEND, "cpu"}, {"llmdd.Transport", TransportName(p->kind())}}, &parsed);
+    EXPECT_EQ(got.ok(), p->can_be_forced());
+    if (got.ok()) EXPECT_TRUE(parsed.forced_transport == p->kind());
+  }
+  EngineOptions parsed;
+  ASSERT_OK(ParseEngineOptions({{OPTION_DEVICE_BACKEND, "cpu"}, {"llmdd.Transport", "auto"}}, &parsed));
+  EXPECT_FALSE(parsed.forced_transport.has_value());
+  DetailedStatus bad = ParseEngineOptions({{OPTION_DEVICE_BACKEND, "cpu"}, {"llmdd.Transport", "udp"}}, &parsed);
+  EXPECT_EQ(bad.code(), LLM_PARAM_INVALID);
+  EXPECT_EQ(bad.message(), std::string("llmdd.Transport \"udp\" must be \"auto\", \"tcp\" or \"ucx\""));
+}
+
+// Forcing a transport leaves out every other one but tcp, even where they would serve (one
+// host, pools shared, the CUDA pool offered over IPC); the reason says what was forced.
+LLMDD_TEST(Transport, ForcedKindServesAloneBesideTcp) {
+  std::vector<uint8_t> pool(4096);
+  std::vector<RemoteRegion> regions(2);
+  regions[0].id = static_cast<uint8_t>(RegionId::kHostPool);
+  regions[0].size = pool.size();
+  regions[0].mapped = pool.data();
+  regions[1].id = static_cast<uint8_t>(RegionId::kDevicePool);
+  regions[1].kind = RegionKind::kCudaPool;
+  regions[1].size = 1 << 20;
+  regions[1].has_ipc = true;
+  PeerView view;
+  view.same_host = true;
+  view.peer_pid = getpid();
+  view.pools_shared = true;
+  view.regions = &regions;
+  int forced_kinds = 0;
+  for (const TransportProvider *p : TransportProviders()) {
+    if (!p->can_be_forced()) continue;
+    ++forced_kinds;
+    const TransportKind kind = p->kind();
+    view.forced = kind;
+    view.pools_reason = ForcedReason(kind);
+    std::vector<std::unique_ptr<Transport>> transports;
+    TransportKind reported = TransportKind::kShm;
+    std::string reason;
+    SelectTransports(view, &transports, &reported, &reason);
+    const std::vector<TransportKind> kinds = Kinds(transports);
+    EXPECT_TRUE(kinds == std::vector<TransportKind>{TransportKind::kTcp} ||
+                kinds == (std::vector<TransportKind>{kind, TransportKind::kTcp}));
+    if (kind == TransportKind::kTcp) {
+      EXPECT_TRUE(reported == TransportKind::kTcp);
+      EXPECT_EQ(reason, std::string("tcp forced (llmdd.Transport / LLMDD_TRANSPORT)"));
+    } else if (kinds.size() == 1) {
+      // Here (no peer offer) the forced one does not serve: tcp streams, and says why not.
+      EXPECT_TRUE(reported == TransportKind::kTcp);
+      EXPECT_EQ(reason, ForcedReason(kind) + " but " + p->Decide(view).reason + "; tcp streams");
+    } else {
+      EXPECT_TRUE(reported == kind);
+    }
+  }
+  EXPECT_EQ(forced_kinds, 2);
+  EXPECT_EQ(ForcedReason(TransportKind::kUcx), std::string("ucx forced (llmdd.Transport / LLMDD_TRANSPORT)"));
+  // Not forced, the same view gets the same-host transports.
+  view.forced.reset();
+  view.pools_reason = "same host: pools shared through memfd";
+  std::vector<std::unique_ptr<Transport>> transports;
+  TransportKind reported = TransportKind::kTcp;
+  std::string reason;
+  SelectTransports(view, &transports, &reported, &reason);
+  EXPECT_TRUE(reported == TransportKind::kShm);
 }

@@ -11,6 +11,8 @@
 //                         keys, so it is not opened on a host's network unasked.
 // Pools are mapped (ucp_mem_map) once, when first offered, and unmapped when their engine
 // finalizes (ForgetUcxRegions) before the memory goes.
+// The engine reaches both through the ucx provider's hooks (TransportProvider::Start and
+// ForgetRegions, transport.h); it does not name UCX.
 #ifndef LLM_DATADIST_TRANSPORT_UCX_UCX_PROCESS_H_
 #define LLM_DATADIST_TRANSPORT_UCX_UCX_PROCESS_H_
 
