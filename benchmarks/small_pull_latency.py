@@ -15,7 +15,10 @@ the owner's pid so a tracer can attach to it.
 Same-run A/B of two builds: `--ab-before DIR` (a directory holding the baseline's installed
 `llm_datadist` package, put first on PYTHONPATH) runs this script alternately with the baseline
 and with the installed build, `--rounds` times per transport, and reports each case's median
-of the round medians (and p99s) per build, with the after/before ratio.
+of the round medians (and p99s) per build, with the after/before ratio. `--ab-before-env
+NAME=VALUE` sets a variable for the baseline's runs only: with it alone, the A/B is of a setting
+on one build (e.g. `--ab-before-env LLMDD_POLL_SPIN_US=0`: waits that sleep at once, against
+the default spin).
 """
 from __future__ import annotations
 
@@ -115,6 +118,7 @@ def ab(o: argparse.Namespace) -> int:
                 env = dict(os.environ)
                 if build == "before":
                     env["PYTHONPATH"] = os.pathsep.join(filter(None, [o.ab_before, env.get("PYTHONPATH")]))
+                    env.update(item.split("=", 1) for item in o.ab_before_env)
                 out = subprocess.run([sys.executable, __file__, "--role", "decode-both", "--transport", transport,
                                       "--iters", str(o.iters), "--port", str(o.port + r * 4 + (build == "after") * 2
                                                                              + (transport == "tcp"))],
@@ -151,9 +155,12 @@ def main() -> int:
     ap.add_argument("--owner-wrap", default="", help="argv prefix for the owner (e.g. 'strace -f -c -o F')")
     ap.add_argument("--json", default="")
     ap.add_argument("--ab-before", default="", help="baseline package directory (same-run A/B)")
+    ap.add_argument("--ab-before-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="set for the baseline's runs only (same-run A/B of a setting, e.g. "
+                         "LLMDD_POLL_SPIN_US=0; with no --ab-before, both use the installed build)")
     ap.add_argument("--rounds", type=int, default=5)
     o = ap.parse_args()
-    if o.ab_before:
+    if o.ab_before or o.ab_before_env:
         return ab(o)
     if o.role == "owner":
         return owner(o.port, o.transport)

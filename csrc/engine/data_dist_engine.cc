@@ -113,6 +113,15 @@ DetailedStatus ParseEngineOptions(const std::map<std::string, std::string> &opti
                                      &parsed.require_secret));
   // Metrics (ours; on by default): off records nothing, so the bench can measure what they cost.
   LLMDD_RETURN_IF_ERROR(SwitchOption(options, "llmdd.Metrics", "LLMDD_METRICS", true, &parsed.metrics));
+  // How long waits on a link poll before they sleep (ours): a small pull's latency against the
+  // CPU its waits burn; 0 sleeps at once.
+  const std::string spin = OptionOrEnv(options, "llmdd.PollSpinUs", "LLMDD_POLL_SPIN_US", "");
+  if (!spin.empty()) {
+    int64_t us = -1;
+    LLMDD_CHECK(ParseInt64(spin, &us) && us >= 0 && us <= kMaxPollSpinUs, LLM_PARAM_INVALID, "llmdd.PollSpinUs \"",
+                spin, "\" is not a number of microseconds in [0, ", kMaxPollSpinUs, "]");
+    parsed.poll_spin_us = us;
+  }
   const std::string *listen = FindOption(options, OPTION_LISTEN_IP_INFO);
   if (listen == nullptr) listen = FindOption(options, "llm.listenIpInfo");
   if (listen != nullptr) parsed.listen_ip_info = *listen;
@@ -216,7 +225,7 @@ DetailedStatus DataDistEngine::Initialize(const std::map<std::string, std::strin
   for (const TransportProvider *provider : TransportProviders()) LLMDD_RETURN_IF_ERROR(provider->Start(setup));
   auto links = std::make_unique<LinkManager>(cluster_id_, this, [this] { return LocalRegions(); },
                                              LinkOptions{parsed.link_secret, parsed.forced_transport, parsed.allowed_uids,
-                                                         parsed.require_secret, parsed.device_id});
+                                                         parsed.require_secret, parsed.device_id, parsed.poll_spin_us});
   if (!parsed.listen_ip_info.empty()) {
     std::string ip;
     uint16_t port = 0;

@@ -46,6 +46,7 @@ struct EngineOptions {
   std::vector<uint32_t> allowed_uids;  // llmdd.AllowedUids: other uids allowed on the pool channel
   bool require_secret = false;         // llmdd.RequireSecret=1: no non-loopback listener without a secret
   bool metrics = true;                 // llmdd.Metrics=0 or LLMDD_METRICS=0: record nothing
+  int64_t poll_spin_us = kDefaultPollSpinUs;  // llmdd.PollSpinUs or LLMDD_POLL_SPIN_US (link/link.h)
 };
 
 // "ip:port" or "[ipv6]:port" -> (ip, port); LLM_PARAM_INVALID naming the value otherwise.

@@ -2,6 +2,7 @@
 #include "link/link.h"
 
 #include <poll.h>
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -13,19 +14,12 @@ namespace llm_datadist {
 
 namespace {
 
-// How long Link::Call spins for a reply before it sleeps (see there).
-constexpr int kReplySpinUs = 30;
-
-inline void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
 int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
 }
+// Between two polls of a spinning wait: the CPU goes to whatever else is runnable here (on a
+// busy machine, the thread this wait is for), and comes straight back when nothing is.
+inline void SpinPause() { sched_yield(); }
 // Once a frame has started arriving, the rest of it must come within this long.
 constexpr int64_t kFrameBodyTimeoutMs = 60000;
 // The link whose frame this thread is reading and acting on (for Send: a reply that finds the
@@ -206,6 +200,10 @@ void Link::Close(State state, const std::string &reason) {
     close_reason_ = reason;
   }
   shutdown(fd_, SHUT_RDWR);  // wakes the reader and any sender
+  {
+    std::lock_guard<std::mutex> lock(park_mutex_);  // and a parked reader
+    park_cv_.notify_all();
+  }
   FailPending(Usable());
   // The peer closing its end after this end asked it to unlink is the unlink, not a failure.
   if (handler_ != nullptr && started_.load()) handler_->OnLinkDown(*this, state == State::kBroken && !unlinking_.load());
@@ -278,16 +276,10 @@ DetailedStatus Link::Call(FrameType type, const std::vector<uint8_t> &payload, c
     return Usable();
   }
   const bool read_timed_out = !ReadUntilDone(*call, deadline);
-  // Another thread has the read side (or had it when the reply came) and completes the call.
-  // On one host (frames on the Unix channel) a small reply comes back in about 25 us: spin for
-  // it briefly instead of paying a sleep and a wake-up, which cost about as much again on a VM.
-  // Over TCP replies take longer (streamed data, a network) and the spin would only burn a CPU
-  // the peer's threads may need.
-  const auto spin_until = std::chrono::steady_clock::now() +
-                          std::chrono::microseconds(setup_.frames_over_unix && !read_timed_out ? kReplySpinUs : 0);
-  while (!call->ready.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < spin_until) {
-    CpuRelax();
-  }
+  // Another thread has the read side (or had it when the reply came) and completes the call: a
+  // small reply is worth spinning for rather than paying a sleep and a wake-up.
+  const int64_t spin_until = NowNs() + (read_timed_out ? 0 : setup_.poll_spin_us * 1000);
+  while (!call->ready.load(std::memory_order_acquire) && NowNs() < spin_until) SpinPause();
   std::unique_lock<std::mutex> lock(call->mutex);
   if (read_timed_out || !call->cv.wait_until(lock, deadline, [&] { return call->done; })) {
     lock.unlock();
@@ -359,16 +351,63 @@ void Link::NotifyClosing() {
   send(fd_, &header, sizeof(header), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
+int Link::PollInput(int64_t spin_until_ns, int block_ms) {
+  pollfd p{fd_, POLLIN, 0};
+  while (NowNs() < spin_until_ns) {
+    const int rc = poll(&p, 1, 0);
+    if (rc != 0) return rc;
+    SpinPause();
+  }
+  return poll(&p, 1, block_ms);
+}
+
+bool Link::ReaderShouldPark() {
+  if (callers_reading_.load(std::memory_order_acquire) > 0) return true;
+  if (NowNs() - last_caller_read_ns_.load(std::memory_order_acquire) >= kReaderParkMs * 1000000) return false;
+  std::lock_guard<std::mutex> lock(pending_mutex_);
+  return pending_.empty();  // a call that waits on someone else to read its reply needs the reader
+}
+
+void Link::WakeReaderIfNeeded() {
+  bool needed = false;
+  {
+    std::lock_guard<std::mutex> lock(pending_mutex_);
+    needed = !pending_.empty();
+  }
+  if (!needed) {
+    pollfd p{fd_, POLLIN, 0};
+    needed = poll(&p, 1, 0) != 0;  // bytes (or a hang-up) no caller is reading
+  }
+  if (!needed) return;
+  std::lock_guard<std::mutex> lock(park_mutex_);
+  reader_wanted_ = true;
+  park_cv_.notify_one();
+}
+
 bool Link::ReadUntilDone(PendingCall &call, Deadline deadline) {
+  const int64_t spin_until = NowNs() + setup_.poll_spin_us * 1000;
+  bool did_read = false;
+  struct LeaveReading {  // once this caller is done reading: a parked reader may be needed now
+    Link *link;
+    const bool &did_read;
+    ~LeaveReading() {
+      if (did_read) link->WakeReaderIfNeeded();
+    }
+  } leave{this, did_read};
   while (!call.ready.load(std::memory_order_acquire) && state() == State::kActive) {
     std::unique_lock<std::mutex> reading(read_mutex_, std::try_to_lock);
     if (!reading.owns_lock()) return true;  // the holder reads the reply when it comes
+    struct Counted {
+      std::atomic<int> &n;
+      explicit Counted(std::atomic<int> &count) : n(count) { n.fetch_add(1, std::memory_order_acq_rel); }
+      ~Counted() { n.fetch_sub(1, std::memory_order_acq_rel); }
+    } counted(callers_reading_);
+    did_read = true;
     if (call.ready.load(std::memory_order_acquire) || state() != State::kActive) return true;
     const int64_t left = MillisLeft(deadline);
     if (left < 0) return true;  // Call's wait ends at once, and its timeout path breaks the link
-    pollfd p{fd_, POLLIN, 0};
     // At most 100 ms at a time, so a caller that holds the read side notices a closed link.
-    const int rc = poll(&p, 1, static_cast<int>(std::min<int64_t>(left + 1, 100)));
+    const int rc = PollInput(spin_until, static_cast<int>(std::min<int64_t>(left + 1, 100)));
     if (rc == 0) continue;
     if (rc < 0) {
       if (errno == EINTR) continue;
@@ -379,6 +418,7 @@ bool Link::ReadUntilDone(PendingCall &call, Deadline deadline) {
     // After the read (ReadFrames loads the count before it polls): bytes this read consumed
     // may be what woke the reader thread.
     caller_frames_.fetch_add(1, std::memory_order_release);
+    last_caller_read_ns_.store(NowNs(), std::memory_order_release);
     if (ended) return true;
     if (!failure.ok()) {
       reading.unlock();
@@ -440,12 +480,19 @@ void Link::ReaderLoop() {
 }
 
 DetailedStatus Link::ReadFrames() {
+  int64_t spin_until = 0;  // after a frame, the next one is polled for before sleeping
   while (state() == State::kActive) {
+    if (ReaderShouldPark()) {
+      std::unique_lock<std::mutex> lock(park_mutex_);
+      const bool wanted = park_cv_.wait_for(lock, std::chrono::milliseconds(kReaderParkMs),
+                                            [&] { return reader_wanted_ || state() != State::kActive; });
+      reader_wanted_ = false;
+      if (!wanted) continue;  // still parked, or back to the connection: asked again
+    }
     // Loaded before the poll: a caller's read that ends after it (so possibly of the bytes that
     // wake this poll) changes the count.
     const uint64_t seen = caller_frames_.load(std::memory_order_acquire);
-    pollfd p{fd_, POLLIN, 0};
-    int rc = poll(&p, 1, 100);
+    int rc = PollInput(spin_until, 100);
     if (rc == 0) continue;
     if (rc < 0) {
       if (errno == EINTR) continue;
@@ -462,6 +509,7 @@ DetailedStatus Link::ReadFrames() {
     DetailedStatus failure = ReadOneFrameGuarded(DeadlineIn(kFrameBodyTimeoutMs), &ended);
     if (!failure.ok()) return failure;
     if (ended) break;
+    spin_until = NowNs() + setup_.poll_spin_us * 1000;
   }
   return DetailedStatus::Ok();
 }

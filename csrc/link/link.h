@@ -10,6 +10,18 @@
 // the reply lands: no hand-off from another thread); otherwise the reader thread does. Whoever
 // reads a frame acts on it: it completes the pending call a reply is for, and hands requests
 // from the peer to the LinkHandler (the engine), which replies on the same connection.
+//
+// Small transfers are decided by wake-ups, not by copies (docs/transfer.md, "Small pulls"):
+//  - Waits spin before they sleep (LinkSetup::poll_spin_us): a caller polls for its reply, and
+//    the reader polls for the next frame after one, without blocking, yielding the CPU between
+//    polls. A request that comes while its owner's reader spins, or a reply while its caller
+//    spins, costs no wake-up of a sleeping thread (on a VM, of a halted vCPU too).
+//  - While this side's callers read the connection themselves, the reader thread parks off it
+//    (otherwise every reply wakes it too, for a frame a caller then takes): it parks while a
+//    caller reads, and for kReaderParkMs after the last caller read while no call waits on
+//    someone else to read its reply. A caller that leaves with another call pending or bytes
+//    unread wakes it; peer frames that come in a gap between calls are read by the next caller,
+//    or by the reader within kReaderParkMs.
 #ifndef LLM_DATADIST_LINK_LINK_H_
 #define LLM_DATADIST_LINK_LINK_H_
 
@@ -67,6 +79,13 @@ struct ServedTransfer {
   Deadline expires = Deadline::max();
 };
 
+// llmdd.PollSpinUs: how long a wait on a link's connection polls before it sleeps. 50 us covers
+// a request following the previous reply and a small reply on one host or a fast network.
+constexpr int64_t kDefaultPollSpinUs = 50;
+constexpr int64_t kMaxPollSpinUs = 1000;
+// How long the reader stays parked after this side's callers last read the connection.
+constexpr int64_t kReaderParkMs = 1;
+
 // What the handshake settled about a link; fixed for the link's life.
 struct LinkSetup {
   uint64_t local_cluster_id = 0;
@@ -80,6 +99,8 @@ struct LinkSetup {
   bool same_host = false;
   bool frames_over_unix = false;      // control frames on the Unix pool channel, not TCP (one host)
   bool accepted_by_listener = false;  // this end accepted the link (the owner's side)
+  // How long a wait on the connection polls before it sleeps (see above); 0: it sleeps at once.
+  int64_t poll_spin_us = kDefaultPollSpinUs;
   std::string remote_address;
   // The peer's regions; the link unmaps the mapped ones when it goes.
   std::vector<RemoteRegion> remote_regions;
@@ -225,6 +246,13 @@ class Link {
   // the deadline passes; returns early (the call still pending) when another thread has the
   // read side, which then completes the call. False: the deadline passed inside a frame.
   bool ReadUntilDone(PendingCall &call, Deadline deadline);
+  // The reader thread stays off the connection now (see the top of this file)?
+  bool ReaderShouldPark();
+  // Called by a caller leaving the read side: wakes a parked reader when someone needs it.
+  void WakeReaderIfNeeded();
+  // One poll of the connection for input, spinning (without blocking, yielding between polls)
+  // until `spin_until_ns` and then blocking for up to `block_ms`. poll(2)'s result.
+  int PollInput(int64_t spin_until_ns, int block_ms);
   void FailPending(const DetailedStatus &status);
 
   const LinkSetup setup_;
@@ -245,6 +273,12 @@ class Link {
   // Frames callers read (ReadUntilDone); the reader thread, woken by bytes a caller then read,
   // sees it change and looks again before it reads.
   std::atomic<uint64_t> caller_frames_{0};
+  // Callers holding the read side now, and when one last read a frame (steady-clock ns).
+  std::atomic<int> callers_reading_{0};
+  std::atomic<int64_t> last_caller_read_ns_{0};
+  std::mutex park_mutex_;
+  std::condition_variable park_cv_;
+  bool reader_wanted_ = false;  // under park_mutex_
   std::atomic<int64_t> last_rx_ns_;
   std::atomic<bool> in_frame_{false};  // the reader is handling a frame (maybe a long transfer)
   std::atomic<bool> unlinked_by_peer_{false};  // the peer's kUnlinkRequest arrived

@@ -799,6 +799,7 @@ DetailedStatus LinkManager::ClientHandshake(const LinkTarget &target, int fd, De
   setup.local_cluster_id = cluster_id_;
   setup.peer_cluster_id = target.cluster_id;
   setup.frames_over_unix = frames_on_channel;
+  setup.poll_spin_us = options_.poll_spin_us;
   setup.peer_pid = server_pid;
   setup.same_host = same_host;
   setup.remote_address = detail::Concat(target.ip, ":", target.port);
@@ -949,6 +950,7 @@ void LinkManager::ServerHandshake(int fd, std::string remote_address, const std:
   setup.local_cluster_id = cluster_id_;
   setup.peer_cluster_id = client_id;
   setup.frames_over_unix = frames_on_channel;
+  setup.poll_spin_us = options_.poll_spin_us;
   setup.peer_pid = client_pid;
   setup.same_host = same_host;
   setup.accepted_by_listener = true;

@@ -54,6 +54,8 @@ struct LinkOptions {
   bool require_secret = false;
   // This process's device, for transports that open the peer's device memory (cuda_ipc).
   int device_ordinal = 0;
+  // llmdd.PollSpinUs: how long a wait on a link's connection polls before it sleeps (link.h).
+  int64_t poll_spin_us = kDefaultPollSpinUs;
 };
 
 // Links (or unlinks) of one call run on at most this many threads; the rest queue (upstream's

@@ -137,7 +137,8 @@ def test_pulls_both_ways_at_once_on_one_link(pair):
     connection: requests and replies of both directions interleave, and a caller waiting on its
     reply reads, and serves, whatever frame comes first (docs/transfer.md "Small pulls").
     Each thread pulls a different source slot into its own destination slot, so every byte of
-    both destinations says which pull wrote it."""
+    both destinations says which pull wrote it. By cache id: pulls the owner serves on every
+    transport (by a prefix key, shm pulls read the owner's published table one-sided)."""
     p, d = pair.prefill, pair.decode
     src_p = p.allocate(contig(), keys=[prefix_key(P, 81), prefix_key(P, 82)])
     p.fill(src_p, 31)
@@ -148,14 +149,14 @@ def test_pulls_both_ways_at_once_on_one_link(pair):
     dst_d = d.allocate(contig())
     d.fill(dst_d, 34)
     rounds = 150
-    sent = [(d, d.send("pull_cache", thread=True, key=prefix_key(P, 81), cache=dst_d.cache_id, batch_index=2,
-                       repeat=rounds)),
-            (d, d.send("pull_cache", thread=True, key=prefix_key(P, 82), cache=dst_d.cache_id, batch_index=3,
-                       repeat=rounds)),
-            (p, p.send("pull_cache", thread=True, key=prefix_key(D, 83), cache=dst_p.cache_id, batch_index=0,
-                       repeat=rounds)),
-            (p, p.send("pull_cache", thread=True, key=prefix_key(D, 84), cache=dst_p.cache_id, batch_index=1,
-                       repeat=rounds))]
+    sent = [(d, d.send("pull_cache", thread=True, key=id_key(P, src_p.cache_id, 0), cache=dst_d.cache_id,
+                       batch_index=2, repeat=rounds)),
+            (d, d.send("pull_cache", thread=True, key=id_key(P, src_p.cache_id, 1), cache=dst_d.cache_id,
+                       batch_index=3, repeat=rounds)),
+            (p, p.send("pull_cache", thread=True, key=id_key(D, src_d.cache_id, 0), cache=dst_p.cache_id,
+                       batch_index=0, repeat=rounds)),
+            (p, p.send("pull_cache", thread=True, key=id_key(D, src_d.cache_id, 1), cache=dst_p.cache_id,
+                       batch_index=1, repeat=rounds))]
     for worker, rid in sent:
         reply = worker.ok(worker.wait(rid))
         assert reply.result["done"] == rounds, reply.result
@@ -163,6 +164,29 @@ def test_pulls_both_ways_at_once_on_one_link(pair):
     p.verify(dst_p, 33, slot_copies(src_d, 32, 0, dst_p, 0) + slot_copies(src_d, 32, 1, dst_p, 1), "pulled from D")
     p.verify(src_p, 31, what="P's source after being read")
     d.verify(src_d, 32, what="D's source after being read")
+
+
+def test_a_peer_request_right_after_a_burst_of_pulls_is_served_at_once(pair):
+    """While this side's callers read their own replies, the link's reader thread parks off the
+    connection (docs/transfer.md "Small pulls"); a request from the peer that comes right after
+    a burst of pulls must still be served at once, not when this side calls next. Each pull of
+    the peer is bounded well below sync_kv_timeout, so a reader that stayed parked fails it."""
+    p, d = pair.prefill, pair.decode
+    src_p = p.allocate(contig(), keys=[prefix_key(P, 85)])
+    p.fill(src_p, 35)
+    src_d = d.allocate(contig(), keys=[prefix_key(D, 86)])
+    d.fill(src_d, 36)
+    dst_d = d.allocate(contig())
+    d.fill(dst_d, 37)
+    dst_p = p.allocate(contig())
+    p.fill(dst_p, 38)
+    for burst in range(5):
+        d.ok(d.pull_cache(id_key(P, src_p.cache_id, 0), dst_d, batch_index=1, repeat=200))
+        for _ in range(3):
+            reply = p.ok(p.pull_cache(id_key(D, src_d.cache_id, 0), dst_p, batch_index=2))
+            assert reply.elapsed_s < 1.0, f"burst {burst}: the peer's pull took {reply.elapsed_s:.3f} s"
+    d.verify(dst_d, 37, slot_copies(src_p, 35, 0, dst_d, 1), "pulled from P")
+    p.verify(dst_p, 38, slot_copies(src_d, 36, 0, dst_p, 2), "pulled from D")
 
 
 def test_prefix_key_is_persistent(pair):

@@ -72,6 +72,9 @@ def test_finalize_invalidates_cache_manager():
     ("llm.listenIpInfo", "127.0.0.1", r'"127.0.0.1" is invalid'),
     ("llmdd.DeviceBackend", "tpu", r'DeviceBackend "tpu"'),
     ("ge.flowGraphMemMaxSize", "12,34", r"'12,34'"),
+    ("llmdd.PollSpinUs", "-1", r'llmdd.PollSpinUs "-1" is not a number of microseconds in \[0, 1000\]'),
+    ("llmdd.PollSpinUs", "1001", r'llmdd.PollSpinUs "1001" is not a number of microseconds in \[0, 1000\]'),
+    ("llmdd.PollSpinUs", "50us", r'llmdd.PollSpinUs "50us"'),
 ])
 def test_bad_init_options_are_param_invalid(key, value, match):
     dd = ld.LLMDataDist(LLMRole.PROMPT, 1)
@@ -81,6 +84,13 @@ def test_bad_init_options_are_param_invalid(key, value, match):
         dd.init(options)
     assert info.value.status_code == LLMStatusCode.LLM_PARAM_INVALID
     dd.init(make_config().generate_options())  # nothing was left half-initialized
+    dd.finalize()
+
+
+@pytest.mark.parametrize("value", ["0", "1000"])
+def test_poll_spin_takes_its_bounds(value):
+    dd = ld.LLMDataDist(LLMRole.PROMPT, 1)
+    dd.init(dict(make_config().generate_options(), **{"llmdd.PollSpinUs": value}))
     dd.finalize()
 
 
