@@ -396,7 +396,14 @@ bool Link::ReadUntilDone(PendingCall &call, Deadline deadline) {
   } leave{this, did_read};
   while (!call.ready.load(std::memory_order_acquire) && state() == State::kActive) {
     std::unique_lock<std::mutex> reading(read_mutex_, std::try_to_lock);
-    if (!reading.owns_lock()) return true;  // the holder reads the reply when it comes
+    if (!reading.owns_lock()) {
+      // The holder (another caller, or the reader between two frames) reads the reply if it
+      // comes first; while the spin lasts, take the read side as soon as it is free, so that
+      // this caller still reads its own reply (no hand-off, no wake-up).
+      if (NowNs() >= spin_until) return true;
+      SpinPause();
+      continue;
+    }
     struct Counted {
       std::atomic<int> &n;
       explicit Counted(std::atomic<int> &count) : n(count) { n.fetch_add(1, std::memory_order_acq_rel); }
@@ -498,7 +505,13 @@ DetailedStatus Link::ReadFrames() {
       if (errno == EINTR) continue;
       return DetailedStatus(LLM_LINK_FAILED, "poll failed on the link");
     }
-    std::lock_guard<std::mutex> reading(read_mutex_);
+    // A caller reading the connection takes what woke this poll: stay out of its way (the loop
+    // parks while it reads) rather than sleep on the lock and be woken when it is done.
+    std::unique_lock<std::mutex> reading(read_mutex_, std::try_to_lock);
+    if (!reading.owns_lock()) {
+      SpinPause();
+      continue;
+    }
     if (state() != State::kActive) break;
     // A caller that held the read side meanwhile may have read what woke this thread.
     if (caller_frames_.load(std::memory_order_acquire) != seen) {

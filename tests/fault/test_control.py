@@ -134,6 +134,11 @@ def test_forked_child_keeps_watching_the_control_file(fault_build, tmp_path):
                 time.sleep(0.005)
             os._exit(0 if query(None) == 214 else 1)
         _, status = os.waitpid(pid, 0)
+        # The parent's own poll thread applies the file on its own schedule (every poll_ms):
+        # the child may have seen the fault first.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and query(None) != 214:
+            time.sleep(0.005)
         print("parent", query(None), os.waitstatus_to_exitcode(status), flush=True)
     """)
     ctl = fi.ControlFile(ctl_path)
