@@ -65,25 +65,35 @@ LLMDD_TEST(Transport, UnsharedPoolsGiveTcpOnlyWithTheHandshakesReason) {
             LLM_FEATURE_NOT_ENABLED);
 }
 
-LLMDD_TEST(Transport, SharedPoolsReadThroughShmAndCma) {
-  // The "peer's" host pool is a buffer of this process standing in for its read-only mapping.
-  std::vector<uint8_t> pool(4096);
-  for (size_t i = 0; i < pool.size(); ++i) pool[i] = static_cast<uint8_t>(i * 7 + 1);
-  std::vector<RemoteRegion> regions(2);
-  regions[0].id = static_cast<uint8_t>(RegionId::kHostPool);
-  regions[0].kind = RegionKind::kHostPool;
-  regions[0].size = pool.size();
-  regions[0].mapped = pool.data();
-  regions[1].id = static_cast<uint8_t>(RegionId::kDevicePool);
-  regions[1].kind = RegionKind::kCudaPool;
-  regions[1].size = 1 << 20;
-  regions[1].has_ipc = true;
+// A peer on this host whose pools the handshake shared: its host pool is `pool`, a buffer of this
+// process standing in for its read-only mapping, and it offers its CUDA pool over IPC.
+struct SameHostPeer {
+  std::vector<uint8_t> pool = std::vector<uint8_t>(4096);
+  std::vector<RemoteRegion> regions = std::vector<RemoteRegion>(2);
   PeerView view;
-  view.same_host = true;
-  view.peer_pid = getpid();
-  view.pools_shared = true;
-  view.pools_reason = "same host: pools shared through memfd";
-  view.regions = &regions;
+  SameHostPeer() {
+    for (size_t i = 0; i < pool.size(); ++i) pool[i] = static_cast<uint8_t>(i * 7 + 1);
+    regions[0].id = static_cast<uint8_t>(RegionId::kHostPool);
+    regions[0].kind = RegionKind::kHostPool;
+    regions[0].size = pool.size();
+    regions[0].mapped = pool.data();
+    regions[1].id = static_cast<uint8_t>(RegionId::kDevicePool);
+    regions[1].kind = RegionKind::kCudaPool;
+    regions[1].size = 1 << 20;
+    regions[1].has_ipc = true;
+    view.same_host = true;
+    view.peer_pid = getpid();
+    view.pools_shared = true;
+    view.pools_reason = "same host: pools shared through memfd";
+    view.regions = &regions;
+  }
+  SameHostPeer(const SameHostPeer &) = delete;
+};
+
+LLMDD_TEST(Transport, SharedPoolsReadThroughShmAndCma) {
+  SameHostPeer peer;
+  std::vector<uint8_t> &pool = peer.pool;
+  PeerView &view = peer.view;
   std::vector<std::unique_ptr<Transport>> transports;
   TransportKind reported = TransportKind::kTcp;
   std::string reason;
@@ -207,20 +217,8 @@ LLMDD_TEST(Transport, EngineOptionsCarryTheForcedKind) {
 // Forcing a transport leaves out every other one but tcp, even where they would serve (one
 // host, pools shared, the CUDA pool offered over IPC); the reason says what was forced.
 LLMDD_TEST(Transport, ForcedKindServesAloneBesideTcp) {
-  std::vector<uint8_t> pool(4096);
-  std::vector<RemoteRegion> regions(2);
-  regions[0].id = static_cast<uint8_t>(RegionId::kHostPool);
-  regions[0].size = pool.size();
-  regions[0].mapped = pool.data();
-  regions[1].id = static_cast<uint8_t>(RegionId::kDevicePool);
-  regions[1].kind = RegionKind::kCudaPool;
-  regions[1].size = 1 << 20;
-  regions[1].has_ipc = true;
-  PeerView view;
-  view.same_host = true;
-  view.peer_pid = getpid();
-  view.pools_shared = true;
-  view.regions = &regions;
+  SameHostPeer peer;
+  PeerView &view = peer.view;
   int forced_kinds = 0;
   for (const TransportProvider *p : TransportProviders()) {
     if (!p->can_be_forced()) continue;
