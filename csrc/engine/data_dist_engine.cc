@@ -344,9 +344,9 @@ DetailedStatus DataDistEngine::DeallocateCache(int64_t cache_id) {
 
 DetailedStatus DataDistEngine::DeallocateBlocksCache(int64_t cache_id) {
   LLMDD_RETURN_IF_ERROR(CheckInitialized("deallocate_blocks_cache"));
-  UnpublishCacheBeforeFree(cache_id);
   const std::shared_ptr<CacheEntry> entry = registry_.Find(cache_id);
   const std::optional<uint64_t> model_id = registry_.BlocksKeyOf(cache_id);
+  UnpublishBeforeFree(entry.get());
   const DetailedStatus deallocated = registry_.Deallocate(cache_id, true);
   // Not deallocated after all (not a blocks cache): what it was published under still holds.
   if (model_id && entry) PublishKey(TableKey::Blocks(*model_id), *entry);
@@ -475,11 +475,10 @@ void DataDistEngine::PublishPrefixKeys(const std::vector<CacheKeySpec> &keys, co
     if (key.is_prefix()) PublishKey(TableKey::Prefix(key.prefix_id, key.model_id), cache);
 }
 
-void DataDistEngine::UnpublishCacheBeforeFree(int64_t cache_id) {
-  const std::shared_ptr<CacheEntry> entry = registry_.Find(cache_id);
-  if (entry == nullptr || entry->is_registered) return;
+void DataDistEngine::UnpublishBeforeFree(const CacheEntry *cache) {
+  if (cache == nullptr || cache->is_registered) return;
   std::lock_guard<std::mutex> lock(table_mutex_);
-  table_.RemoveCache(cache_id);
+  table_.RemoveCache(cache->cache_id);
 }
 
 DetailedStatus DataDistEngine::CopyCache(int64_t dst_cache_id, int64_t src_cache_id, uint32_t dst_batch_index,

@@ -232,9 +232,9 @@ class DataDistEngine : public LinkHandler {
   // naming the same cache knows its bytes came from that cache.
   void PublishKey(const TableKey &key, const CacheEntry &cache);
   void PublishPrefixKeys(const std::vector<CacheKeySpec> &keys, const CacheEntry &cache);
-  // Unpublishes what names cache `cache_id` when removing it may free its memory (an allocated
-  // cache; registered memory is the caller's to free after unregister).
-  void UnpublishCacheBeforeFree(int64_t cache_id);
+  // Unpublishes what names `cache` when removing it may free its memory (an allocated cache;
+  // registered memory is the caller's to free after unregister). Null: nothing to do.
+  void UnpublishBeforeFree(const CacheEntry *cache);
   // A transfer's checks in upstream's order: the arguments and the local cache first, the link last.
   DetailedStatus CheckTransfer(const TransferArgs &args, const char *operation, std::shared_ptr<CacheEntry> *local) const;
   DetailedStatus FindUsableLink(uint64_t remote_cluster_id, std::shared_ptr<Link> *link) const;

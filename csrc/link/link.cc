@@ -275,11 +275,9 @@ DetailedStatus Link::Call(FrameType type, const std::vector<uint8_t> &payload, c
     Break(sent.message());
     return Usable();
   }
+  // Still pending after it: another thread has the read side and completes the call (ReadUntilDone
+  // already spun for the read side, or the reply, for poll_spin_us).
   const bool read_timed_out = !ReadUntilDone(*call, deadline);
-  // Another thread has the read side (or had it when the reply came) and completes the call: a
-  // small reply is worth spinning for rather than paying a sleep and a wake-up.
-  const int64_t spin_until = NowNs() + (read_timed_out ? 0 : setup_.poll_spin_us * 1000);
-  while (!call->ready.load(std::memory_order_acquire) && NowNs() < spin_until) SpinPause();
   std::unique_lock<std::mutex> lock(call->mutex);
   if (read_timed_out || !call->cv.wait_until(lock, deadline, [&] { return call->done; })) {
     lock.unlock();

@@ -243,8 +243,9 @@ class Link {
   // Closes the link after reading failed with `failure` (a no-op when it is closed already).
   void EndReading(const DetailedStatus &failure);
   // Call's wait: reads the connection itself while no one else does, until `call` completes or
-  // the deadline passes; returns early (the call still pending) when another thread has the
-  // read side, which then completes the call. False: the deadline passed inside a frame.
+  // the deadline passes; returns early (the call still pending) when another thread still has
+  // the read side after poll_spin_us, and that thread then completes the call. False: the
+  // deadline passed inside a frame.
   bool ReadUntilDone(PendingCall &call, Deadline deadline);
   // The reader thread stays off the connection now (see the top of this file)?
   bool ReaderShouldPark();

@@ -47,12 +47,22 @@ class ShmTransport : public Transport {
   }
   std::optional<TableEntry> LookupPublished(const TableKey &key) override {
     if (table_.mapped == nullptr) return std::nullopt;
-    std::lock_guard<std::mutex> lock(hints_mutex_);
-    // Where each key was found last (a bounded memo: forgotten wholesale when it fills).
-    if (hints_.size() >= kMaxHints) hints_.clear();
-    uint64_t &hint = hints_[key];
+    // Where each key was found last (a bounded memo: forgotten wholesale when it fills). The
+    // lookup itself runs outside the lock: callers on other threads look up at the same time.
+    uint64_t hint = 0;
+    {
+      std::lock_guard<std::mutex> lock(hints_mutex_);
+      auto it = hints_.find(key);
+      if (it != hints_.end()) hint = it->second;
+    }
     std::optional<TableEntry> found = LookupCacheTable(table_.mapped, table_.size, key, &hint);
-    if (!found) hints_.erase(key);
+    std::lock_guard<std::mutex> lock(hints_mutex_);
+    if (!found) {
+      hints_.erase(key);
+    } else {
+      if (hints_.size() >= kMaxHints) hints_.clear();
+      hints_[key] = hint;
+    }
     return found;
   }
 
