@@ -29,6 +29,11 @@ inline void ThrowIfError(DetailedStatus status) {
   if (!status.ok()) throw StatusError{std::move(status)};
 }
 
+// Sets the Python error that pybind11 would raise for the exception being handled (call it in
+// a catch block, with the GIL held): for the few functions bound without pybind11's dispatcher
+// (Engine.transfer), so that they raise exactly what the others do.
+void SetPythonErrorFromCurrentException();
+
 }  // namespace llm_datadist::bindings
 
 #endif  // LLMDD_BINDINGS_BINDINGS_H_

@@ -57,6 +57,29 @@ void InstallPythonLogSink() {
   });
 }
 
+// The Python side builds the LLMException (with the table's metadata) from the code, the
+// message and the context. A native allocation failure is LLM_OUT_OF_MEMORY, like a full pool,
+// not a Python MemoryError.
+void RaiseCoreError(const DetailedStatus &status) {
+  py::list context;
+  for (const auto &kv : status.context()) context.append(py::make_tuple(kv.first, kv.second));
+  py::object exc = py::module_::import("llm_datadist.status")
+                       .attr("_exception_from_native")(static_cast<int64_t>(status.code()), status.message(), context);
+  PyErr_SetObject(reinterpret_cast<PyObject *>(Py_TYPE(exc.ptr())), exc.ptr());
+}
+
+// Call in a catch block: raises the LLMException of a StatusError or a bad_alloc; rethrows
+// anything else.
+void TranslateCoreError() {
+  try {
+    throw;
+  } catch (const StatusError &error) {
+    RaiseCoreError(error.status);
+  } catch (const std::bad_alloc &) {
+    RaiseCoreError(DetailedStatus(LLM_OUT_OF_MEMORY, "the native core could not allocate memory"));
+  }
+}
+
 }  // namespace
 
 void RegisterStatusBindings(py::module_ &m) {
@@ -72,25 +95,32 @@ void RegisterStatusBindings(py::module_ &m) {
     LogLine(static_cast<LogLevel>(level), line);
   });
 
-  // One translator for every core error: the Python side builds the LLMException (with the
-  // table's metadata) from the code, the message and the context.
-  // A native allocation failure is LLM_OUT_OF_MEMORY, like a full pool, not a Python MemoryError.
+  // One translator for every core error (TranslateCoreError).
   py::register_exception_translator([](std::exception_ptr p) {
-    auto raise = [](Status code, const std::string &message, const py::list &context) {
-      py::object exc = py::module_::import("llm_datadist.status")
-                           .attr("_exception_from_native")(static_cast<int64_t>(code), message, context);
-      PyErr_SetObject(reinterpret_cast<PyObject *>(Py_TYPE(exc.ptr())), exc.ptr());
-    };
     try {
       if (p) std::rethrow_exception(p);
-    } catch (const StatusError &error) {
-      py::list context;
-      for (const auto &kv : error.status.context()) context.append(py::make_tuple(kv.first, kv.second));
-      raise(error.status.code(), error.status.message(), context);
-    } catch (const std::bad_alloc &) {
-      raise(LLM_OUT_OF_MEMORY, "the native core could not allocate memory", py::list());
+    } catch (...) {
+      TranslateCoreError();
     }
   });
+}
+
+void SetPythonErrorFromCurrentException() {
+  try {
+    throw;
+  } catch (py::error_already_set &e) {
+    e.restore();
+  } catch (const py::builtin_exception &e) {
+    e.set_error();
+  } catch (...) {
+    try {
+      TranslateCoreError();
+    } catch (const std::exception &e) {
+      PyErr_SetString(PyExc_RuntimeError, e.what());
+    } catch (...) {
+      PyErr_SetString(PyExc_RuntimeError, "unknown native exception");
+    }
+  }
 }
 
 }  // namespace llm_datadist::bindings

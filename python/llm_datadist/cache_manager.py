@@ -362,8 +362,20 @@ class CacheManager:
         `cache`: `size` bytes per tensor (-1: one slot), selected layers with src_layer_range /
         dst_layer_range (ranges of layers) and tensor_num_per_layer (default 2). A complete pull
         by a req CacheKey consumes the key on the owner. Waits at most sync_kv_timeout."""
-        self._check_valid_for_transfer()
+        # The per-request case, checked and sent from this one frame (each Python call on the way
+        # cost about a tenth of a one-sided 4 KiB pull; docs/transfer.md "Small pulls"): every
+        # argument of the right type and range, every layer. Anything else takes the checked path.
         key_type = type(cache_key)
+        if (key_type is CacheKeyByIdAndIndex or (key_type is CacheKey and not self._remote_cache_accessible)) \
+                and type(cache) is Cache and cache._cache_manager is self and not cache._is_blocks_cache \
+                and type(batch_index) is int and 0 <= batch_index <= _MAX_UINT32 \
+                and type(size) is int and _MIN_INT64 <= size <= _MAX_INT64 and self._valid:
+            tnpl = 2 if not kwargs else kwargs.get("tensor_num_per_layer") if len(kwargs) == 1 else None
+            if type(tnpl) is int and 0 <= tnpl <= _MAX_UINT32:
+                self._engine.transfer(False, *cache_key._transfer, cache._cache_id, False, batch_index, size, (), (),
+                                      -1, -1, -1, -1, tnpl)
+                return
+        self._check_valid_for_transfer()
         if key_type is not CacheKey and key_type is not CacheKeyByIdAndIndex:
             check_type(cache_key, "cache_key", (CacheKey, CacheKeyByIdAndIndex))
         if self._remote_cache_accessible and key_type is CacheKey:
@@ -389,6 +401,15 @@ class CacheManager:
         CacheKeyByIdAndIndex and empty src_blocks, the remote slot cut into local blocks.
         src_blocks / dst_blocks: lists or tuples of ints, or one-dimensional integer numpy
         arrays (read without a per-element copy)."""
+        # The per-request case, checked and sent from this one frame (as in pull_cache): a
+        # BlocksCacheKey into a cache of this instance, every layer. The core checks the lists.
+        if type(src_cache_key) is BlocksCacheKey and type(dst_cache) is Cache and dst_cache._cache_manager is self \
+                and self._valid:
+            tnpl = 2 if not kwargs else kwargs.get("tensor_num_per_layer") if len(kwargs) == 1 else None
+            if type(tnpl) is int and 0 <= tnpl <= _MAX_UINT32:
+                self._engine.transfer(False, *src_cache_key._transfer, dst_cache._cache_id, True, 0, -1, src_blocks,
+                                      dst_blocks, -1, -1, -1, -1, tnpl)
+                return
         self._check_valid_for_transfer()
         key_type = type(src_cache_key)
         if key_type is not BlocksCacheKey:
