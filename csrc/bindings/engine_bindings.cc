@@ -297,28 +297,32 @@ py::dict MetricsDict(const MetricsSnapshot &snapshot) {
 }
 
 // ---- Engine.transfer: the per-request call -------------------------------------------------
-// Bound without pybind11's dispatcher, as a METH_FASTCALL method: for its 21 arguments the
+// Bound without pybind11's dispatcher, as a METH_FASTCALL method: for its arguments the
 // dispatcher (and the argument tuple Python builds for it) cost about as many instructions as the
-// core's whole one-sided 4 KiB pull (callgrind, docs/transfer.md "Small pulls"). Conversions and
-// errors are pybind11's: an int argument out of its C++ type's range is a TypeError, a failed
-// core call an LLMException (SetPythonErrorFromCurrentException).
+// core's whole one-sided 4 KiB pull (callgrind, docs/transfer.md "Small pulls"). The remote key
+// comes as the one tuple each Python key keeps (llm_types `_transfer`): unpacking it into
+// arguments cost another ~1k instructions. Conversions and errors are pybind11's: an int out of
+// its C++ type's range is a TypeError, a failed core call an LLMException
+// (SetPythonErrorFromCurrentException).
 constexpr const char *kTransferArgs[] = {
-    "push", "remote_cluster_id", "key_kind", "req_id", "prefix_id", "model_id", "remote_cache_id",
-    "remote_batch_index", "local_cache_id", "blocks_api", "local_batch_index", "size", "remote_blocks",
-    "local_blocks", "remote_layer_begin", "remote_layer_end", "local_layer_begin", "local_layer_end",
-    "tensor_num_per_layer", "remote_block_bytes", "local_offset"};
-constexpr Py_ssize_t kTransferRequiredArgs = 19;
+    "push", "key", "local_cache_id", "blocks_api", "local_batch_index", "size", "remote_blocks", "local_blocks",
+    "remote_layer_begin", "remote_layer_end", "local_layer_begin", "local_layer_end", "tensor_num_per_layer",
+    "remote_block_bytes", "local_offset"};
+constexpr Py_ssize_t kTransferRequiredArgs = 13;
 constexpr Py_ssize_t kTransferMaxArgs = sizeof(kTransferArgs) / sizeof(kTransferArgs[0]);
+// The key tuple's fields, in order.
+constexpr const char *kTransferKeyFields[] = {"remote_cluster_id", "key_kind", "req_id", "prefix_id",
+                                              "model_id", "remote_cache_id", "remote_batch_index"};
+constexpr Py_ssize_t kTransferKeyFieldCount = sizeof(kTransferKeyFields) / sizeof(kTransferKeyFields[0]);
 
-// Argument i as T: an int (or an object with __index__, not a float) within T's range.
+// `value` as T: an int (or an object with __index__, not a float) within T's range.
 template <typename T>
-T IntArg(PyObject *const *args, Py_ssize_t i) {
-  PyObject *value = args[i];
+T IntArg(PyObject *value, const char *name) {
   py::object index;
   if (!PyLong_Check(value)) {
     if (PyFloat_Check(value) || !PyIndex_Check(value)) {
-      throw py::type_error(detail::Concat("Engine.transfer: ", kTransferArgs[i], " must be an int, but got ",
-                                          Py_TYPE(value)->tp_name, "."));
+      throw py::type_error(
+          detail::Concat("Engine.transfer: ", name, " must be an int, but got ", Py_TYPE(value)->tp_name, "."));
     }
     index = py::reinterpret_steal<py::object>(PyNumber_Index(value));
     if (!index) throw py::error_already_set();
@@ -339,19 +343,19 @@ T IntArg(PyObject *const *args, Py_ssize_t i) {
   }
   if (!in_range) {
     PyErr_Clear();
-    throw py::type_error(detail::Concat("Engine.transfer: ", kTransferArgs[i], " = ", py::str(value).cast<std::string>(),
-                                        " is out of range for ", std::is_signed_v<T> ? "int" : "uint",
-                                        sizeof(T) * 8, "."));
+    throw py::type_error(detail::Concat("Engine.transfer: ", name, " = ", py::str(value).cast<std::string>(),
+                                        " is out of range for ", std::is_signed_v<T> ? "int" : "uint", sizeof(T) * 8,
+                                        "."));
   }
   return out;
 }
 
-bool BoolArg(PyObject *const *args, Py_ssize_t i) {
-  if (!PyBool_Check(args[i])) {
-    throw py::type_error(detail::Concat("Engine.transfer: ", kTransferArgs[i], " must be a bool, but got ",
-                                        Py_TYPE(args[i])->tp_name, "."));
+bool BoolArg(PyObject *value, const char *name) {
+  if (!PyBool_Check(value)) {
+    throw py::type_error(
+        detail::Concat("Engine.transfer: ", name, " must be a bool, but got ", Py_TYPE(value)->tp_name, "."));
   }
-  return args[i] == Py_True;
+  return value == Py_True;
 }
 
 PyObject *Transfer(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -361,28 +365,42 @@ PyObject *Transfer(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
                                           " positional arguments, but got ", nargs, "."));
     }
     DataDistEngine &e = py::handle(self).cast<DataDistEngine &>();
-    const bool push = BoolArg(args, 0);
+    auto arg = [&](Py_ssize_t i) { return std::make_pair(args[i], kTransferArgs[i]); };
+    const bool push = BoolArg(args[0], kTransferArgs[0]);
+    PyObject *key = args[1];
+    if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != kTransferKeyFieldCount) {
+      throw py::type_error(detail::Concat("Engine.transfer: key must be a tuple of ", kTransferKeyFieldCount,
+                                          " ints, but got ", Py_TYPE(key)->tp_name, "."));
+    }
+    auto field = [&](Py_ssize_t i) { return std::make_pair(PyTuple_GET_ITEM(key, i), kTransferKeyFields[i]); };
+    auto as = [](auto slot, auto *out) { *out = IntArg<std::remove_pointer_t<decltype(out)>>(slot.first, slot.second); };
     TransferArgs a;
-    a.remote_cluster_id = IntArg<uint64_t>(args, 1);
-    a.key_kind = static_cast<RemoteKeyKind>(IntArg<uint8_t>(args, 2));
-    const auto req_id = IntArg<uint64_t>(args, 3);
-    const auto prefix_id = IntArg<uint64_t>(args, 4);
-    const auto model_id = IntArg<uint64_t>(args, 5);
+    uint8_t key_kind = 0;
+    uint64_t req_id = 0, prefix_id = 0, model_id = 0;
+    as(field(0), &a.remote_cluster_id);
+    as(field(1), &key_kind);
+    as(field(2), &req_id);
+    as(field(3), &prefix_id);
+    as(field(4), &model_id);
+    as(field(5), &a.remote_cache_id);
+    as(field(6), &a.remote_batch_index);
+    a.key_kind = static_cast<RemoteKeyKind>(key_kind);
     a.key = CacheKeySpec{a.remote_cluster_id, req_id, model_id, prefix_id};
     a.blocks_model_id = model_id;
-    a.remote_cache_id = IntArg<int64_t>(args, 6);
-    a.remote_batch_index = IntArg<uint32_t>(args, 7);
-    a.local_cache_id = IntArg<int64_t>(args, 8);
-    a.blocks_api = BoolArg(args, 9);
-    a.local_batch_index = IntArg<uint32_t>(args, 10);
-    a.size = IntArg<int64_t>(args, 11);
-    const py::handle remote_blocks(args[12]), local_blocks(args[13]);
-    a.layers = LayerSelection{IntArg<int64_t>(args, 14), IntArg<int64_t>(args, 15), IntArg<int64_t>(args, 16),
-                              IntArg<int64_t>(args, 17), IntArg<int64_t>(args, 18)};
-    a.remote_block_bytes = nargs > 19 ? IntArg<uint64_t>(args, 19) : 0;
-    a.local_offset = nargs > 20 ? IntArg<uint64_t>(args, 20) : 0;
+    as(arg(2), &a.local_cache_id);
+    a.blocks_api = BoolArg(args[3], kTransferArgs[3]);
+    as(arg(4), &a.local_batch_index);
+    as(arg(5), &a.size);
+    as(arg(8), &a.layers.remote_begin);
+    as(arg(9), &a.layers.remote_end);
+    as(arg(10), &a.layers.local_begin);
+    as(arg(11), &a.layers.local_end);
+    as(arg(12), &a.layers.tensor_num_per_layer);
+    if (nargs > 13) as(arg(13), &a.remote_block_bytes);
+    if (nargs > 14) as(arg(14), &a.local_offset);
     // The API's names, in the order the Python API lists them: a pull takes src_blocks
     // (remote) then dst_blocks (local), a push src_blocks (local) then dst_blocks.
+    const py::handle remote_blocks(args[6]), local_blocks(args[7]);
     if (push) {
       a.local_blocks = BlockIndices(local_blocks, "src_blocks");
       a.remote_blocks = BlockIndices(remote_blocks, "dst_blocks");
@@ -407,11 +425,11 @@ const std::string &TransferDoc() {
     std::string d = "transfer(self: llm_datadist._core.Engine";
     for (Py_ssize_t i = 0; i < kTransferMaxArgs; ++i) {
       const std::string name = kTransferArgs[i];
-      const bool is_bool = name == "push" || name == "blocks_api";
-      const bool is_object = name == "remote_blocks" || name == "local_blocks";
-      d += ", " + name + ": " +
-           (is_bool ? "bool" : is_object ? "object" : "typing.SupportsInt | typing.SupportsIndex");
-      if (i >= kTransferRequiredArgs) d += " = 0";
+      std::string type = "typing.SupportsInt | typing.SupportsIndex";
+      if (name == "push" || name == "blocks_api") type = "bool";
+      if (name == "remote_blocks" || name == "local_blocks") type = "object";
+      if (name == "key") type = "tuple";
+      d += ", " + name + ": " + type + (i >= kTransferRequiredArgs ? " = 0" : "");
     }
     return d + ") -> None\n";
   }();

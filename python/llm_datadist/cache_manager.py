@@ -315,17 +315,11 @@ class CacheManager:
         return src_begin, src_end, dst_begin, dst_end, tensor_num_per_layer
 
     @staticmethod
-    def _layer_kwargs(kwargs: Dict[str, Any], func: str) -> Tuple[Any, Any, Any]:
-        if not kwargs:
-            return None, None, 2
-        if len(kwargs) == 1 and "tensor_num_per_layer" in kwargs:  # the common keyword alone
-            return None, None, kwargs["tensor_num_per_layer"]
-        unknown = sorted(set(kwargs) - {"src_layer_range", "dst_layer_range", "tensor_num_per_layer"})
-        if unknown:
+    def _warn_ignored_kwargs(kwargs: Dict[str, Any], func: str) -> None:
+        if kwargs:
             # Upstream reads its three keywords with kwargs.get and ignores the rest; so do we.
-            warn_once(f"{func}.kwargs", f"{func} ignores the keyword arguments {unknown}, as upstream does; it "
-                                        f"reads src_layer_range, dst_layer_range and tensor_num_per_layer.")
-        return kwargs.get("src_layer_range"), kwargs.get("dst_layer_range"), kwargs.get("tensor_num_per_layer", 2)
+            warn_once(f"{func}.kwargs", f"{func} ignores the keyword arguments {sorted(kwargs)}, as upstream does; "
+                                        f"it reads src_layer_range, dst_layer_range and tensor_num_per_layer.")
 
     @staticmethod
     def _key_fields(key: Union[CacheKey, CacheKeyByIdAndIndex, BlocksCacheKey]) -> Tuple[int, ...]:
@@ -340,14 +334,14 @@ class CacheManager:
 
     def _transfer(self, push: bool, key: Any, cache: Cache, blocks_api: bool, local_batch_index: int, size: int,
                   remote_blocks: Any, local_blocks: Any, layers: _Layers) -> None:
-        # Positional on purpose: keyword parsing of 19 arguments costs more than a 4 KiB copy.
-        # Order: push, remote_cluster_id, key_kind, req_id, prefix_id, model_id, remote_cache_id,
-        # remote_batch_index, local_cache_id, blocks_api, local_batch_index, size, remote_blocks,
+        # Positional on purpose, and the key as the one tuple it keeps (Engine.transfer's order:
+        # push, key, local_cache_id, blocks_api, local_batch_index, size, remote_blocks,
         # local_blocks, remote_layer_begin, remote_layer_end, local_layer_begin, local_layer_end,
-        # tensor_num_per_layer. The block lists go as given: the binding converts and checks them
-        # in one pass (TypeError / ValueError as check_int_list); the core owns every
-        # LLM_PARAM_INVALID (blocks destination, empty or unequal lists, key ids, layers, slots).
-        self._engine.transfer(push, *key._transfer, cache.cache_id, blocks_api, local_batch_index, size,
+        # tensor_num_per_layer): keyword parsing, or unpacking the key, costs more than a 4 KiB
+        # copy. The block lists go as given: the binding converts and checks them in one pass
+        # (TypeError / ValueError as check_int_list); the core owns every LLM_PARAM_INVALID
+        # (blocks destination, empty or unequal lists, key ids, layers, slots).
+        self._engine.transfer(push, key._transfer, cache.cache_id, blocks_api, local_batch_index, size,
                               remote_blocks, local_blocks, *layers)
 
     def _check_valid_for_transfer(self) -> None:
@@ -357,11 +351,15 @@ class CacheManager:
             raise not_initialized(finalized=True)
 
     def pull_cache(self, cache_key: Union[CacheKey, CacheKeyByIdAndIndex], cache: Cache, batch_index: int = 0,
-                   size: int = -1, **kwargs: Any) -> None:
+                   size: int = -1, *, src_layer_range: Optional[range] = None, dst_layer_range: Optional[range] = None,
+                   tensor_num_per_layer: int = 2, **kwargs: Any) -> None:
         """Pulls one slot of a linked cluster's cache into slot `batch_index` of local contiguous
         `cache`: `size` bytes per tensor (-1: one slot), selected layers with src_layer_range /
         dst_layer_range (ranges of layers) and tensor_num_per_layer (default 2). A complete pull
-        by a req CacheKey consumes the key on the owner. Waits at most sync_kv_timeout."""
+        by a req CacheKey consumes the key on the owner. Waits at most sync_kv_timeout.
+        Upstream takes **kwargs and reads the three layer keywords from it; they are named here
+        because a keyword that lands in **kwargs costs a dict per call (0.3 us, a tenth of a
+        one-sided pull). Other keywords are ignored, as upstream ignores them."""
         # The per-request case, checked and sent from this one frame (each Python call on the way
         # cost about a tenth of a one-sided 4 KiB pull; docs/transfer.md "Small pulls"): every
         # argument of the right type and range, every layer. Anything else takes the checked path.
@@ -370,10 +368,10 @@ class CacheManager:
                 and type(cache) is Cache and cache._cache_manager is self and not cache._is_blocks_cache \
                 and type(batch_index) is int and 0 <= batch_index <= _MAX_UINT32 \
                 and type(size) is int and _MIN_INT64 <= size <= _MAX_INT64 and self._valid:
-            tnpl = 2 if not kwargs else kwargs.get("tensor_num_per_layer") if len(kwargs) == 1 else None
-            if type(tnpl) is int and 0 <= tnpl <= _MAX_UINT32:
-                self._engine.transfer(False, *cache_key._transfer, cache._cache_id, False, batch_index, size, (), (),
-                                      -1, -1, -1, -1, tnpl)
+            if src_layer_range is None and dst_layer_range is None and not kwargs \
+                    and type(tensor_num_per_layer) is int and 0 <= tensor_num_per_layer <= _MAX_UINT32:
+                self._engine.transfer(False, cache_key._transfer, cache._cache_id, False, batch_index, size, (), (),
+                                      -1, -1, -1, -1, tensor_num_per_layer)
                 return
         self._check_valid_for_transfer()
         if key_type is not CacheKey and key_type is not CacheKeyByIdAndIndex:
@@ -391,24 +389,27 @@ class CacheManager:
             # (the core lets a registered blocks cache be addressed by slot, as its C++ API does)
             raise param_invalid(f"pull_cache needs a contiguous cache, but cache {cache.cache_id} is a blocks cache; "
                                 f"use pull_blocks.")
-        layers = self._layer_args(*self._layer_kwargs(kwargs, "pull_cache"), push=False)
+        self._warn_ignored_kwargs(kwargs, "pull_cache")
+        layers = self._layer_args(src_layer_range, dst_layer_range, tensor_num_per_layer, push=False)
         self._transfer(False, cache_key, cache, False, batch_index, size, (), (), layers)
 
     def pull_blocks(self, src_cache_key: Union[CacheKey, CacheKeyByIdAndIndex, BlocksCacheKey], dst_cache: Cache,
-                    src_blocks: BlockIndices = (), dst_blocks: BlockIndices = (), **kwargs: Any) -> None:
+                    src_blocks: BlockIndices = (), dst_blocks: BlockIndices = (), *,
+                    src_layer_range: Optional[range] = None, dst_layer_range: Optional[range] = None,
+                    tensor_num_per_layer: int = 2, **kwargs: Any) -> None:
         """Pulls blocks of a linked cluster into local blocks cache `dst_cache`: remote block
         src_blocks[i] -> local block dst_blocks[i] (BlocksCacheKey), or, with a CacheKey /
         CacheKeyByIdAndIndex and empty src_blocks, the remote slot cut into local blocks.
         src_blocks / dst_blocks: lists or tuples of ints, or one-dimensional integer numpy
-        arrays (read without a per-element copy)."""
+        arrays (read without a per-element copy). The layer keywords: as in pull_cache."""
         # The per-request case, checked and sent from this one frame (as in pull_cache): a
         # BlocksCacheKey into a cache of this instance, every layer. The core checks the lists.
         if type(src_cache_key) is BlocksCacheKey and type(dst_cache) is Cache and dst_cache._cache_manager is self \
                 and self._valid:
-            tnpl = 2 if not kwargs else kwargs.get("tensor_num_per_layer") if len(kwargs) == 1 else None
-            if type(tnpl) is int and 0 <= tnpl <= _MAX_UINT32:
-                self._engine.transfer(False, *src_cache_key._transfer, dst_cache._cache_id, True, 0, -1, src_blocks,
-                                      dst_blocks, -1, -1, -1, -1, tnpl)
+            if src_layer_range is None and dst_layer_range is None and not kwargs \
+                    and type(tensor_num_per_layer) is int and 0 <= tensor_num_per_layer <= _MAX_UINT32:
+                self._engine.transfer(False, src_cache_key._transfer, dst_cache._cache_id, True, 0, -1, src_blocks,
+                                      dst_blocks, -1, -1, -1, -1, tensor_num_per_layer)
                 return
         self._check_valid_for_transfer()
         key_type = type(src_cache_key)
@@ -424,7 +425,8 @@ class CacheManager:
             if len(src_blocks):
                 raise param_invalid(f"src_blocks must be empty when pulling a remote contiguous cache "
                                     f"({src_cache_key!r}) into blocks, but got {len(src_blocks)} entries.")
-        layers = self._layer_args(*self._layer_kwargs(kwargs, "pull_blocks"), push=False)
+        self._warn_ignored_kwargs(kwargs, "pull_blocks")
+        layers = self._layer_args(src_layer_range, dst_layer_range, tensor_num_per_layer, push=False)
         self._transfer(False, src_cache_key, dst_cache, True, 0, -1, src_blocks, dst_blocks, layers)
 
     def push_cache(self, dst_cache_key: CacheKeyByIdAndIndex, src_cache: Cache, src_batch_index: int = 0,
@@ -575,7 +577,7 @@ class CacheManager:
 
         def send(src_layer: int, dst_layer: int) -> None:
             n = _TENSORS_PER_LAYER
-            engine.transfer(True, *fields, local_id, blocks_api, 0 if blocks_api else batch, -1, remote_blocks,
+            engine.transfer(True, fields, local_id, blocks_api, 0 if blocks_api else batch, -1, remote_blocks,
                             local_blocks, dst_layer, dst_layer + 1, src_layer, src_layer + 1, n, into_blocks)
 
         return LayerDestination(name=f"{name} (cluster {key.cluster_id})", src_layers=src_range,
@@ -614,7 +616,7 @@ class CacheManager:
                 addr = addrs[(src_layer - start) * _TENSORS_PER_LAYER + j]
                 for src_slot, offset, size, dst_block in pieces:
                     at = addr if dst_block is None else addr + dst_block * block_bytes
-                    engine.transfer(True, cluster, _KEY_KIND_ADDRESS, U64, U64, 0, -1, 0, local_id, False, src_slot,
+                    engine.transfer(True, (cluster, _KEY_KIND_ADDRESS, U64, U64, 0, -1, 0), local_id, False, src_slot,
                                     size, [at], [], 0, 1, tensor, tensor + 1, 1, 0, offset)
 
         return LayerDestination(name=f"{name} (cluster {cluster})", src_layers=src_range,

@@ -269,7 +269,7 @@ def _bind_key_args(cls_name: str, args: Tuple[Any, ...], kwargs: Dict[str, Any],
 
 # The core's RemoteKeyKind (link/messages.h) as ints. Each key keeps `_transfer`, the
 # (remote cluster, key kind, req_id, prefix_id, model_id, remote cache_id, remote batch_index)
-# Engine.transfer takes, made once: keys are immutable and a pull should not rebuild it.
+# Engine.transfer takes as one tuple, made once: keys are immutable and a pull should not rebuild it.
 _KEY_KIND_CACHE_KEY = int(_core.RemoteKeyKind.CACHE_KEY)
 _KEY_KIND_ID_AND_INDEX = int(_core.RemoteKeyKind.CACHE_ID_AND_INDEX)
 _KEY_KIND_BLOCKS_KEY = int(_core.RemoteKeyKind.BLOCKS_KEY)

@@ -503,10 +503,10 @@ def test_core_refuses_remote_layers_whose_tensor_index_would_wrap(cache_manager)
     dst = cache_manager.allocate_cache(contiguous(Placement.HOST, num_tensors=4))
     try:
         with raises_code(PARAM_INVALID, match=r"src_layer_range \[4611686018427387904, .* is beyond any cache"):
-            # push, cluster, key kind 1 (CacheKeyByIdAndIndex), req, prefix, model, remote cache,
-            # remote slot, local cache, blocks_api, local slot, size, remote blocks, local blocks,
-            # remote layers [2**62, 2**62 + 1), local layers [0, 1), 4 tensors per layer
-            cache_manager._engine.transfer(False, 7, 1, U64MAX, U64MAX, 0, 1, 0, dst.cache_id, False, 0, -1, [], [],
+            # push, key (cluster, key kind 1 (CacheKeyByIdAndIndex), req, prefix, model, remote
+            # cache, remote slot), local cache, blocks_api, local slot, size, remote blocks, local
+            # blocks, remote layers [2**62, 2**62 + 1), local layers [0, 1), 4 tensors per layer
+            cache_manager._engine.transfer(False, (7, 1, U64MAX, U64MAX, 0, 1, 0), dst.cache_id, False, 0, -1, [], [],
                                            2**62, 2**62 + 1, 0, 1, 4)
     finally:
         cache_manager.deallocate_cache(dst)
