@@ -510,3 +510,61 @@ def test_core_refuses_remote_layers_whose_tensor_index_would_wrap(cache_manager)
                                            2**62, 2**62 + 1, 0, 1, 4)
     finally:
         cache_manager.deallocate_cache(dst)
+
+
+def test_engine_transfer_refuses_bad_arguments_as_pybind11_would(cache_manager):
+    """Engine.transfer is bound without pybind11's dispatcher (the per-request path): its
+    arguments are still converted as pybind11 converts them, a TypeError naming the argument for
+    a wrong type or an int outside its C++ type, and a core refusal is still an LLMException."""
+    dst = cache_manager.allocate_cache(contiguous(Placement.HOST))
+    engine, key = cache_manager._engine, (7, 1, U64MAX, U64MAX, 0, 1, 0)
+    rest = [dst.cache_id, False, 0, -1, [], [], -1, -1, -1, -1, 2]
+    try:
+        with pytest.raises(TypeError, match="takes 13 to 15 positional arguments, but got 12"):
+            engine.transfer(False, key, *rest[:-1])
+        with pytest.raises(TypeError, match="key must be a tuple of 7 ints, but got list"):
+            engine.transfer(False, list(key), *rest)
+        with pytest.raises(TypeError, match="key must be a tuple of 7 ints, but got tuple"):
+            engine.transfer(False, key[:6], *rest)
+        with pytest.raises(TypeError, match="push must be a bool, but got int"):
+            engine.transfer(0, key, *rest)
+        with pytest.raises(TypeError, match="key_kind = 256 is out of range for uint8"):
+            engine.transfer(False, (7, 256) + key[2:], *rest)
+        with pytest.raises(TypeError, match="remote_cluster_id = -1 is out of range for uint64"):
+            engine.transfer(False, (-1,) + key[1:], *rest)
+        with pytest.raises(TypeError, match=r"local_batch_index = 4294967296 is out of range for uint32"):
+            engine.transfer(False, key, dst.cache_id, False, 2**32, *rest[3:])
+        with pytest.raises(TypeError, match="size must be an int, but got float"):
+            engine.transfer(False, key, dst.cache_id, False, 0, -1.0, *rest[4:])
+        with pytest.raises(TypeError, match=r"src_blocks\[0\] only support \[int\], but got str"):
+            engine.transfer(False, key, dst.cache_id, False, 0, -1, ["0"], *rest[5:])
+        # An object with __index__ is an int, as pybind11 takes it (numpy integers).
+        with raises_code(LLMStatusCode.LLM_NOT_YET_LINK, match="cluster 7 is not linked"):
+            engine.transfer(False, key, np.int64(dst.cache_id), *rest[1:])
+    finally:
+        cache_manager.deallocate_cache(dst)
+
+
+def test_pulls_read_the_three_layer_keywords_and_ignore_others_as_upstream(cache_manager, caplog):
+    """Upstream's pull_cache / pull_blocks take **kwargs and read src_layer_range,
+    dst_layer_range and tensor_num_per_layer from it; here they are keyword-only parameters
+    (a keyword into **kwargs costs a dict per call), checked as before, and any other keyword
+    is still accepted, ignored, and warned about once."""
+    cache = cache_manager.allocate_blocks_cache(blocks())
+    contig = cache_manager.allocate_cache(contiguous())
+    with pytest.raises(TypeError, match="tensor_num_per_layer"):
+        cache_manager.pull_blocks(BlocksCacheKey(2, 0), cache, [0], [0], tensor_num_per_layer="2")
+    with pytest.raises(TypeError, match="src_layer_range"):
+        cache_manager.pull_cache(CacheKey(2, 1), contig, src_layer_range=[0, 1])
+    with pytest.raises(TypeError):  # upstream's signature takes no fifth positional argument either
+        cache_manager.pull_blocks(BlocksCacheKey(2, 0), cache, [0], [0], 2)
+    from llm_datadist import _logging
+    _logging._warned_kinds.difference_update({"pull_blocks.kwargs", "pull_cache.kwargs"})  # once per process
+    with caplog.at_level("WARNING", logger="llm_datadist"):
+        for call in (lambda: cache_manager.pull_blocks(BlocksCacheKey(2, 0), cache, [0], [0], no_such_keyword=1),
+                     lambda: cache_manager.pull_cache(CacheKey(2, 1), contig, tensor_num_per_layer=2, other=3)):
+            with raises_code(LLMStatusCode.LLM_NOT_YET_LINK, match="cluster 2 is not linked"):
+                call()
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "pull_blocks ignores the keyword arguments ['no_such_keyword']" in warned
+    assert "pull_cache ignores the keyword arguments ['other']" in warned
