@@ -315,9 +315,9 @@ constexpr const char *kTransferKeyFields[] = {"remote_cluster_id", "key_kind", "
                                               "model_id", "remote_cache_id", "remote_batch_index"};
 constexpr Py_ssize_t kTransferKeyFieldCount = sizeof(kTransferKeyFields) / sizeof(kTransferKeyFields[0]);
 
-// `value` as T: an int (or an object with __index__, not a float) within T's range.
+// `*out` = `value`: an int (or an object with __index__, not a float) within T's range.
 template <typename T>
-T IntArg(PyObject *value, const char *name) {
+void ReadInt(PyObject *value, const char *name, T *out) {
   py::object index;
   if (!PyLong_Check(value)) {
     if (PyFloat_Check(value) || !PyIndex_Check(value)) {
@@ -329,17 +329,16 @@ T IntArg(PyObject *value, const char *name) {
     value = index.ptr();
   }
   bool in_range = false;
-  T out{};
   if constexpr (std::is_signed_v<T>) {
     int overflow = 0;
     const long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
     in_range = overflow == 0 && !(v == -1 && PyErr_Occurred()) && v >= std::numeric_limits<T>::min() &&
                v <= std::numeric_limits<T>::max();
-    out = static_cast<T>(v);
+    *out = static_cast<T>(v);
   } else {
     const unsigned long long v = PyLong_AsUnsignedLongLong(value);
     in_range = !(v == static_cast<unsigned long long>(-1) && PyErr_Occurred()) && v <= std::numeric_limits<T>::max();
-    out = static_cast<T>(v);
+    *out = static_cast<T>(v);
   }
   if (!in_range) {
     PyErr_Clear();
@@ -347,7 +346,6 @@ T IntArg(PyObject *value, const char *name) {
                                         " is out of range for ", std::is_signed_v<T> ? "int" : "uint", sizeof(T) * 8,
                                         "."));
   }
-  return out;
 }
 
 bool BoolArg(PyObject *value, const char *name) {
@@ -365,39 +363,38 @@ PyObject *Transfer(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
                                           " positional arguments, but got ", nargs, "."));
     }
     DataDistEngine &e = py::handle(self).cast<DataDistEngine &>();
-    auto arg = [&](Py_ssize_t i) { return std::make_pair(args[i], kTransferArgs[i]); };
     const bool push = BoolArg(args[0], kTransferArgs[0]);
     PyObject *key = args[1];
     if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != kTransferKeyFieldCount) {
       throw py::type_error(detail::Concat("Engine.transfer: key must be a tuple of ", kTransferKeyFieldCount,
                                           " ints, but got ", Py_TYPE(key)->tp_name, "."));
     }
-    auto field = [&](Py_ssize_t i) { return std::make_pair(PyTuple_GET_ITEM(key, i), kTransferKeyFields[i]); };
-    auto as = [](auto slot, auto *out) { *out = IntArg<std::remove_pointer_t<decltype(out)>>(slot.first, slot.second); };
+    auto field = [&](Py_ssize_t i, auto *out) { ReadInt(PyTuple_GET_ITEM(key, i), kTransferKeyFields[i], out); };
+    auto arg = [&](Py_ssize_t i, auto *out) { ReadInt(args[i], kTransferArgs[i], out); };
     TransferArgs a;
     uint8_t key_kind = 0;
     uint64_t req_id = 0, prefix_id = 0, model_id = 0;
-    as(field(0), &a.remote_cluster_id);
-    as(field(1), &key_kind);
-    as(field(2), &req_id);
-    as(field(3), &prefix_id);
-    as(field(4), &model_id);
-    as(field(5), &a.remote_cache_id);
-    as(field(6), &a.remote_batch_index);
+    field(0, &a.remote_cluster_id);
+    field(1, &key_kind);
+    field(2, &req_id);
+    field(3, &prefix_id);
+    field(4, &model_id);
+    field(5, &a.remote_cache_id);
+    field(6, &a.remote_batch_index);
     a.key_kind = static_cast<RemoteKeyKind>(key_kind);
     a.key = CacheKeySpec{a.remote_cluster_id, req_id, model_id, prefix_id};
     a.blocks_model_id = model_id;
-    as(arg(2), &a.local_cache_id);
+    arg(2, &a.local_cache_id);
     a.blocks_api = BoolArg(args[3], kTransferArgs[3]);
-    as(arg(4), &a.local_batch_index);
-    as(arg(5), &a.size);
-    as(arg(8), &a.layers.remote_begin);
-    as(arg(9), &a.layers.remote_end);
-    as(arg(10), &a.layers.local_begin);
-    as(arg(11), &a.layers.local_end);
-    as(arg(12), &a.layers.tensor_num_per_layer);
-    if (nargs > 13) as(arg(13), &a.remote_block_bytes);
-    if (nargs > 14) as(arg(14), &a.local_offset);
+    arg(4, &a.local_batch_index);
+    arg(5, &a.size);
+    arg(8, &a.layers.remote_begin);
+    arg(9, &a.layers.remote_end);
+    arg(10, &a.layers.local_begin);
+    arg(11, &a.layers.local_end);
+    arg(12, &a.layers.tensor_num_per_layer);
+    if (nargs > 13) arg(13, &a.remote_block_bytes);
+    if (nargs > 14) arg(14, &a.local_offset);
     // The API's names, in the order the Python API lists them: a pull takes src_blocks
     // (remote) then dst_blocks (local), a push src_blocks (local) then dst_blocks.
     const py::handle remote_blocks(args[6]), local_blocks(args[7]);

@@ -3,6 +3,7 @@
 // over the pool channel and this side mapped read-only during the handshake. Reads are memcpy
 // (or one device copy into local CUDA memory).
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 
 #include "common/logging.h"
@@ -49,13 +50,16 @@ class ShmTransport : public Transport {
     if (table_.mapped == nullptr) return std::nullopt;
     // Where each key was found last (a bounded memo: forgotten wholesale when it fills). The
     // lookup itself runs outside the lock: callers on other threads look up at the same time.
-    uint64_t hint = 0;
+    // The memo is written only when the hint moved (the common pull finds its key where it was).
+    std::optional<uint64_t> known;
     {
       std::lock_guard<std::mutex> lock(hints_mutex_);
       auto it = hints_.find(key);
-      if (it != hints_.end()) hint = it->second;
+      if (it != hints_.end()) known = it->second;
     }
+    uint64_t hint = known.value_or(0);
     std::optional<TableEntry> found = LookupCacheTable(table_.mapped, table_.size, key, &hint);
+    if (found && known == hint) return found;
     std::lock_guard<std::mutex> lock(hints_mutex_);
     if (!found) {
       hints_.erase(key);
